@@ -1,0 +1,3 @@
+from .layouts import convert_official
+
+__all__ = ['convert_official']

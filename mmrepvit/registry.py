@@ -1,0 +1,31 @@
+"""The ``mmrepvit`` registry scope, and the bridge into mmdet's and mmseg's registries.
+
+``type='mmrepvit.RepViT'`` resolves from any toolbox through this scope (a child of mmengine's
+root registry). Unscoped ``type='RepViT'`` must also build under ``default_scope='mmdet'`` or
+``'mmseg'``, whose registries do not search siblings, so every model registered here is also
+registered into each of those toolboxes that is installed.
+"""
+import importlib
+
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmrepvit',
+                  locations=['mmrepvit.models'])
+
+TOOLBOXES = ('mmdet', 'mmseg')
+
+
+def register_into_toolboxes():
+    """Register our models into the MODELS registry of each installed toolbox (idempotent)."""
+    registered = []
+    for toolbox in TOOLBOXES:
+        try:
+            target = importlib.import_module(f'{toolbox}.registry').MODELS
+        except ImportError:
+            continue
+        for name, cls in MODELS.module_dict.items():
+            if target.module_dict.get(name) is not cls:
+                target.register_module(name=name, module=cls, force=True)
+        registered.append(toolbox)
+    return registered

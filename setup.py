@@ -1,0 +1,36 @@
+"""mmrepvit: RepViT and MoCoViT backbones for MMDetection and MMSegmentation."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def read_requirements(name):
+    lines = (HERE / 'requirements' / name).read_text().splitlines()
+    return [ln.split('#')[0].strip() for ln in lines if ln.split('#')[0].strip()]
+
+
+version = re.search(r"__version__ = '([^']+)'",
+                    (HERE / 'mmrepvit' / 'version.py').read_text()).group(1)
+
+setup(
+    name='mmrepvit',
+    version=version,
+    description='RepViT and MoCoViT backbones for MMDetection and MMSegmentation',
+    long_description=(HERE / 'README.md').read_text(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(exclude=('tests', 'tools', 'configs')),
+    python_requires='>=3.8',
+    # torch is deliberately not listed: users keep the torch (and mmcv build) matching their GPU.
+    install_requires=read_requirements('runtime.txt'),
+    extras_require={
+        'mmdet': ['mmdet>=3.0.0,<3.4.0', 'pycocotools'],
+        'mmseg': ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex'],
+        'all': read_requirements('optional.txt'),
+        'tests': read_requirements('tests.txt'),
+    },
+    license='Apache-2.0',
+    zip_safe=False,
+)
