@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MMCV_WHEEL_DIR ?= ../shared/wheels
 MMCV_WHEEL := $(MMCV_WHEEL_DIR)/mmcv-2.1.0-cp311-cp311-linux_x86_64.whl
 
-.PHONY: install demo test test-all clean-venv
+.PHONY: install demo test clean-venv
 
 install: $(STAMP)
 
@@ -35,9 +35,6 @@ demo: install
 
 test: install
 	$(VPY) -m pytest -q tests
-
-test-all: install
-	$(VPY) -m pytest -q tests --runslow
 
 clean-venv:
 	rm -rf $(VENV)

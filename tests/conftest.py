@@ -11,23 +11,6 @@ REFERENCE = SHARED / 'reference'
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def pytest_addoption(parser):
-    parser.addoption('--runslow', action='store_true', help='also run the slow end-to-end tests')
-
-
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'slow: long end-to-end test, run with --runslow')
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption('--runslow'):
-        return
-    skip = pytest.mark.skip(reason='slow end-to-end test; run with --runslow (make test-all)')
-    for item in items:
-        if 'slow' in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(scope='session')
 def golden():
     path = REFERENCE / 'repvit_m0_6_official_golden.pth'
