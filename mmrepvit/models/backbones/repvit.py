@@ -193,7 +193,6 @@ class RepViT(BaseModule):
 
     def forward(self, x):
         x = self.stem(x)
-        outs = []
         last = max(self.tap_rows[i] for i in self.out_indices)
         wanted = {self.tap_rows[i]: i for i in self.out_indices}
         feats = {}
@@ -205,8 +204,7 @@ class RepViT(BaseModule):
                 x = block(x)
             if row in wanted:
                 feats[wanted[row]] = x
-        outs = [feats[i] for i in self.out_indices]
-        return tuple(outs)
+        return tuple(feats[i] for i in self.out_indices)
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:

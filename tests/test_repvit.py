@@ -1,0 +1,224 @@
+import copy
+import json
+
+import pytest
+import torch
+from conftest import REFERENCE
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmrepvit.checkpoint import convert_official
+from mmrepvit.models import RepViT
+from mmrepvit.models.backbones.repvit import ARCH_ZOO, default_se_pattern
+
+ARCHS = json.loads((REFERENCE / 'repvit_archs.json').read_text())
+
+
+def randomise_bn_stats(model, seed=0):
+    """Non-trivial running statistics so that fusing is actually exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
+
+
+def run_rows(model, x):
+    """Outputs after the stem and after every row, like the original's ``features``."""
+    outs = [model.stem(x)]
+    for block in model.blocks:
+        outs.append(block(outs[-1]))
+    return outs
+
+
+def test_golden_per_block_outputs(golden):
+    model = RepViT('m0_6').eval()
+    model.load_state_dict(convert_official(golden['state_dict']), strict=True)
+    with torch.no_grad():
+        outs = run_rows(model, golden['input'])
+        assert len(outs) == len(golden['features'])
+        for i, (ours, ref) in enumerate(zip(outs, golden['features'])):
+            assert (ours - ref).abs().max() <= 1e-5, f'row {i}'
+        model.switch_to_deploy()
+        for i, (ours, ref) in enumerate(zip(run_rows(model, golden['input']),
+                                            golden['features'])):
+            assert (ours - ref).abs().max() <= 1e-4, f'fused row {i}'
+    assert not any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+@pytest.mark.parametrize('arch', list(ARCH_ZOO))
+def test_arch_table_and_param_count(arch):
+    ref = ARCHS[f'repvit_{arch}']
+    rows = ref['rows_k_t_c_se_hs_s']
+    model = RepViT(arch)
+    ours = [(c, int(se), 2 if stage > 0 and i == 0 else 1)
+            for stage, (c, pat) in enumerate(zip(model.channels, model.se_pattern))
+            for i, se in enumerate(pat)]
+    assert ours == [(r[2], r[3], r[5]) for r in rows]
+    assert model.legacy == ref['legacy']
+    assert sum(p.numel() for p in model.parameters()) == ref['params_backbone_unfused']
+
+
+def test_default_se_rule_reproduces_published_tables():
+    for name, arch in ARCH_ZOO.items():
+        if name == 'm0_6':  # its two-row last stage keeps SE on the last row
+            continue
+        for stage, pattern in enumerate(arch['se']):
+            assert default_se_pattern(len(pattern), stage == 0) == pattern, (name, stage)
+
+
+@pytest.mark.parametrize('arch', list(ARCH_ZOO))
+def test_fused_matches_unfused_odd_size(arch):
+    torch.manual_seed(0)
+    model = randomise_bn_stats(RepViT(arch, out_indices=(0, 1, 2, 3))).eval()
+    x = torch.randn(1, 3, 333, 517)
+    with torch.no_grad():
+        ref = model(x)
+        model.switch_to_deploy()
+        fused = model(x)
+    expected = [((333 + s - 1) // s, (517 + s - 1) // s) for s in (4, 8, 16, 32)]
+    assert [tuple(f.shape[-2:]) for f in ref] == expected
+    assert [f.shape[1] for f in ref] == list(model.channels)
+    for a, b in zip(ref, fused):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() / max(1.0, a.abs().max()) < 1e-4
+
+
+def test_taps_conventions():
+    model = randomise_bn_stats(RepViT('m1_1', taps='detection')).eval()
+    assert model.tap_rows == (2, 6, 20, 24)
+    assert RepViT('m1_1').tap_rows == (3, 7, 21, 24)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        rows = run_rows(model, x)
+        outs = model(x)
+    for out, row in zip(outs, model.tap_rows):
+        torch.testing.assert_close(out, rows[row])
+
+
+def test_out_indices_subset_and_metadata():
+    model = RepViT('m0_9', out_indices=(1, 3))
+    assert model.out_channels == [96, 384] and model.out_strides == [8, 32]
+    outs = model(torch.randn(2, 3, 64, 64))
+    assert [o.shape for o in outs] == [(2, 96, 8, 8), (2, 384, 2, 2)]
+
+
+def test_deploy_builds_fused_form_and_loads_fused_weights():
+    model = randomise_bn_stats(RepViT('m0_6')).eval()
+    model.switch_to_deploy()
+    deployed = RepViT('m0_6', deploy=True).eval()
+    deployed.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        for a, b in zip(model(x), deployed(x)):
+            torch.testing.assert_close(a, b)
+
+
+def test_switch_to_deploy_twice_is_harmless():
+    model = randomise_bn_stats(RepViT('m0_6')).eval()
+    x = torch.randn(1, 3, 64, 64)
+    model.switch_to_deploy()
+    with torch.no_grad():
+        once = model(x)
+        state = copy.deepcopy(model.state_dict())
+        model.switch_to_deploy()
+        twice = model(x)
+    assert state.keys() == model.state_dict().keys()
+    for a, b in zip(once, twice):
+        torch.testing.assert_close(a, b)
+
+
+def test_norm_eval_keeps_bn_statistics():
+    model = RepViT('m0_6', norm_eval=True)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if 'running' in k}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = sum(o.mean() for o in model(torch.randn(2, 3, 64, 64)))
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert all(not m.training for m in model.modules() if isinstance(m, _BatchNorm))
+    # without norm_eval the statistics do move
+    model = RepViT('m0_6').train()
+    before = model.blocks[0].channel_mixer.fc1.bn.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(before, model.blocks[0].channel_mixer.fc1.bn.running_mean)
+
+
+@pytest.mark.parametrize('frozen_stages', [0, 2])
+def test_frozen_stages(frozen_stages):
+    model = RepViT('m0_6', frozen_stages=frozen_stages).train()
+    frozen_rows = {r for s in range(frozen_stages) for r in model.stage_rows(s)}
+    assert all(not p.requires_grad for p in model.stem.parameters())
+    assert not model.stem[0].bn.training
+    for row, block in enumerate(model.blocks, start=1):
+        grads = {p.requires_grad for p in block.parameters()}
+        assert grads == ({False} if row in frozen_rows else {True}), row
+    before = {k: v.clone() for k, v in model.stem.state_dict().items()}
+    model(torch.randn(2, 3, 64, 64))
+    assert all(torch.equal(v, model.stem.state_dict()[k]) for k, v in before.items())
+
+
+def test_with_cp_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = RepViT('m0_6', drop_path_rate=0.0).train()
+    ckpt = RepViT('m0_6', with_cp=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, ckpt):
+        xi = x.clone().requires_grad_(True)
+        outs = model(xi)
+        sum((o * o).mean() for o in outs).backward()
+        grads.append((outs, xi.grad, [p.grad for p in model.parameters()]))
+    for a, b in zip(grads[0][0], grads[1][0]):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    for a, b in zip(grads[0][2], grads[1][2]):
+        torch.testing.assert_close(a, b)
+
+
+def test_drop_path_rate_is_stochastic_in_training_only():
+    # non-zero last norms, else every FFN branch starts at zero and dropping it changes nothing
+    model = randomise_bn_stats(RepViT('m0_6', drop_path_rate=0.5))
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[-1], model(x)[-1])
+    model.train()
+    torch.manual_seed(0)
+    a = model(x)[-1]
+    torch.manual_seed(1)
+    assert not torch.allclose(a, model(x)[-1])
+
+
+def test_syncbn_norm_cfg_builds_and_fuses():
+    model = RepViT('m0_6', norm_cfg=dict(type='SyncBN', requires_grad=True))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    model.switch_to_deploy()
+    assert not any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+def test_custom_arch():
+    model = RepViT(dict(channels=(16, 32, 64, 128), depths=(2, 2, 3, 2)))
+    assert model.se_pattern == ('10', '00', '010', '00') and model.arch_name == 'custom'
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [16, 32, 64, 128]
+
+
+@pytest.mark.parametrize('kwargs, words', [
+    (dict(arch='m9_9'), ["'m9_9'", 'm1_1', 'm0_6', 'm3']),
+    (dict(out_indices=(0, 4)), ['4', '0-3']),
+    (dict(out_indices=(-1, )), ['-1', '0-3']),
+    (dict(frozen_stages=5), ['5', '-1']),
+    (dict(taps='neck'), ["'neck'", 'segmentation', 'detection']),
+    (dict(arch=dict(channels=(8, 16))), ['channels']),
+])
+def test_bad_arguments_name_value_and_valid_ones(kwargs, words):
+    with pytest.raises((ValueError, KeyError)) as info:
+        RepViT(**kwargs)
+    for word in words:
+        assert word in str(info.value)
