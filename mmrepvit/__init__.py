@@ -4,7 +4,7 @@ from .utils.compat import check_versions
 
 check_versions()
 
-from . import models  # noqa: E402,F401  (registers the backbones)
+from . import engine, models  # noqa: E402,F401  (registers backbones and hooks)
 from .registry import MODELS, register_into_toolboxes  # noqa: E402
 
 register_into_toolboxes()

@@ -7,11 +7,14 @@ registered into each of those toolboxes that is installed.
 """
 import importlib
 
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmrepvit',
                   locations=['mmrepvit.models'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmrepvit',
+                 locations=['mmrepvit.engine'])
 
 TOOLBOXES = ('mmdet', 'mmseg')
 
@@ -21,11 +24,13 @@ def register_into_toolboxes():
     registered = []
     for toolbox in TOOLBOXES:
         try:
-            target = importlib.import_module(f'{toolbox}.registry').MODELS
+            registries = importlib.import_module(f'{toolbox}.registry')
         except ImportError:
             continue
-        for name, cls in MODELS.module_dict.items():
-            if target.module_dict.get(name) is not cls:
-                target.register_module(name=name, module=cls, force=True)
+        for ours in (MODELS, HOOKS):
+            target = getattr(registries, ours.name.upper() + 'S')
+            for name, cls in ours.module_dict.items():
+                if target.module_dict.get(name) is not cls:
+                    target.register_module(name=name, module=cls, force=True)
         registered.append(toolbox)
     return registered

@@ -1,0 +1,66 @@
+"""Multi-process runs on machines without CUDA, through mmengine's own launchers.
+
+mmengine's ``pytorch``/``slurm`` launchers call ``torch.cuda.set_device`` and wrap the model
+with CUDA ``device_ids``. Without CUDA we initialise the process group ourselves with gloo
+(mmengine then skips its own initialisation), wrap without device ids, and build BatchNorm in
+place of SyncBN (torch's SyncBatchNorm runs on accelerators only).
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from mmengine.logging import print_log
+
+SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
+
+
+def _slurm_env():
+    """Fill torch's env:// variables from SLURM's, as mmengine's slurm launcher does."""
+    proc_id = int(os.environ['SLURM_PROCID'])
+    os.environ.setdefault('RANK', str(proc_id))
+    os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+    os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
+    os.environ.setdefault('MASTER_PORT', '29500')
+    if 'MASTER_ADDR' not in os.environ:
+        import subprocess
+        nodes = os.environ['SLURM_NODELIST']
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(
+            f'scontrol show hostname {nodes} | head -n1')
+
+
+def replace_sync_bn(node):
+    """SyncBN -> BN everywhere in a (model) config, in place; returns how many were changed."""
+    changed = 0
+    if isinstance(node, dict):
+        if node.get('type') in SYNC_BN_TYPES:
+            node['type'] = 'BN'
+            changed += 1
+        for value in node.values():
+            changed += replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            changed += replace_sync_bn(item)
+    return changed
+
+
+def setup_cpu_distributed(cfg):
+    """Prepare ``cfg`` (launcher already set) for a CPU-only multi-process run. No-op with
+    CUDA, or for ``launcher='none'``."""
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or torch.cuda.is_available():
+        return cfg
+    if launcher not in ('pytorch', 'slurm'):
+        raise ValueError(f'launcher={launcher!r} needs CUDA here; on CPU use "pytorch" '
+                         f'(torchrun, tools/dist_train.sh) or "slurm"')
+    if launcher == 'slurm':
+        _slurm_env()
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    wrapper = dict(cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel'))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    if replace_sync_bn(cfg.model):
+        print_log('CPU multi-process run: SyncBN replaced by BN (SyncBatchNorm needs CUDA)',
+                  logger='current')
+    return cfg

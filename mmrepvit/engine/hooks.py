@@ -1,0 +1,20 @@
+"""Runner hooks."""
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from ..deploy import count_batchnorms, fuse_model
+from ..registry import HOOKS
+
+
+@HOOKS.register_module()
+class ReparameterizeHook(Hook):
+    """Fuse the model (RepViT blocks and Conv-BN pairs) once the checkpoint is loaded, before
+    testing: what ``tools/test.py --fuse`` uses to evaluate the deployed form."""
+    priority = 'VERY_HIGH'
+
+    def before_test(self, runner):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model.eval()
+        fuse_model(model)
+        runner.logger.info(f'Re-parameterised the model for testing; '
+                           f'{count_batchnorms(model)} BatchNorm layers left')

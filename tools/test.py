@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Test a detector (COCO AP) or segmentor (mIoU) checkpoint; flags as mmdet's tools/test.py,
+plus --fuse to evaluate the re-parameterised (deployed) model."""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Test a RepViT/MoCoViT detector or segmentor')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file (ordinary or fused)')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
+    parser.add_argument('--out', help='detection: dump results to this .pkl; '
+                        'segmentation: save the predicted maps in this dir')
+    parser.add_argument('--show-dir', help='save pictures of the predictions in this dir')
+    parser.add_argument('--fuse', action='store_true',
+                        help='re-parameterise the model (RepViT blocks, Conv-BN) before testing')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmrepvit.apis import prepare_test_cfg, test
+    cfg = prepare_test_cfg(args.config, args.checkpoint, work_dir=args.work_dir, out=args.out,
+                           show_dir=args.show_dir, fuse=args.fuse,
+                           cfg_options=args.cfg_options, launcher=args.launcher)
+    return test(cfg)
+
+
+if __name__ == '__main__':
+    main()
