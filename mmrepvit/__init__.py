@@ -4,7 +4,9 @@ from .utils.compat import check_versions
 
 check_versions()
 
-from . import engine, models  # noqa: E402,F401  (registers backbones and hooks)
+# models and hooks register themselves; checkpoint allow-lists what mmengine's own checkpoints
+# need under torch.load(weights_only=True), so resume works in any toolbox's train.py
+from . import checkpoint, engine, models  # noqa: E402,F401
 from .registry import MODELS, register_into_toolboxes  # noqa: E402
 
 register_into_toolboxes()

@@ -38,8 +38,3 @@ def build_model(cfg):
     init_default_scope(scope)
     return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
 
-
-def read_checkpoint(path):
-    """A checkpoint dict, loaded with ``weights_only=True``."""
-    import torch
-    return torch.load(path, map_location='cpu', weights_only=True)

@@ -4,8 +4,9 @@ import os.path as osp
 
 import torch
 
+from ..checkpoint import load_checkpoint_file
 from ..deploy import fuse_state_dict
-from .config import build_model, load_config, read_checkpoint
+from .config import build_model, load_config
 
 
 def fuse_checkpoint_file(config, checkpoint, out, cfg_options=None):
@@ -13,7 +14,7 @@ def fuse_checkpoint_file(config, checkpoint, out, cfg_options=None):
     cfg = load_config(config, cfg_options)
     cfg.model.backbone.init_cfg = None
     model = build_model(cfg)
-    fused = fuse_state_dict(model, read_checkpoint(checkpoint))
+    fused = fuse_state_dict(model(checkpoint))
     if osp.dirname(out):
         os.makedirs(osp.dirname(out), exist_ok=True)
     torch.save(fused, out)

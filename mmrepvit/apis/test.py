@@ -1,9 +1,10 @@
 """What ``tools/test.py`` does, as functions tests can call."""
 import os.path as osp
 
+from ..checkpoint import load_checkpoint_file
 from ..datasets import check_dataset_paths
 from ..deploy import deploy_model_cfg, is_deploy_checkpoint
-from .config import default_work_dir, load_config, read_checkpoint, toolbox_of
+from .config import default_work_dir, load_config, toolbox_of
 from .train import build_runner
 
 
@@ -20,7 +21,7 @@ def prepare_test_cfg(config, checkpoint, work_dir=None, out=None, show_dir=None,
     cfg.load_from = checkpoint
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # every weight comes from the checkpoint
-    if is_deploy_checkpoint(read_checkpoint(checkpoint)):
+    if is_deploy_checkpoint(load_checkpoint_file(checkpoint)):
         cfg.model = deploy_model_cfg(cfg.model)
     elif fuse:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [

@@ -233,10 +233,17 @@ class RepViT(BaseModule):
         self.deploy = True
 
     def init_weights(self):
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            from ...checkpoint import load_backbone_checkpoint
-            load_backbone_checkpoint(self, self.init_cfg['checkpoint'],
-                                     prefix=self.init_cfg.get('prefix'))
-            self._is_init = True
-            return
-        super().init_weights()
+        # 'Pretrained' goes through our loader (any published layout, strict, weights_only);
+        # other initialisers (a list may mix both) stay mmengine's.
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        pretrained = [c for c in cfgs if c and c.get('type') == 'Pretrained']
+        if not pretrained:
+            return super().init_weights()
+        others = [c for c in cfgs if c and c.get('type') != 'Pretrained']
+        if others:
+            self.init_cfg = others
+            super().init_weights()
+        from ...checkpoint import load_backbone_checkpoint
+        load_backbone_checkpoint(self, pretrained[-1]['checkpoint'],
+                                 prefix=pretrained[-1].get('prefix'))
+        self._is_init = True

@@ -1,0 +1,169 @@
+"""Reading checkpoints with ``torch.load(weights_only=True)`` only.
+
+A pickle may name any importable callable and have it called while loading, so a checkpoint can
+carry code. torch (>= 2.6) therefore refuses, by default, every global that is not a tensor
+rebuild function or a plain container. mmengine's Runner checkpoints pickle a few more objects:
+on torch 2.13 / numpy 1.26 / mmengine 0.10.7, ``get_unsafe_globals_in_checkpoint`` of a Runner
+checkpoint (``meta``, ``state_dict``, ``message_hub``, ``optimizer``, ``param_schedulers``;
+``tests/test_safe_load.py`` checks it) lists exactly:
+
+- ``mmengine.logging.history_buffer.HistoryBuffer`` (the message hub's scalar logs);
+- ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype`` (its arrays);
+- ``numpy.core.multiarray.scalar`` (numpy scalars in ``runtime_info``, e.g. ``eta``);
+- ``builtins.getattr``, used as ``getattr(HistoryBuffer, 'min')`` for its statistics methods.
+
+Those are allow-listed here, once, when ``mmrepvit.checkpoint`` is imported, so mmengine's own
+``load_checkpoint`` and ``runner.resume()`` work under torch's default ``weights_only=True``.
+``getattr`` is not allowed as such: the name ``builtins.getattr`` is bound to a function that
+only looks up HistoryBuffer's statistics methods. Unpickled ``numpy.dtype`` objects must also be
+built, which needs their classes: the numeric ones (bool, integers, floats) are allowed --
+float64 and int64 are in every Runner checkpoint, float32 and others appear when a metric
+returns numpy scalars; object and string dtypes are not. ``collections.OrderedDict``
+(and ``collections.Counter``, in MultiStepLR's state) are already allowed by torch. Anything
+else is refused, naming the global.
+"""
+import os
+import os.path as osp
+import pickle
+import re
+import types
+import zipfile
+
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+
+from .errors import CheckpointFormatError, UnsafeCheckpointError
+
+if np.lib.NumpyVersion(np.__version__) >= '2.0.0':
+    from numpy._core import multiarray as _np_multiarray
+else:
+    from numpy.core import multiarray as _np_multiarray
+
+# HistoryBuffer registers these four in every process (``_set_default_statistics``).
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'mean', 'current')
+REFUSED_GETATTR = 'mmrepvit refused getattr'
+# Phrases of torch's weights-only unpickler when it refuses (rather than fails to parse) data.
+REFUSAL_MARKS = ('Unsupported global', 'Can only', 'Trying to call reduce', REFUSED_GETATTR)
+
+
+def history_buffer_getattr(obj, name):
+    """What ``builtins.getattr`` means inside a checkpoint: HistoryBuffer's statistics only."""
+    value = getattr(obj, name, None) if obj is HistoryBuffer else None
+    if name not in HISTORY_BUFFER_STATISTICS or not isinstance(value, types.FunctionType):
+        raise pickle.UnpicklingError(
+            f'{REFUSED_GETATTR}({obj!r}, {name!r}): a checkpoint may only look up the '
+            f'statistics methods {HISTORY_BUFFER_STATISTICS} of '
+            f'mmengine.logging.history_buffer.HistoryBuffer')
+    return value
+
+
+def _numpy_global(name):
+    return getattr(_np_multiarray, name), f'{_np_multiarray.__name__}.{name}'
+
+
+# The globals an mmengine Runner checkpoint names, as (object, name in the pickle).
+MMENGINE_CHECKPOINT_GLOBALS = (
+    (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
+    _numpy_global('_reconstruct'),
+    (np.ndarray, 'numpy.ndarray'),
+    (np.dtype, 'numpy.dtype'),
+    _numpy_global('scalar'),
+    (history_buffer_getattr, 'builtins.getattr'),
+)
+# Classes of the numeric numpy dtypes: an unpickled ``np.dtype`` is built as one of these.
+NUMPY_DTYPE_CLASSES = tuple(
+    type(np.dtype(code)) for code in ('?', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4', 'u8',
+                                      'f2', 'f4', 'f8'))
+ALLOWED_GLOBAL_NAMES = frozenset(name for _, name in MMENGINE_CHECKPOINT_GLOBALS)
+
+
+def register_safe_globals():
+    """Allow-list the objects above for every ``torch.load(weights_only=True)``. Idempotent."""
+    torch.serialization.add_safe_globals(
+        list(MMENGINE_CHECKPOINT_GLOBALS) + list(NUMPY_DTYPE_CLASSES))
+
+
+def _file_kind(path):
+    """'zip' (torch >= 1.6 format), 'legacy' (older torch pickle), or None (neither)."""
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if head.startswith(b'PK'):
+        return 'zip'
+    if head[:1] == b'\x80':  # a pickle, protocol 2 or later
+        return 'legacy'
+    return None
+
+
+def _offending_globals(path, reason):
+    """Globals of the file outside the allow-list (zip format), else the one torch named."""
+    try:
+        names = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # legacy (non-zip) format: only torch's message tells
+        names = set(re.findall(r'GLOBAL (\S+) was not an allowed global', reason))
+    return sorted(names - ALLOWED_GLOBAL_NAMES)
+
+
+def _torch_reason(message):
+    """The part of torch's weights-only error that says what was refused."""
+    m = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)', message, re.S)
+    if m:
+        return m.group(1).strip()
+    return message.strip().splitlines()[0] if message.strip() else message
+
+
+def _refusal(path, offending, detail):
+    what = (f'it pickles {", ".join(offending)}, which the allow-list does not hold' if offending
+            else 'it holds an object outside the allow-list (see below)')
+    return UnsafeCheckpointError(
+        f'Refusing to load {path!r}: {what}. A pickled global is code that runs while the file '
+        f'is loaded, so only tensors, plain containers and the objects mmengine Runner '
+        f'checkpoints need ({", ".join(sorted(ALLOWED_GLOBAL_NAMES))}, numeric numpy dtypes) '
+        f'are accepted. If you trust the file, re-save just its tensors (e.g. its state_dict) '
+        f'and load that.\ntorch said: {detail}')
+
+
+def resolve_checkpoint_path(path):
+    """A local path, or an http(s) URL downloaded once into torch hub's checkpoint cache."""
+    path = os.fspath(path)
+    if path.startswith(('http://', 'https://')):
+        cache = osp.join(torch.hub.get_dir(), 'checkpoints')
+        local = osp.join(cache, osp.basename(path.split('?')[0]))
+        if not osp.exists(local):
+            os.makedirs(cache, exist_ok=True)
+            torch.hub.download_url_to_file(path, local)
+        return local
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Checkpoint file {path!r} does not exist (or is not a file)')
+    return path
+
+
+def load_checkpoint_file(path, map_location='cpu'):
+    """``torch.load(path, weights_only=True)`` with the allow-list, and errors that say whether
+    the file is missing, truncated, not a checkpoint, or unsafe."""
+    path = resolve_checkpoint_path(path)
+    register_safe_globals()
+    kind = _file_kind(path)
+    if kind is None or (kind == 'zip' and not zipfile.is_zipfile(path)):
+        size = osp.getsize(path)
+        what = ('is empty' if size == 0 else
+                f'is truncated or corrupted ({size} bytes, no zip directory at its end); '
+                f'download it again' if kind == 'zip' else
+                'is not a PyTorch checkpoint (neither a torch zip archive nor a pickle)')
+        raise CheckpointFormatError(f'Checkpoint file {path!r} {what}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = _torch_reason(str(e))
+        if kind == 'zip' or any(mark in reason for mark in REFUSAL_MARKS):
+            raise _refusal(path, _offending_globals(path, reason), reason) from None
+        raise CheckpointFormatError(
+            f'Checkpoint file {path!r} could not be unpickled (corrupted or not a '
+            f'checkpoint): {reason}') from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointFormatError(
+            f'Checkpoint file {path!r} could not be read (truncated or corrupted?): '
+            f'{type(e).__name__}: {e}') from None
+
+
+register_safe_globals()

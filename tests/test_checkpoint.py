@@ -1,0 +1,343 @@
+"""Loading RepViT checkpoints of every published layout (issue 4): init_cfg, converter, errors."""
+import functools
+import http.server
+import json
+import logging
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from conftest import REFERENCE, REPO
+from mmengine.logging import HistoryBuffer, MMLogger
+from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
+
+from mmrepvit.checkpoint import (CheckpointFormatError, CheckpointMismatchError,
+                                 convert_checkpoint, convert_official, convert_timm,
+                                 extract_backbone_weights, load_backbone_checkpoint,
+                                 load_backbone_weights, timm_depths)
+from mmrepvit.models import RepViT
+
+LAYOUTS = json.loads((REFERENCE / 'repvit_checkpoint_layouts.json').read_text())
+HEADS = ('classifier.', 'head.')
+CASES = [(layout, variant) for layout, variants in LAYOUTS.items() for variant in variants]
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def log_messages():
+    """Messages mmengine's current logger (``print_log(logger='current')``) receives."""
+    logger = MMLogger.get_current_instance()
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
+def run_rows(model, x):
+    """Output of the stem and of every row: the original's ``features`` list."""
+    with torch.no_grad():
+        outs = [model.stem(x)]
+        for block in model.blocks:
+            outs.append(block(outs[-1]))
+    return outs
+
+
+def assert_reproduces_golden(model, golden, atol=1e-5):
+    outs = run_rows(model.eval(), golden['input'])
+    assert len(outs) == len(golden['features'])
+    for i, (ours, ref) in enumerate(zip(outs, golden['features'])):
+        assert (ours - ref).abs().max() <= atol, f'features[{i}]'
+
+
+def synthesise(shapes, fill='index'):
+    """A state_dict with exactly these names and shapes. ``fill='index'``: every tensor holds
+    its key's position, so where each tensor landed can be traced after loading."""
+    out = {}
+    for i, (key, shape) in enumerate(shapes.items()):
+        if key.endswith('num_batches_tracked'):
+            out[key] = torch.full(shape, i, dtype=torch.long)
+        elif fill == 'index':
+            out[key] = torch.full(shape, float(i))
+        elif key.endswith('running_var'):
+            out[key] = torch.rand(shape) + 0.5
+        else:
+            out[key] = torch.randn(shape) * 0.2
+    return out
+
+
+def save(tmp_path, name, obj):
+    path = tmp_path / name
+    torch.save(obj, path)
+    return path
+
+
+# ---- the golden official-format M0.6 checkpoint ----------------------------------------------
+
+def test_golden_through_init_cfg(golden, tmp_path, log_messages):
+    path = save(tmp_path, 'repvit_m0_6_official.pth', {'model': golden['state_dict']})
+    model = RepViT('m0_6', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    assert_reproduces_golden(model, golden)
+    log = '\n'.join(log_messages)
+    assert 'official layout' in log and "under 'model'" in log
+    assert 'dropped 14 classifier head keys' in log
+    assert 'classifier.classifier_dist.l.weight' in log
+
+
+def test_golden_through_converter_then_stock_mmengine_load(golden, tmp_path):
+    src = save(tmp_path, 'official.pth', {'model': golden['state_dict']})
+    meta = convert_checkpoint(src, tmp_path / 'out' / 'm0_6.pth')  # arch found from weights
+    assert meta['arch'] == 'm0_6' and meta['source_layout'] == 'official'
+    assert not meta['deploy']
+    model = RepViT('m0_6')
+    mmengine_load_checkpoint(model, str(tmp_path / 'out' / 'm0_6.pth'), strict=True)
+    assert_reproduces_golden(model, golden)
+
+
+def test_golden_fused_by_converter_into_deploy_backbone(golden, tmp_path):
+    src = save(tmp_path, 'official.pth', {'model': golden['state_dict']})
+    dst = tmp_path / 'm0_6_deploy.pth'
+    assert convert_checkpoint(src, dst, arch='m0_6', fuse=True)['deploy']
+    stock = RepViT('m0_6', deploy=True)
+    mmengine_load_checkpoint(stock, str(dst), strict=True)
+    assert_reproduces_golden(stock, golden, atol=1e-4)
+    ours = RepViT('m0_6', deploy=True, init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
+    ours.init_weights()
+    assert_reproduces_golden(ours, golden, atol=1e-4)
+
+
+def test_unfused_checkpoint_is_fused_on_load_into_deploy_backbone(golden, tmp_path,
+                                                                  log_messages):
+    src = save(tmp_path, 'official.pth', {'model': golden['state_dict']})
+    model = RepViT('m0_6', deploy=True)
+    load_backbone_checkpoint(model, src)
+    assert_reproduces_golden(model, golden, atol=1e-4)
+    assert any('fused the unfused checkpoint' in m for m in log_messages)
+
+
+def test_converter_command_line(golden, tmp_path):
+    src = save(tmp_path, 'official.pth', {'model': golden['state_dict']})
+    dst = tmp_path / 'cli' / 'm0_6_deploy.pth'
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), str(src), str(dst),
+         '--arch', 'm0_6', '--fuse'], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert 'm0_6 backbone, fused, from the official layout' in result.stdout
+    model = RepViT('m0_6', deploy=True)
+    load_backbone_checkpoint(model, dst)
+    assert_reproduces_golden(model, golden, atol=1e-4)
+
+
+def test_detector_checkpoint_backbone_prefix(golden, tmp_path, log_messages):
+    """An mmengine checkpoint of a whole detector: meta, state_dict with ``backbone.``,
+    ``neck.`` ..., optimizer and a message hub holding HistoryBuffers."""
+    backbone = convert_official(golden['state_dict'])
+    state_dict = {f'backbone.{k}': v for k, v in backbone.items()}
+    state_dict.update({'neck.lateral_convs.0.conv.weight': torch.zeros(256, 80, 1, 1),
+                       'data_preprocessor.mean': torch.zeros(3, 1, 1)})
+    logs = HistoryBuffer([0.5, 0.25], [1, 1])
+    path = save(tmp_path, 'epoch_12.pth', {
+        'meta': {'epoch': 12, 'iter': 100, 'cfg': 'model = dict()', 'seed': 0},
+        'state_dict': state_dict,
+        'optimizer': {'state': {}, 'param_groups': [{'lr': 0.01, 'params': [0]}]},
+        'message_hub': {'log_scalars': {'train/loss': logs}, 'runtime_info': {}}})
+    model = RepViT('m0_6', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    assert_reproduces_golden(model, golden)
+    log = '\n'.join(log_messages)
+    assert "mmrepvit layout under 'state_dict' with prefix 'backbone.'" in log
+    assert "'neck.': 1" in log and "'data_preprocessor.': 1" in log
+
+    explicit = RepViT('m0_6')
+    load_backbone_checkpoint(explicit, path, prefix='backbone')  # init_cfg's ``prefix``
+    assert_reproduces_golden(explicit, golden)
+    with pytest.raises(CheckpointFormatError, match=r"prefix='student\.'.*'backbone\.'"):
+        load_backbone_checkpoint(RepViT('m0_6'), path, prefix='student.')
+
+
+# ---- every variant in every layout -------------------------------------------------------------
+
+@pytest.mark.parametrize('layout,variant', CASES, ids=[f'{a}-{b}' for a, b in CASES])
+def test_every_layout_and_variant_loads_exactly(layout, variant):
+    shapes = LAYOUTS[layout][variant]
+    source = synthesise(shapes)  # tensor i holds the value i
+    checkpoint = {'model': source} if layout.startswith('official') else source
+    model = RepViT(variant.replace('repvit_', ''))
+    weights = load_backbone_weights(model, extract_backbone_weights(checkpoint))
+    assert weights.layout == layout
+    head = sorted(k for k in shapes if k.startswith(HEADS))
+    assert weights.dropped_head == head and head
+    # A bijection: each non-head tensor of the checkpoint is in exactly one backbone entry and
+    # every backbone entry came from one of them.
+    loaded = sorted(int(v.flatten()[0]) if v.numel() else int(v) for v in
+                    model.state_dict().values())
+    assert loaded == [i for i, k in enumerate(shapes) if not k.startswith(HEADS)]
+    if layout == 'timm':
+        assert timm_depths(source) == model.depths
+
+
+@pytest.mark.parametrize('variant', ['repvit_m0_9', 'repvit_m1'])
+def test_timm_and_official_with_the_same_numbers_give_the_same_features(variant):
+    official_layout = 'official' if variant in LAYOUTS['official'] else 'official_legacy'
+    official_keys = [k for k in LAYOUTS[official_layout][variant] if not k.startswith(HEADS)]
+    timm_keys = [k for k in LAYOUTS['timm'][variant] if not k.startswith(HEADS)]
+    torch.manual_seed(0)
+    official = synthesise({k: LAYOUTS[official_layout][variant][k] for k in official_keys},
+                          fill='random')
+    # The two releases register their modules in the same order, so their state_dicts list
+    # the same tensors in the same order (the reference data confirms the shapes pair up).
+    timm = {t: official[o] for o, t in zip(official_keys, timm_keys)}
+    assert [tuple(v.shape) for v in timm.values()] == \
+        [tuple(LAYOUTS['timm'][variant][k]) for k in timm_keys]
+    arch = variant.replace('repvit_', '')
+    x = torch.randn(1, 3, 64, 64)
+    feats = []
+    for checkpoint in ({'model': official}, timm):
+        model = RepViT(arch, taps='detection')
+        load_backbone_weights(model, extract_backbone_weights(checkpoint))
+        with torch.no_grad():
+            feats.append(model.eval()(x))
+    for a, b in zip(*feats):
+        assert torch.equal(a, b)
+    assert feats[0][0].abs().sum() > 0
+
+
+def test_convert_timm_rows_follow_depths():
+    timm = synthesise(LAYOUTS['timm']['repvit_m1_5'])
+    depths = RepViT('m1_5').depths
+    ours = convert_timm(timm, depths)
+    first_of_stage_1 = depths[0]  # index in `blocks` of the stride-2 row opening stage 1
+    assert f'blocks.{first_of_stage_1}.proj.conv.weight' in ours  # channel_downsample
+    assert f'blocks.{first_of_stage_1 - 1}.token_mixer.dw3x3.conv.weight' in ours  # pre_block
+    with pytest.raises(CheckpointFormatError, match='twice'):
+        convert_timm(timm, RepViT('m1_1').depths)
+
+
+# ---- wrong, damaged and foreign files ---------------------------------------------------------
+
+@pytest.mark.parametrize('layout', ['official', 'timm'])
+def test_wrong_variant_names_the_keys_and_the_variant_that_fits(layout, tmp_path):
+    path = save(tmp_path, 'm1_5.pth', synthesise(LAYOUTS[layout]['repvit_m1_5']))
+    model = RepViT('m1_1')
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_backbone_checkpoint(model, path)
+    message = str(info.value)
+    assert f'({layout} layout) does not fit this RepViT (arch \'m1_1\')' in message
+    assert "It fits arch 'm1_5'" in message
+    # m1_1's second stride-2 row is blocks.3; m1_5's is blocks.5
+    assert 'keys missing from the checkpoint: blocks.3.token_mixer.conv.weight [64, 1, 3, 3]' \
+        in message
+    assert 'blocks.3.channel_mixer.fc1.conv.weight: checkpoint [128, 64, 1, 1], backbone ' \
+        '[256, 128, 1, 1]' in message
+    assert '531 keys unexpected (not in the backbone)' in message
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+
+
+def test_missing_extra_and_misshapen_keys_are_named(golden, tmp_path):
+    state_dict = dict(golden['state_dict'])
+    del state_dict['features.5.channel_mixer.m.0.c.weight']
+    state_dict['features.2.extra.weight'] = torch.zeros(3)
+    state_dict['features.1.token_mixer.1.fc1.bias'] = torch.zeros(9)
+    path = save(tmp_path, 'edited.pth', {'model': state_dict})
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_backbone_checkpoint(RepViT('m0_6'), path)
+    message = str(info.value)
+    assert '1 keys missing from the checkpoint: blocks.4.channel_mixer.fc1.conv.weight ' \
+           '[160, 80, 1, 1]' in message
+    assert '1 keys unexpected (not in the backbone): blocks.1.extra.weight [3]' in message
+    assert 'blocks.0.se.fc1.bias: checkpoint [9], backbone [8]' in message
+    assert 'fits none of the published variants' in message
+
+
+def test_fused_checkpoint_into_unfused_backbone_says_deploy(golden, tmp_path):
+    dst = tmp_path / 'fused.pth'
+    convert_checkpoint(save(tmp_path, 'o.pth', golden['state_dict']), dst, fuse=True)
+    with pytest.raises(CheckpointMismatchError, match='deploy=True'):
+        load_backbone_checkpoint(RepViT('m0_6'), dst)
+
+
+def test_missing_bn_counters_are_tolerated(golden, tmp_path, log_messages):
+    state_dict = {k: v for k, v in golden['state_dict'].items()
+                  if not k.endswith('num_batches_tracked')}
+    model = RepViT('m0_6')
+    load_backbone_checkpoint(model, save(tmp_path, 'no_counters.pth', state_dict))
+    assert_reproduces_golden(model, golden)
+    assert any('no BN num_batches_tracked counters' in m for m in log_messages)
+
+
+def test_truncated_file(golden, tmp_path):
+    path = save(tmp_path, 'full.pth', {'model': golden['state_dict']})
+    data = path.read_bytes()
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(data[:len(data) // 2])
+    model = RepViT('m0_6', init_cfg=dict(type='Pretrained', checkpoint=str(truncated)))
+    with pytest.raises(CheckpointFormatError, match=r"truncated\.pth' is truncated"):
+        model.init_weights()
+
+
+def test_file_that_is_not_a_checkpoint(tmp_path):
+    text = tmp_path / 'notes.txt'
+    text.write_text('model = dict(type="RepViT")\n')
+    with pytest.raises(CheckpointFormatError, match=r"notes\.txt' is not a PyTorch checkpoint"):
+        load_backbone_checkpoint(RepViT('m0_6'), text)
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(CheckpointFormatError, match='is empty'):
+        load_backbone_checkpoint(RepViT('m0_6'), empty)
+
+
+def test_checkpoint_without_weights_or_of_another_model(tmp_path):
+    no_weights = save(tmp_path, 'meta_only.pth', {'meta': {'epoch': 3}, 'optimizer': {}})
+    with pytest.raises(CheckpointFormatError, match=r"holds no weights.*'meta', 'optimizer'"):
+        load_backbone_checkpoint(RepViT('m0_6'), no_weights)
+    resnet = save(tmp_path, 'resnet.pth', {'conv1.weight': torch.zeros(64, 3, 7, 7),
+                                           'layer1.0.conv1.weight': torch.zeros(64, 64, 1, 1)})
+    with pytest.raises(CheckpointFormatError, match=r"no RepViT checkpoint layout.*timm.*'conv1"):
+        load_backbone_checkpoint(RepViT('m0_6'), resnet)
+
+
+def test_http_url_is_downloaded_once_then_loaded(golden, tmp_path):
+    served = tmp_path / 'served'
+    served.mkdir()
+    save(served, 'repvit_m0_6.pth', {'model': golden['state_dict']})
+    handler = functools.partial(QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    hub_dir = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / 'hub'))
+    try:
+        url = f'http://127.0.0.1:{server.server_address[1]}/repvit_m0_6.pth'
+        model = RepViT('m0_6', init_cfg=dict(type='Pretrained', checkpoint=url))
+        model.init_weights()
+    finally:
+        torch.hub.set_dir(hub_dir)
+        server.shutdown()
+        server.server_close()
+    assert (tmp_path / 'hub' / 'checkpoints' / 'repvit_m0_6.pth').is_file()
+    assert_reproduces_golden(model, golden)
+
+
+def test_missing_file_names_the_path(tmp_path):
+    missing = tmp_path / 'nowhere' / 'repvit.pth'
+    with pytest.raises(FileNotFoundError, match='nowhere/repvit.pth'):
+        load_backbone_checkpoint(RepViT('m0_6'), missing)
+
+
+def test_converter_checks_the_requested_arch(golden, tmp_path):
+    src = save(tmp_path, 'official.pth', {'model': golden['state_dict']})
+    with pytest.raises(CheckpointMismatchError, match="It fits arch 'm0_6'"):
+        convert_checkpoint(src, tmp_path / 'x.pth', arch='m0_9')
+    with pytest.raises(KeyError, match='valid: m0_6, m0_9'):
+        convert_checkpoint(src, tmp_path / 'x.pth', arch='m9')
+    assert not (tmp_path / 'x.pth').exists()

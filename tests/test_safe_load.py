@@ -1,0 +1,188 @@
+"""weights_only loading (issue 8): mmengine Runner checkpoints resume, anything else is refused."""
+import contextlib
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.logging import HistoryBuffer
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
+from torch.utils.data import Dataset
+
+from mmrepvit.checkpoint import (ALLOWED_GLOBAL_NAMES, UnsafeCheckpointError,
+                                 load_backbone_checkpoint, load_checkpoint_file)
+from mmrepvit.models import RepViT
+
+CALLS = []
+
+
+class ToyModel(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+        self.bn = nn.BatchNorm1d(1)
+
+    def forward(self, inputs, labels, mode='tensor'):
+        out = self.bn(self.linear(inputs)).squeeze(-1)
+        if mode == 'loss':
+            return dict(loss=((out - labels)**2).mean())
+        return out
+
+
+class ToyData(Dataset):
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return dict(inputs=torch.tensor([i / 16.0, 1.0]), labels=torch.tensor(i / 8.0))
+
+
+def toy_runner(work_dir, max_iters, name, **kwargs):
+    return Runner(
+        model=ToyModel(), work_dir=str(work_dir), experiment_name=name,
+        train_dataloader=dict(dataset=ToyData(), batch_size=4,
+                              sampler=dict(type='DefaultSampler', shuffle=True),
+                              collate_fn=dict(type='default_collate')),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        param_scheduler=[dict(type='LinearLR', start_factor=0.5, by_epoch=False, end=2),
+                         dict(type='MultiStepLR', milestones=[3], by_epoch=False)],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
+        randomness=dict(seed=0), **kwargs)
+
+
+@pytest.fixture(scope='module')
+def runner_checkpoint(tmp_path_factory):
+    """A checkpoint written by a real mmengine Runner: meta, state_dict, message_hub,
+    optimizer, param_schedulers."""
+    work_dir = tmp_path_factory.mktemp('toy_run')
+    toy_runner(work_dir, 4, 'safe_load_first_run').train()
+    return work_dir / 'iter_4.pth'
+
+
+def _record_call(*args):
+    CALLS.append(args)
+
+
+class Payload:
+    """An arbitrary class: unpickling it may run whatever its module does."""
+
+    def __init__(self, note='hello'):
+        self.note = note
+
+
+class CodePayload:
+    """Pickles as a call to ``_record_call``: what a malicious checkpoint would do."""
+
+    def __reduce__(self):
+        return _record_call, ('ran while loading', )
+
+
+class SneakyGetattr:
+    """Pickles as ``getattr(HistoryBuffer, 'update')``, not one of its statistics methods."""
+
+    def __reduce__(self):
+        return getattr, (HistoryBuffer, 'update')
+
+
+@contextlib.contextmanager
+def no_user_safe_globals():
+    """torch's default allow-list only, for the duration (ours is restored afterwards)."""
+    saved = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        yield
+    finally:
+        torch.serialization.add_safe_globals(saved)
+
+
+def test_allow_list_is_exactly_what_a_runner_checkpoint_needs(runner_checkpoint):
+    checkpoint = load_checkpoint_file(runner_checkpoint)
+    assert {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'} <= \
+        set(checkpoint)
+    with no_user_safe_globals():
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(runner_checkpoint))
+    assert set(needed) == ALLOWED_GLOBAL_NAMES
+
+
+def test_without_the_allow_list_weights_only_fails(runner_checkpoint):
+    with no_user_safe_globals(), pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        torch.load(runner_checkpoint, weights_only=True)
+    assert torch.load(runner_checkpoint, weights_only=True)['meta']['iter'] == 4
+
+
+def test_runner_resumes_with_weights_only(runner_checkpoint, tmp_path, monkeypatch):
+    load_calls = []
+    torch_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        load_calls.append(kwargs.get('weights_only'))
+        return torch_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', recording_load)
+    runner = toy_runner(tmp_path, 6, 'safe_load_resumed', load_from=str(runner_checkpoint),
+                        resume=True)
+    runner.train()
+    assert load_calls and all(w in (None, True) for w in load_calls)  # torch's default: True
+    assert runner.iter == 6
+    # 4 losses restored from the checkpoint's message hub, 2 logged since
+    assert len(runner.message_hub.get_scalar('train/loss').data[0]) == 6
+    assert [s._global_step for s in runner.param_schedulers] == [6, 6]  # restored at 4
+
+
+def test_mmengine_load_checkpoint_and_ours_read_it(runner_checkpoint):
+    model = ToyModel()
+    mmengine_load_checkpoint(model, str(runner_checkpoint), strict=True)
+    checkpoint = load_checkpoint_file(runner_checkpoint)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, checkpoint['state_dict'][key])
+    history = checkpoint['message_hub']['log_scalars']['train/loss']
+    assert isinstance(history, HistoryBuffer) and history.statistics('mean') > 0
+
+
+@pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy_format'])
+@pytest.mark.parametrize('payload,offending', [
+    (Payload(), 'test_safe_load.Payload'),
+    (CodePayload(), 'test_safe_load._record_call'),
+], ids=['class', 'reduce'])
+def test_checkpoint_pickling_other_globals_is_refused(payload, offending, zip_format,
+                                                      tmp_path):
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.zeros(2)}, 'meta': {'extra': payload}}, path,
+               _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        load_checkpoint_file(path)
+    message = str(info.value)
+    assert f"Refusing to load '{path}': it pickles {offending}" in message
+    assert 'code that runs while the file is loaded' in message
+    with pytest.raises(pickle.UnpicklingError, match=offending.split('.')[-1]):
+        mmengine_load_checkpoint(ToyModel(), str(path))  # mmengine's own torch.load refuses
+    with pytest.raises(UnsafeCheckpointError):
+        load_backbone_checkpoint(RepViT('m0_6'), path)
+    assert CALLS == []  # nothing ran
+
+
+def test_getattr_only_reaches_history_buffer_statistics(tmp_path):
+    path = tmp_path / 'getattr.pth'
+    torch.save({'meta': {'method': SneakyGetattr()}}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"refused getattr\(.*HistoryBuffer.*'update'"):
+        load_checkpoint_file(path)
+    ok = tmp_path / 'statistics.pth'
+    torch.save({'meta': {'buffer': HistoryBuffer([1.0, 3.0], [1, 1])}}, ok)
+    assert load_checkpoint_file(ok)['meta']['buffer'].statistics('max') == 3.0
+
+
+def test_object_arrays_are_refused_numeric_ones_allowed(tmp_path):
+    numeric = tmp_path / 'numeric.pth'
+    torch.save({'meta': {'score': np.float32(0.5), 'counts': np.arange(3)}}, numeric)
+    meta = load_checkpoint_file(numeric)['meta']
+    assert meta['score'] == np.float32(0.5) and meta['counts'].tolist() == [0, 1, 2]
+    objects = tmp_path / 'objects.pth'
+    torch.save({'meta': {'anything': np.array([1, 'two'], dtype=object)}}, objects)
+    with pytest.raises(UnsafeCheckpointError, match='ObjectDType'):
+        load_checkpoint_file(objects)
