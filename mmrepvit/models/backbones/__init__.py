@@ -1,3 +1,4 @@
+from .mocovit import MoCoViT
 from .repvit import RepViT
 
-__all__ = ['RepViT']
+__all__ = ['RepViT', 'MoCoViT']

@@ -1,0 +1,216 @@
+"""MoCoViT (Ma et al., "MoCoViT: Mobile Convolutional Vision Transformer", arXiv 2205.12635) as
+a multi-scale backbone for detection and segmentation.
+
+No official code exists. This is GhostNet-1.0x with the last four stride-1 bottlenecks of the
+stride-32 stage replaced by Mobile Transformer Blocks, the reconstruction that matches the
+published size (5.3M parameters, 147M multiply-adds); docs/mocovit.md lists every choice.
+"""
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...registry import MODELS
+from ..layers import ConvBN, GhostBottleneck, MobileTransformerBlock, ghost_divisible
+from .repvit import fuse_in_place
+
+STEM_CHANNELS = 16
+# GhostNet-1.0x's bottleneck rows, (kernel, hidden, out, SE, stride), at width 1.0. The stem
+# row runs at stride 2 right after the 3x3 stem conv; STAGES end at strides 4, 8, 16, 32.
+STEM_ROW = (3, 16, 16, False, 1)
+STAGES = (
+    ((3, 48, 24, False, 2), (3, 72, 24, False, 1)),
+    ((5, 72, 40, True, 2), (5, 120, 40, True, 1)),
+    ((3, 240, 80, False, 2), (3, 200, 80, False, 1), (3, 184, 80, False, 1),
+     (3, 184, 80, False, 1), (3, 480, 112, True, 1), (3, 672, 112, True, 1)),
+    ((5, 672, 160, True, 2), (5, 960, 160, False, 1), (5, 960, 160, True, 1),
+     (5, 960, 160, False, 1), (5, 960, 160, True, 1)),
+)
+# Rows at the end of the last stage that are Mobile Transformer Blocks instead of bottlenecks
+# (each MTB keeps its row's hidden width and SE flag for its MoFFN). 0 gives GhostNet.
+MAX_TRANSFORMER_BLOCKS = sum(1 for row in STAGES[-1] if row[4] == 1)
+
+ARCH_ZOO = {
+    '0.5x': dict(widen_factor=0.5, transformer_blocks=4),
+    '0.75x': dict(widen_factor=0.75, transformer_blocks=4),
+    '1.0x': dict(widen_factor=1.0, transformer_blocks=4),
+    '1.5x': dict(widen_factor=1.5, transformer_blocks=4),
+}
+
+
+@MODELS.register_module()
+class MoCoViT(BaseModule):
+    """MoCoViT backbone emitting the ends of the stride-4/8/16/32 stages
+    (24, 40, 112, 160 channels at 1.0x).
+
+    Args:
+        arch (str | dict): a name in ``ARCH_ZOO`` (``'0.5x'``, ``'0.75x'``, ``'1.0x'``,
+            ``'1.5x'``) or a dict with ``widen_factor`` and optional ``transformer_blocks``
+            (0-4, default 4; 0 builds GhostNet at that width).
+        out_indices (Sequence[int]): stages to output, 0-3 (strides 4, 8, 16, 32).
+        frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and stages 0..k-1.
+        norm_eval (bool): keep norm layers in eval mode (frozen statistics) while training.
+        num_heads (int): attention heads in MoSA (the paper's form: 1, d = channels).
+        attention_ghost_relu (bool): ReLU inside MoSA's Ghost modules (default: linear, as
+            the projections they replace).
+        norm_cfg (dict): the norm after every conv (BN; SyncBN when training from scratch).
+        with_cp (bool): gradient checkpointing per block, to save memory while training.
+        drop_path_rate (float): stochastic depth over the MTB residual branches.
+        deploy (bool): build the BN-folded form, to load checkpoints fused by
+            ``switch_to_deploy`` (mmrepvit's fuse tool).
+    """
+    arch_zoo = ARCH_ZOO
+    num_stages = 4
+
+    def __init__(self, arch='1.0x', out_indices=(0, 1, 2, 3), frozen_stages=-1,
+                 norm_eval=False, num_heads=1, attention_ghost_relu=False,
+                 norm_cfg=dict(type='BN'), with_cp=False, drop_path_rate=0.0, deploy=False,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_name, arch = self._resolve_arch(arch)
+        self.widen_factor = float(arch['widen_factor'])
+        self.transformer_blocks = arch['transformer_blocks']
+
+        out_indices = tuple(out_indices) if isinstance(out_indices, (list, tuple)) \
+            else (out_indices, )
+        bad = [i for i in out_indices if not isinstance(i, int) or not 0 <= i < 4]
+        if bad or not out_indices:
+            raise ValueError(f'out_indices={out_indices!r}: {bad or "empty"} not valid; '
+                             f'each index must be a stage in 0-3 (strides 4, 8, 16, 32)')
+        self.out_indices = out_indices
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= 4:
+            raise ValueError(f'frozen_stages={frozen_stages!r} is out of range; valid: -1 '
+                             f'(nothing), 0 (stem) ... 4 (stem and all four stages)')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.deploy = False
+
+        width = self.widen
+        stem_c = width(STEM_CHANNELS)
+        k, hidden, out, se, stride = STEM_ROW
+        self.stem = nn.Sequential(
+            ConvBN(3, stem_c, 3, 2, 1, norm_cfg=norm_cfg), nn.ReLU(inplace=True),
+            GhostBottleneck(stem_c, width(hidden), width(out), k, stride, se, norm_cfg))
+        in_c = width(out)
+
+        self.stages = nn.ModuleList()
+        self.channels = []
+        first_mtb = len(STAGES[-1]) - self.transformer_blocks
+        drop_rates = [drop_path_rate * i / max(1, self.transformer_blocks - 1)
+                      for i in range(self.transformer_blocks)]
+        for stage_idx, rows in enumerate(STAGES):
+            blocks = []
+            for row_idx, (k, hidden, out, se, stride) in enumerate(rows):
+                if stage_idx == len(STAGES) - 1 and row_idx >= first_mtb:
+                    blocks.append(MobileTransformerBlock(
+                        in_c, width(hidden), se, num_heads, attention_ghost_relu,
+                        drop_path=drop_rates[row_idx - first_mtb], norm_cfg=norm_cfg))
+                else:
+                    blocks.append(GhostBottleneck(in_c, width(hidden), width(out), k, stride,
+                                                  se, norm_cfg))
+                    in_c = width(out)
+            self.stages.append(nn.Sequential(*blocks))
+            self.channels.append(in_c)
+        self.channels = tuple(self.channels)
+        self.out_channels = [self.channels[i] for i in out_indices]
+        self.out_strides = [4 * 2**i for i in out_indices]
+        if deploy:
+            self.switch_to_deploy()
+        self._freeze_stages()
+
+    def widen(self, channels):
+        """A width of GhostNet-1.0x scaled by ``widen_factor`` (GhostNet's rounding)."""
+        return ghost_divisible(channels * self.widen_factor)
+
+    @classmethod
+    def _resolve_arch(cls, arch):
+        if isinstance(arch, str):
+            if arch not in cls.arch_zoo:
+                raise KeyError(f'Unknown MoCoViT arch {arch!r}; valid: '
+                               f'{", ".join(cls.arch_zoo)} (or a dict with widen_factor and '
+                               f'optional transformer_blocks)')
+            return arch, dict(cls.arch_zoo[arch])
+        if not isinstance(arch, dict) or 'widen_factor' not in arch or \
+                set(arch) - {'widen_factor', 'transformer_blocks'}:
+            raise ValueError(f'A custom MoCoViT arch is a dict with "widen_factor" and '
+                             f'optional "transformer_blocks"; got {arch!r}')
+        arch = {'transformer_blocks': MAX_TRANSFORMER_BLOCKS, **arch}
+        if not arch['widen_factor'] > 0:
+            raise ValueError(f'widen_factor={arch["widen_factor"]!r} must be positive')
+        blocks = arch['transformer_blocks']
+        if not isinstance(blocks, int) or not 0 <= blocks <= MAX_TRANSFORMER_BLOCKS:
+            raise ValueError(f'transformer_blocks={blocks!r} is out of range; valid: 0 '
+                             f'(GhostNet) ... {MAX_TRANSFORMER_BLOCKS} (the last stage\'s '
+                             f'stride-1 rows)')
+        return 'custom', arch
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = {}
+        for stage_idx in range(max(self.out_indices) + 1):
+            for block in self.stages[stage_idx]:
+                if self.with_cp and self.training and x.requires_grad:
+                    x = cp.checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x)
+            outs[stage_idx] = x
+        return tuple(outs[i] for i in self.out_indices)
+
+    def _freeze_stages(self):
+        if self.frozen_stages < 0:
+            return
+        for module in [self.stem, *self.stages[:self.frozen_stages]]:
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def switch_to_deploy(self):
+        """Fold every conv's BN into it (running statistics), for inference. Idempotent."""
+        if not self.deploy:
+            fuse_in_place(self)
+            self.deploy = True
+
+
+class ClassificationHead(nn.Module):
+    """GhostNet's ImageNet head, for size counting: Conv1x1 (-> 960 at 1.0x) BN ReLU, global
+    pooling, Conv1x1 -> 1280 ReLU, dropout, FC. Not part of the detection backbone."""
+
+    def __init__(self, in_channels, mid_channels, num_classes=1000, feat_channels=1280,
+                 dropout=0.2, norm_cfg=dict(type='BN')):
+        super().__init__()
+        self.expand = nn.Sequential(ConvBN(in_channels, mid_channels, 1, norm_cfg=norm_cfg),
+                                    nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feat = nn.Sequential(nn.Conv2d(mid_channels, feat_channels, 1, bias=True),
+                                  nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(feat_channels, num_classes)
+
+    def forward(self, x):
+        x = self.feat(self.pool(self.expand(x))).flatten(1)
+        return self.fc(self.dropout(x))
+
+
+class MoCoViTClassifier(nn.Module):
+    """Backbone (last stage only) + ``ClassificationHead``: the ImageNet model the paper's
+    parameter and FLOP figures refer to. Used by tests and tools, not registered."""
+
+    def __init__(self, arch='1.0x', num_classes=1000, **backbone_kwargs):
+        super().__init__()
+        self.backbone = MoCoViT(arch, out_indices=(3, ), **backbone_kwargs)
+        last_hidden = STAGES[-1][-1][1]
+        self.head = ClassificationHead(self.backbone.channels[-1],
+                                       self.backbone.widen(last_hidden), num_classes)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)[-1])

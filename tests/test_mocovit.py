@@ -1,0 +1,287 @@
+"""MoCoViT: size against the paper, MoSA's global token mixing, backbone options, configs."""
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
+from mmengine.registry import DefaultScope
+from model_steps import train_and_test_step
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmrepvit.apis import load_config
+from mmrepvit.models import MoCoViT
+from mmrepvit.models.backbones.mocovit import MoCoViTClassifier
+from mmrepvit.models.layers import (GhostBottleneck, GhostModule, MobileSelfAttention,
+                                    MobileTransformerBlock, TokenAttention)
+
+CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
+GHOSTNET_1_0X = dict(widen_factor=1.0, transformer_blocks=0)
+
+
+def randomise_bn(model, seed=0):
+    """Non-trivial norm statistics and affine terms, so that eval-mode outputs are generic."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
+
+
+def complexity(arch):
+    model = MoCoViTClassifier(arch).eval()
+    return get_model_complexity_info(model, input_shape=(3, 224, 224), show_table=False,
+                                     show_arch=False)
+
+
+@pytest.fixture(scope='module')
+def sizes():
+    return {'mocovit': complexity('1.0x'), 'ghostnet': complexity(GHOSTNET_1_0X)}
+
+
+# ---------------------------------------------------------------- size against the paper
+
+def test_params_1_0x_match_paper(sizes):
+    params = sum(p.numel() for p in MoCoViTClassifier('1.0x').parameters())
+    assert params == sizes['mocovit']['params']
+    assert abs(params / 5.3e6 - 1) <= 0.03, params
+
+
+def test_macs_ratio_to_ghostnet_matches_paper(sizes):
+    ratio = sizes['mocovit']['flops'] / sizes['ghostnet']['flops']
+    assert abs(ratio / (147 / 141) - 1) <= 0.03, (sizes['mocovit']['flops'],
+                                                  sizes['ghostnet']['flops'])
+
+
+def test_ghostnet_reference_is_ghostnet_1_0x(sizes):
+    """The comparison model is the published GhostNet-1.0x: 5.2M params, 141M MACs in conv
+    and FC layers (the tool adds BN and pooling on top)."""
+    assert abs(sizes['ghostnet']['params'] / 5.2e6 - 1) <= 0.01
+    model = MoCoViTClassifier(GHOSTNET_1_0X).eval()
+    assert not any(isinstance(m, MobileTransformerBlock) for m in model.modules())
+    ops = FlopAnalyzer(model, torch.randn(1, 3, 224, 224)).by_operator()
+    assert abs((ops['conv'] + ops['linear']) / 141e6 - 1) <= 0.01
+
+
+def test_flop_counter_sees_the_attention_matmuls():
+    model = MoCoViTClassifier('1.0x').eval()
+    ops = FlopAnalyzer(model, torch.randn(1, 3, 224, 224)).by_operator()
+    tokens, channels = 7 * 7, 160
+    assert ops['matmul'] == 4 * 2 * tokens * tokens * channels  # 4 MTBs, V V^T and A V
+
+
+def test_half_width_lands_near_ghostnet_0_5x():
+    model = MoCoViTClassifier('0.5x').eval()
+    params = sum(p.numel() for p in model.parameters())
+    assert abs(params / 2.6e6 - 1) <= 0.03, params
+    ops = FlopAnalyzer(model, torch.randn(1, 3, 224, 224)).by_operator()
+    assert abs((ops['conv'] + ops['linear']) / 44e6 - 1) <= 0.05
+
+
+# ---------------------------------------------------------------- the transformer blocks
+
+def test_mtbs_only_at_the_end_of_the_last_stage():
+    model = MoCoViT('1.0x')
+    for stage in list(model.stages)[:3] + [model.stem]:
+        assert not any(isinstance(m, MobileTransformerBlock) for m in stage.modules())
+    last = list(model.stages[3])
+    assert isinstance(last[0], GhostBottleneck)
+    assert all(isinstance(b, MobileTransformerBlock) for b in last[1:]) and len(last) == 5
+    # SE in every other MoFFN, as in the GhostNet rows they replace
+    assert [not isinstance(b.moffn.se, nn.Identity) for b in last[1:]] == \
+        [False, True, False, True]
+
+
+def test_mosa_shares_one_ghost_projection_for_q_k_v():
+    mosa = randomise_bn(MobileSelfAttention(32)).eval()
+    ghosts = [m for m in mosa.modules() if isinstance(m, GhostModule)]
+    assert ghosts == [mosa.shared, mosa.proj]  # one projection in, one out
+    x = torch.randn(2, 32, 5, 6)
+    with torch.no_grad():
+        v = mosa.shared(x)
+        tokens = v.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        attn = torch.softmax(tokens @ tokens.transpose(1, 2) / 32 ** 0.5, dim=-1) @ tokens
+        attn = attn.transpose(1, 2).reshape_as(v)
+        torch.testing.assert_close(mosa(x), mosa.proj(attn + mosa.local(v)))
+
+
+def test_scale_follows_the_head_width():
+    assert TokenAttention(160).scale == pytest.approx(160 ** -0.5)
+    assert TokenAttention(160, num_heads=4).scale == pytest.approx(40 ** -0.5)
+    with pytest.raises(ValueError, match=r'num_heads=3 .* 160'):
+        TokenAttention(160, num_heads=3)
+
+
+@pytest.mark.parametrize('num_heads', [1, 4])
+def test_attention_is_permutation_equivariant_over_tokens(num_heads):
+    attention = TokenAttention(32, num_heads)
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(2, 32, 6, 7, generator=g)
+    perm = torch.randperm(6 * 7, generator=g)
+
+    def permute(t):
+        return t.flatten(2)[:, :, perm].reshape_as(t)
+
+    torch.testing.assert_close(attention(permute(v)), permute(attention(v)))
+
+
+def test_mosa_mixes_the_whole_image():
+    """One changed pixel in a corner moves MoSA's output in the far corner; without the
+    attention term (convs only) it does not, so the reach is the attention's."""
+    torch.manual_seed(0)
+    mosa = randomise_bn(MobileSelfAttention(16)).eval()
+    x = torch.randn(1, 16, 14, 14)
+    x2 = x.clone()
+    x2[:, :, 0, 0] += 3.0
+    with torch.no_grad():
+        far = (mosa(x2) - mosa(x))[:, :, 10:, 10:].abs().amax()
+        assert far > 1e-3
+        mosa.attention.forward = torch.zeros_like
+        assert (mosa(x2) - mosa(x))[:, :, 10:, 10:].abs().amax() == 0
+
+
+def test_mtb_residuals_added_once():
+    block = MobileTransformerBlock(16, 32)
+    block.mosa.forward = torch.zeros_like
+    block.moffn.forward = torch.zeros_like
+    x = torch.randn(1, 16, 4, 4)
+    torch.testing.assert_close(block(x), x)
+
+
+# ---------------------------------------------------------------- backbone options
+
+@pytest.mark.parametrize('arch, channels', [('1.0x', (24, 40, 112, 160)),
+                                            ('0.5x', (12, 20, 56, 80))])
+def test_four_stride_ends(arch, channels):
+    model = MoCoViT(arch)
+    assert model.channels == channels and model.out_strides == [4, 8, 16, 32]
+    outs = model(torch.randn(2, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [
+        (2, c, 64 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32))]
+
+
+def test_out_indices_subset_and_odd_size():
+    model = MoCoViT('0.5x', out_indices=(1, 3)).eval()
+    assert model.out_channels == [20, 80] and model.out_strides == [8, 32]
+    outs = model(torch.randn(1, 3, 50, 70))
+    assert [tuple(o.shape) for o in outs] == [(1, 20, 7, 9), (1, 80, 2, 3)]
+
+
+def test_norm_eval_keeps_bn_statistics():
+    model = MoCoViT('0.5x', norm_eval=True).train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if 'running' in k}
+    model(torch.randn(2, 3, 64, 64))
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    model = MoCoViT('0.5x').train()
+    bn = model.stages[3][-1].mosa.shared.primary.bn
+    before = bn.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(before, bn.running_mean)
+
+
+@pytest.mark.parametrize('frozen_stages', [0, 2, 4])
+def test_frozen_stages(frozen_stages):
+    model = MoCoViT('0.5x', frozen_stages=frozen_stages).train()
+    assert all(not p.requires_grad for p in model.stem.parameters())
+    assert not model.stem[0].bn.training
+    for i, stage in enumerate(model.stages):
+        frozen = i < frozen_stages
+        assert {p.requires_grad for p in stage.parameters()} == {not frozen}, i
+        assert all(m.training != frozen for m in stage.modules()
+                   if isinstance(m, _BatchNorm)), i
+
+
+def test_with_cp_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = MoCoViT('0.5x').train()
+    ckpt = MoCoViT('0.5x', with_cp=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for model in (plain, ckpt):
+        xi = x.clone().requires_grad_(True)
+        outs = model(xi)
+        sum((o * o).mean() for o in outs).backward()
+        results.append((outs, xi.grad, [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(results[0][:2], results[1][:2])
+    torch.testing.assert_close(results[0][2], results[1][2])
+
+
+def test_switch_to_deploy_keeps_outputs():
+    model = randomise_bn(MoCoViT('0.5x')).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        model.switch_to_deploy()
+        model.switch_to_deploy()
+        fused = model(x)
+    assert not any(isinstance(m, _BatchNorm) for m in model.modules())
+    torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-4)
+    deployed = MoCoViT('0.5x', deploy=True).eval()
+    deployed.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), fused)
+
+
+def test_pretrained_init_cfg_loads_backbone_weights(tmp_path):
+    source = randomise_bn(MoCoViT('0.5x'))
+    path = tmp_path / 'mocovit.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in source.state_dict().items()}},
+               path)
+    model = MoCoViT('0.5x', init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                          prefix='backbone.'))
+    model.init_weights()
+    for k, v in source.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+@pytest.mark.parametrize('kwargs, words', [
+    (dict(arch='2.0x'), ["'2.0x'", '0.5x', '1.0x']),
+    (dict(arch=dict(widen_factor=1.0, transformer_blocks=5)), ['5', '0', '4']),
+    (dict(arch=dict(width=1.0)), ['widen_factor']),
+    (dict(out_indices=(0, 4)), ['4', '0-3']),
+    (dict(frozen_stages=5), ['5', '-1']),
+    (dict(num_heads=7), ['num_heads=7', '160']),
+])
+def test_bad_arguments_name_value_and_valid_ones(kwargs, words):
+    with pytest.raises((ValueError, KeyError)) as info:
+        MoCoViT(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('type_name', ['MoCoViT', 'mmrepvit.MoCoViT'])
+def test_builds_from_toolbox_scope(scope, type_name):
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(dict(type=type_name, arch='0.5x', out_indices=(3, )))
+    assert isinstance(model, MoCoViT) and model.out_channels == [80]
+
+
+# ---------------------------------------------------------------- configs
+# (model_steps: the shared tiny-input train/test-step helper of tests/test_configs.py)
+
+@pytest.mark.parametrize('name, kind', [('retinanet_mocovit_1_0x_coco.py', 'det'),
+                                        ('maskrcnn_mocovit_1_0x_coco.py', 'mask'),
+                                        ('fpn_mocovit_1_0x_ade20k.py', 'seg')])
+def test_config_builds_trains_and_tests_on_cpu(name, kind):
+    cfg = load_config(str(CONFIGS / name))
+    backbone = cfg.model.backbone
+    assert backbone.type == 'mmrepvit.MoCoViT' and backbone.arch == '1.0x'
+    assert backbone.init_cfg is None  # no public weights: trained from scratch
+    assert not backbone.norm_eval  # so BN statistics are learnt
+    assert list(cfg.model.neck.in_channels) == [24, 40, 112, 160]
+    model, losses, preds = train_and_test_step(cfg)
+    assert all(torch.isfinite(v).all() for v in losses.values()), losses
+    assert isinstance(model.backbone, MoCoViT) and len(preds) == 2
+    if kind == 'seg':
+        assert preds[0].pred_sem_seg.data.shape == (1, 96, 128)
+    else:
+        assert 'bboxes' in preds[0].pred_instances
+        if kind == 'mask':
+            assert 'masks' in preds[0].pred_instances
