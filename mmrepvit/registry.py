@@ -9,12 +9,17 @@ import importlib
 
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmrepvit',
                   locations=['mmrepvit.models'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmrepvit',
                  locations=['mmrepvit.engine'])
+# reached as 'mmrepvit.<name>' only: our transforms are drop-in subclasses of the toolboxes'
+# own, so they are not bridged under their plain names (that would replace the originals)
+TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='mmrepvit',
+                      locations=['mmrepvit.datasets'])
 
 TOOLBOXES = ('mmdet', 'mmseg')
 

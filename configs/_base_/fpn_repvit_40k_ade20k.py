@@ -40,3 +40,5 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=40000, val_interval=4000)
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000))
 # the recipe's total batch: 8 GPUs x 4 images (enable with --auto-scale-lr)
 auto_scale_lr = dict(enable=False, base_batch_size=32)
+# stop at the first NaN/inf loss, naming the iteration and the last good checkpoint
+custom_hooks = [dict(type='mmrepvit.NaNGuardHook')]

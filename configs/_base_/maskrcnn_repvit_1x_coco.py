@@ -28,3 +28,5 @@ param_scheduler = [
 ]
 # the recipe's total batch: 8 GPUs x 2 images (enable with --auto-scale-lr)
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# stop at the first NaN/inf loss, naming the iteration and the last good checkpoint
+custom_hooks = [dict(type='mmrepvit.NaNGuardHook')]

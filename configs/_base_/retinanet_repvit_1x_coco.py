@@ -17,3 +17,5 @@ model = dict(
     neck=dict(in_channels=[64, 128, 256, 512]))
 # stock schedule: 8 GPUs x 2 images
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# stop at the first NaN/inf loss, naming the iteration and the last good checkpoint
+custom_hooks = [dict(type='mmrepvit.NaNGuardHook')]

@@ -2,9 +2,10 @@
 import os.path as osp
 
 from ..checkpoint import load_checkpoint_file
-from ..datasets import check_dataset_paths
+from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
 from ..deploy import deploy_model_cfg, is_deploy_checkpoint
 from .config import default_work_dir, load_config, toolbox_of
+from .diagnose import explained_errors
 from .train import build_runner
 
 
@@ -36,6 +37,7 @@ def prepare_test_cfg(config, checkpoint, work_dir=None, out=None, show_dir=None,
         else:
             cfg.test_evaluator.output_dir = out
             cfg.test_evaluator.keep_results = True
+    use_readable_loaders(cfg, toolbox)
     if show_dir:
         hook = cfg.default_hooks.visualization
         hook.draw = True
@@ -50,5 +52,7 @@ def prepare_test_cfg(config, checkpoint, work_dir=None, out=None, show_dir=None,
 def test(cfg):
     """Check the data is there, build the runner, test; returns the metrics dict."""
     check_dataset_paths(cfg, splits=('test', ))
-    runner = build_runner(cfg)
-    return runner.test()
+    check_dataset_annotations(cfg, splits=('test', ))
+    with explained_errors(cfg):
+        runner = build_runner(cfg)
+        return runner.test()

@@ -4,9 +4,15 @@ import os.path as osp
 import torch
 from mmengine.runner import Runner
 
-from ..datasets import check_dataset_paths
+from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
 from ..engine.distributed import setup_cpu_distributed
-from .config import default_work_dir, load_config
+from ..engine.resume import find_resumable_checkpoint
+from .config import default_work_dir, load_config, toolbox_of
+from .diagnose import explained_errors
+
+# Added to every training run (unless the config has them): exact resume, and ranks that agree
+# on BatchNorm statistics when validating and at the end (no-ops in a single process).
+TRAIN_HOOKS = ('mmrepvit.RandomStateHook', 'mmrepvit.BroadcastBuffersHook')
 
 
 def prepare_train_cfg(config, work_dir=None, resume=None, amp=False, auto_scale_lr=False,
@@ -29,12 +35,24 @@ def prepare_train_cfg(config, work_dir=None, resume=None, amp=False, auto_scale_
             raise KeyError(f'{config} has no auto_scale_lr.base_batch_size to scale from')
         cfg.auto_scale_lr.enable = True
     if resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        # the newest complete checkpoint (mmengine's own choice may be a file a kill truncated)
+        found = find_resumable_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
+        cfg.resume, cfg.load_from = True, found
     elif resume:
         if not osp.isfile(resume):
             raise FileNotFoundError(f'--resume {resume!r}: no such checkpoint')
         cfg.resume, cfg.load_from = True, resume
+    add_hooks(cfg, TRAIN_HOOKS)
+    use_readable_loaders(cfg, toolbox_of(cfg))
     return cfg
+
+
+def add_hooks(cfg, types):
+    """Append ``custom_hooks`` of these types, unless the config already has them."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    present = {str(h.get('type')).split('.')[-1] for h in hooks if isinstance(h, dict)}
+    hooks += [dict(type=t) for t in types if t.split('.')[-1] not in present]
+    cfg.custom_hooks = hooks
 
 
 def build_runner(cfg):
@@ -46,8 +64,11 @@ def build_runner(cfg):
 
 
 def train(cfg):
-    """Check the data is there, build the runner, train; returns the runner."""
+    """Check the data is there, build the runner, train; returns the runner. Misspelt config
+    types and arguments, and datasets left empty, fail with errors saying what to fix."""
     check_dataset_paths(cfg, splits=('train', 'val'))
-    runner = build_runner(cfg)
-    runner.train()
+    check_dataset_annotations(cfg, splits=('train', 'val'))
+    with explained_errors(cfg):
+        runner = build_runner(cfg)
+        runner.train()
     return runner

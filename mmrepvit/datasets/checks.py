@@ -1,4 +1,7 @@
-"""Fail early, and helpfully, when a config's dataset is not on disk."""
+"""Fail early, and helpfully, when a config's dataset is not on disk or has no annotations."""
+import inspect
+import json
+import os
 import os.path as osp
 
 # Where each dataset type expects its files, and where users get them.
@@ -69,3 +72,141 @@ def check_dataset_paths(cfg, splits=('train', 'val', 'test')):
                 f'Get the data from: {source}\n'
                 f'Or point the config elsewhere, e.g. --cfg-options '
                 f'{split}_dataloader.dataset.data_root=/path/to/data/')
+
+
+class DatasetAnnotationError(ValueError):
+    """The dataset's files are there, but it holds no usable annotations."""
+
+
+MAX_NAMED = 5  # files named in one message
+
+
+def _files_with_suffix(folder, suffix):
+    """Names under ``folder`` (recursively, relative, suffix removed) ending with ``suffix``."""
+    names = set()
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            if name.endswith(suffix):
+                names.add(osp.relpath(osp.join(dirpath, name), folder)[:-len(suffix)])
+    return names
+
+
+def _suffix_defaults(ds_type):
+    """``img_suffix`` / ``seg_map_suffix`` defaults of an mmseg dataset class."""
+    defaults = {'img_suffix': '.jpg', 'seg_map_suffix': '.png'}
+    try:
+        from mmseg.registry import DATASETS
+        cls = DATASETS.get(ds_type)
+        params = inspect.signature(cls.__init__).parameters if cls else {}
+    except Exception:  # an unknown type fails later with the registry's own error
+        params = {}
+    for key in defaults:
+        if key in params and isinstance(params[key].default, str):
+            defaults[key] = params[key].default
+    return defaults
+
+
+def _check_label_maps(split, ds):
+    """An mmseg folder dataset (no ann_file): every image needs its label map."""
+    root = ds.get('data_root', '') or ''
+    prefix = ds.get('data_prefix') or {}
+    img_dir = _join(root, prefix.get('img_path', '') or '')
+    seg_dir = _join(root, prefix['seg_map_path'])
+    if not (osp.isdir(img_dir) and osp.isdir(seg_dir)):
+        return  # check_dataset_paths names what is missing
+    defaults = _suffix_defaults(ds.get('type', 'BaseSegDataset'))
+    img_suffix = ds.get('img_suffix', defaults['img_suffix'])
+    seg_suffix = ds.get('seg_map_suffix', defaults['seg_map_suffix'])
+    images = _files_with_suffix(img_dir, img_suffix)
+    maps = _files_with_suffix(seg_dir, seg_suffix)
+    head = f'The {split} dataset ({ds.get("type", "?")})'
+    expected = (f'Expected one label map per image, with the same name: '
+                f'{img_dir}/NAME{img_suffix} -> {seg_dir}/NAME{seg_suffix} (pixel values are '
+                f'class indices)')
+    if not images:
+        raise DatasetAnnotationError(
+            f'{head} has no images: {img_dir!r} holds no *{img_suffix} files (set '
+            f'img_suffix= in the dataset config if your images use another extension)')
+    if not maps:
+        raise DatasetAnnotationError(
+            f'{head} has no annotations: {seg_dir!r} holds no *{seg_suffix} label maps, '
+            f'while {img_dir!r} holds {len(images)} *{img_suffix} images. {expected}.')
+    missing = sorted(images - maps)
+    if missing:
+        named = ', '.join(repr(osp.join(seg_dir, m + seg_suffix)) for m in missing[:MAX_NAMED])
+        more = f' and {len(missing) - MAX_NAMED} more' if len(missing) > MAX_NAMED else ''
+        raise DatasetAnnotationError(
+            f'{head}: {len(missing)} of {len(images)} images have no label map: {named}{more} '
+            f'do not exist. {expected}.')
+
+
+def check_dataset_annotations(cfg, splits=('train', 'val', 'test')):
+    """Raise DatasetAnnotationError when a folder-layout segmentation dataset (ADE20K-style,
+    images and label maps paired by name) has no label maps, or images without one. Only
+    lists folders; COCO-style json files are diagnosed by :func:`explain_empty_dataset`."""
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader or 'dataset' not in loader:
+            continue
+        for ds in _innermost(loader['dataset']):
+            if (ds.get('data_prefix') or {}).get('seg_map_path') and not ds.get('ann_file'):
+                _check_label_maps(split, ds)
+
+
+DATASET_INIT_STEPS = ('__init__', 'full_init', '_serialize_data', 'filter_data')
+
+
+def _empty_dataset_in(error):
+    """The mmengine dataset whose initialisation raised ``error`` with no samples, if any."""
+    from mmengine.dataset import BaseDataset
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        obj = frame.f_locals.get('self')
+        # while initialising only: once serialised, a dataset's data_list is emptied on purpose
+        if frame.f_code.co_name in DATASET_INIT_STEPS and isinstance(obj, BaseDataset) and \
+                isinstance(getattr(obj, 'data_list', None), list) and not obj.data_list:
+            return obj
+        tb = tb.tb_next
+    return None
+
+
+def _coco_problem(dataset, ann_file):
+    with open(ann_file) as f:
+        coco = json.load(f)
+    images, anns = coco.get('images') or [], coco.get('annotations') or []
+    categories = coco.get('categories') or []
+    if not images:
+        return f'{ann_file!r} lists no images (its "images" list is empty)'
+    if not anns:
+        return (f'{ann_file!r} has no annotations: its "annotations" list is empty (it lists '
+                f'{len(images)} images). Training needs instances: "annotations" entries with '
+                f'image_id, category_id, bbox (and segmentation for masks), as in COCO\'s '
+                f'instances_train2017.json')
+    classes = tuple((dataset.metainfo or {}).get('classes') or ())
+    wanted = {c['id'] for c in categories if c.get('name') in classes}
+    if classes and not any(a.get('category_id') in wanted for a in anns):
+        names = [c.get('name') for c in categories]
+        return (f'none of the {len(anns)} annotations of {ann_file!r} is of the config\'s '
+                f'classes {classes}; the file\'s categories are {names}. Set '
+                f'metainfo=dict(classes=...) to category names of the file')
+    return (f'{ann_file!r} has {len(anns)} annotations on {len(images)} images, but every image '
+            f'was filtered out (filter_cfg={getattr(dataset, "filter_cfg", None)}: '
+            f'filter_empty_gt drops images without annotations, min_size small ones)')
+
+
+def explain_empty_dataset(error):
+    """A DatasetAnnotationError saying why a dataset ended up with no samples, when ``error``
+    was raised while initialising such a dataset (mmengine then fails with e.g. ``need at least
+    one array to concatenate``); else None."""
+    dataset = _empty_dataset_in(error)
+    if dataset is None:
+        return None
+    ann_file = getattr(dataset, 'ann_file', '') or ''
+    name = type(dataset).__name__
+    if ann_file.endswith('.json') and osp.isfile(ann_file):
+        problem = _coco_problem(dataset, ann_file)
+    else:
+        where = ann_file or getattr(dataset, 'data_prefix', None) or dataset.data_root
+        problem = f'it found no samples in {where!r}'
+    return DatasetAnnotationError(f'The dataset {name} is empty: {problem}.')

@@ -1,0 +1,85 @@
+"""Stop training as soon as a loss stops being finite.
+
+Once a loss is NaN or inf, its gradients poison the weights at that very optimiser step and
+every later iteration trains on garbage (and checkpoints it). The hook checks the logged losses
+after each iteration, before the checkpoint hook runs, and raises an error that names the
+iteration and the last checkpoint written before it, which is the one to resume from.
+"""
+import math
+import os.path as osp
+
+import torch
+from mmengine.dist import all_reduce, is_distributed
+from mmengine.hooks import Hook
+
+from ..registry import HOOKS
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or inf."""
+
+
+def last_checkpoint_of(work_dir):
+    """The path in ``work_dir/last_checkpoint`` (written by CheckpointHook), or None."""
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(marker):
+        return None
+    with open(marker) as f:
+        path = f.read().strip()
+    return path or None
+
+
+def _as_float(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().mean().item() if value.numel() else 0.0
+    return float(value)
+
+
+@HOOKS.register_module()
+class NaNGuardHook(Hook):
+    """Raise :class:`NonFiniteLossError` when a loss of a training iteration is NaN or inf.
+
+    Args:
+        keys (str): only outputs whose name contains this are checked ('loss' covers
+            ``loss`` and every ``loss_*`` / ``decode.loss_*``; accuracies are left out).
+    """
+    # before CheckpointHook (VERY_LOW) and LoggerHook (BELOW_NORMAL): a poisoned model is
+    # neither saved nor logged as a normal iteration
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self, keys='loss'):
+        self.keys = keys
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        bad = {name: value for name, value in self._losses(outputs).items()
+               if not math.isfinite(value)}
+        flag = torch.tensor(float(bool(bad)))
+        if is_distributed():  # every rank stops at the same iteration, none waits on the others
+            all_reduce(flag, op='max')
+        if flag.item() == 0:
+            return
+        raise NonFiniteLossError(self._message(runner, bad))
+
+    def _losses(self, outputs):
+        if not isinstance(outputs, dict):
+            return {}
+        return {name: _as_float(value) for name, value in outputs.items()
+                if self.keys in name and isinstance(value, (torch.Tensor, float, int))}
+
+    @staticmethod
+    def _message(runner, bad):
+        iteration = runner.iter + 1  # as the log counts: Iter(train) [iteration/max_iters]
+        what = (', '.join(f'{name}={value}' for name, value in sorted(bad.items()))
+                or 'on another rank')
+        last = last_checkpoint_of(runner.work_dir)
+        if last and osp.isfile(last):
+            where = (f'The last good checkpoint is {last!r}: resume from it with '
+                     f'`--resume {last}` once the cause is fixed (e.g. a lower learning rate, '
+                     f'gradient clipping, or fp32 instead of AMP).')
+        else:
+            where = (f'No checkpoint had been saved in {runner.work_dir!r} yet: restart from '
+                     f'scratch once the cause is fixed (e.g. a lower learning rate, gradient '
+                     f'clipping, or fp32 instead of AMP).')
+        return (f'Training stopped: the loss is not finite at iteration {iteration} ({what}); '
+                f'this iteration has already updated the weights with non-finite gradients, so '
+                f'training on would only train on garbage. {where}')

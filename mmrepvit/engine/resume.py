@@ -1,0 +1,239 @@
+"""Resuming a killed run exactly where its last checkpoint left it.
+
+mmengine's checkpoint already holds the weights, optimiser, LR schedulers, message hub and
+iteration, and ``IterBasedTrainLoop`` replays the seeded sampler up to that iteration. Three
+things are added here:
+
+- :class:`RandomStateHook` saves each rank's Python / NumPy / torch random states in the
+  checkpoint and puts them back on resume, so augmentations, dropout and proposal sampling
+  continue as in an uninterrupted run. (mmengine re-seeds from scratch: without this, the
+  iterations after a resume draw different random numbers.)
+- :func:`find_resumable_checkpoint` picks the newest complete checkpoint of a work dir, skipping
+  one that a kill left truncated or that ``last_checkpoint`` names but no longer exists.
+- :func:`register_safe_checkpoint_loader` makes mmengine read local checkpoints (``resume``,
+  ``load_from``) through :func:`mmrepvit.checkpoint.load_checkpoint_file`, which is
+  ``weights_only=True`` and names the file when it is truncated, corrupted or unsafe. It uses
+  mmengine's public ``CheckpointLoader.register_scheme``.
+"""
+import glob
+import os.path as osp
+import pickle
+import random
+import re
+import zipfile
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import print_log
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from ..checkpoint import UnsafeCheckpointError, load_checkpoint_file
+from ..registry import HOOKS
+
+RNG_META_KEY = 'rng_states'
+
+
+def get_random_states():
+    """This process's random states, as tensors, ints and lists only (``weights_only`` safe)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = dict(
+        python=[version, list(internal), gauss_next],
+        numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_states(state):
+    version, internal, gauss_next = state['python']
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+@HOOKS.register_module()
+class RandomStateHook(Hook):
+    """Checkpoint every rank's random states; restore them when training resumes.
+
+    ``IterBasedTrainLoop`` replays the data loader up to the resumed iteration, drawing random
+    numbers for the skipped batches' augmentations, and fetches the first trained batch before
+    any hook runs; so the loop's ``dataloader_iterator`` is wrapped to put the states back
+    right before that fetch. Epoch-based loops restore before the epoch's data loader starts.
+    Validation during training runs with its own copy of the states, so the training sequence
+    does not depend on whether a validation happened right after the checkpoint.
+    """
+    priority = 'LOW'  # after the other hooks of an iteration, before CheckpointHook (VERY_LOW)
+
+    def __init__(self):
+        self._pending = None
+        self._outside_val = None
+        self._gathered = None
+
+    # Only rank 0 saves (``Runner.save_checkpoint`` is master-only), so the other ranks' states
+    # are gathered beforehand, in the iteration (epoch) where a CheckpointHook is about to save.
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self._gather_if_saving(runner, by_epoch=False)
+
+    def after_train_epoch(self, runner):
+        self._gather_if_saving(runner, by_epoch=True)
+
+    def _gather_if_saving(self, runner, by_epoch):
+        self._gathered = None
+        if get_world_size() > 1 and any(_will_save(h, runner, by_epoch) for h in runner.hooks):
+            self._gathered = all_gather_object(get_random_states())
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if get_world_size() == 1:
+            states = [get_random_states()]
+        elif self._gathered is not None:
+            states = self._gathered
+        else:  # a save this hook did not foresee: without every rank's, store none
+            return
+        checkpoint.setdefault('meta', {})[RNG_META_KEY] = states
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        states = (checkpoint.get('meta') or {}).get(RNG_META_KEY)
+        if not states:
+            return
+        if len(states) != get_world_size():
+            print_log(f'The checkpoint holds random states of {len(states)} processes; this run '
+                      f'has {get_world_size()}: resuming with fresh random states (the data '
+                      f'order and augmentations will differ from an uninterrupted run)',
+                      logger='current', level=30)
+            return
+        self._pending = states[get_rank()]
+
+    def before_train(self, runner):
+        if runner.iter == 0 and runner.epoch == 0:
+            self._pending = None  # weights loaded with load_from, not a resume
+
+    def before_train_epoch(self, runner):
+        if self._pending is None:
+            return
+        loop = runner.train_loop
+        if _iter_based(runner) and hasattr(loop, 'dataloader_iterator'):
+            loop.dataloader_iterator = _RestoreBeforeFetch(loop.dataloader_iterator,
+                                                           runner.iter, self._restore)
+        else:
+            self._restore()
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if self._pending is not None:  # a loop that did not fetch through the wrapper
+            self._restore()
+
+    def _restore(self):
+        if self._pending is not None:
+            set_random_states(self._pending)
+            self._pending = None
+
+    def before_val(self, runner):
+        self._outside_val = get_random_states()
+
+    def after_val(self, runner):
+        if self._outside_val is not None:
+            set_random_states(self._outside_val)
+            self._outside_val = None
+
+
+def _will_save(hook, runner, by_epoch):
+    """Whether ``hook``, a CheckpointHook, saves at the end of this iteration (epoch); the
+    same test as its ``after_train_iter`` (``after_train_epoch``)."""
+    if not isinstance(hook, CheckpointHook) or hook.by_epoch != by_epoch:
+        return False
+    begin, last = getattr(hook, 'save_begin', 0), getattr(hook, 'save_last', True)
+    if by_epoch:
+        return hook.every_n_epochs(runner, hook.interval, begin) or (
+            last and hook.is_last_train_epoch(runner))
+    return hook.every_n_train_iters(runner, hook.interval, begin) or (
+        last and hook.is_last_train_iter(runner))
+
+
+class _RestoreBeforeFetch:
+    """An iterator that calls ``restore`` once, before fetching item number ``skip``."""
+
+    def __init__(self, iterator, skip, restore):
+        self.iterator, self.skip, self.restore, self.fetched = iterator, skip, restore, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.fetched == self.skip and self.restore is not None:
+            self.restore()
+            self.restore = None
+        self.fetched += 1
+        return next(self.iterator)
+
+    def __getattr__(self, name):
+        return getattr(self.iterator, name)
+
+
+def _iter_based(runner):
+    from mmengine.runner import IterBasedTrainLoop
+    return isinstance(runner.train_loop, IterBasedTrainLoop)
+
+
+def _step_of(path):
+    m = re.search(r'(\d+)\.pth$', osp.basename(path))
+    return int(m.group(1)) if m else -1
+
+
+def is_complete_checkpoint(path):
+    """Cheap test (no unpickling) that ``path`` is a whole torch zip checkpoint."""
+    if not osp.isfile(path) or osp.getsize(path) == 0:
+        return False
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    return zipfile.is_zipfile(path) if head == b'PK' else True
+
+
+def find_resumable_checkpoint(work_dir):
+    """The checkpoint ``--resume`` (no path) should continue from, or None.
+
+    ``last_checkpoint`` is written after its file is complete, so it is preferred; if its file is
+    gone or damaged (e.g. ``max_keep_ckpts`` deleted it and the run was killed while saving the
+    next one) the newest complete ``iter_N.pth`` / ``epoch_N.pth`` is used.
+    """
+    candidates = []
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(marker):
+        with open(marker) as f:
+            named = f.read().strip()
+        if named:
+            candidates.append(named)
+    found = glob.glob(osp.join(work_dir, 'iter_*.pth')) + glob.glob(
+        osp.join(work_dir, 'epoch_*.pth'))
+    candidates += sorted(found, key=_step_of, reverse=True)
+    for path in candidates:
+        if is_complete_checkpoint(path):
+            return path
+        print_log(f'Not resuming from {path!r}: it is missing, empty or truncated (was the run '
+                  f'killed while saving it?)', logger='current', level=30)
+    return None
+
+
+class UnsafeCheckpointUnpicklingError(UnsafeCheckpointError, pickle.UnpicklingError):
+    """What mmengine's loaders raise for an unsafe file: still the ``pickle.UnpicklingError``
+    that torch's own refusal is, for code that catches that."""
+
+
+def _load_local_checkpoint(filename, map_location=None):
+    try:
+        return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointUnpicklingError(str(e)) from None
+
+
+def register_safe_checkpoint_loader():
+    """Route mmengine's local-file checkpoint loading through ``load_checkpoint_file``."""
+    CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
+
+
+register_safe_checkpoint_loader()
