@@ -1,0 +1,58 @@
+# The Semantic FPN RepViT-M1.1 recipe of ../fpn_repvit_m1_1_ade20k.py, scaled to the built-in
+# demo data (ADE20K layout, background + 4 shape classes): 160-pixel crops, an iteration
+# schedule, no ImageNet weights. Make the data with `python tools/make_demo_data.py`.
+_base_ = '../fpn_repvit_m1_1_ade20k.py'
+
+data_root = 'data/demo/ade'
+metainfo = dict(classes=('background', 'circle', 'triangle', 'square', 'star'),
+                palette=[[0, 0, 0], [220, 20, 60], [0, 128, 255], [255, 200, 0],
+                         [60, 180, 75]])
+crop_size = (160, 160)
+max_iters = 800
+
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(init_cfg=None),
+    decode_head=dict(num_classes=5))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=(640, 160), ratio_range=(0.75, 1.5), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(640, 160), keep_ratio=True),
+    dict(type='ResizeToMultiple', size_divisor=32),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo,
+               img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True)
+train_dataloader = dict(
+    batch_size=8, num_workers=2, persistent_workers=True,
+    dataset=dict(dataset, data_prefix=dict(img_path='images/training',
+                                           seg_map_path='annotations/training'),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4, num_workers=2, persistent_workers=True,
+    dataset=dict(dataset, data_prefix=dict(img_path='images/validation',
+                                           seg_map_path='annotations/validation'),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
+    dict(type='PolyLR', power=0.9, eta_min=1e-6, begin=50, end=max_iters, by_epoch=False),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters // 4,
+                    max_keep_ckpts=2))
+auto_scale_lr = dict(base_batch_size=8)
