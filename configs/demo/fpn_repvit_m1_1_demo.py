@@ -1,14 +1,15 @@
 # The Semantic FPN RepViT-M1.1 recipe of ../fpn_repvit_m1_1_ade20k.py, scaled to the built-in
-# demo data (ADE20K layout, background + 4 shape classes): 160-pixel crops, an iteration
-# schedule, no ImageNet weights. Make the data with `python tools/make_demo_data.py`.
+# demo data (ADE20K layout, background + 4 shape classes): 128-pixel crops of images resized to
+# a short side of 96-192 (the recipe's 512 crops of 256-1024), an iteration schedule, no ImageNet
+# weights. Make the data with `python tools/make_demo_data.py`.
 _base_ = '../fpn_repvit_m1_1_ade20k.py'
 
 data_root = 'data/demo/ade'
 metainfo = dict(classes=('background', 'circle', 'triangle', 'square', 'star'),
                 palette=[[0, 0, 0], [220, 20, 60], [0, 128, 255], [255, 200, 0],
                          [60, 180, 75]])
-crop_size = (160, 160)
-max_iters = 800
+crop_size = (128, 128)
+max_iters = 700
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -18,7 +19,7 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(640, 160), ratio_range=(0.75, 1.5), keep_ratio=True),
+    dict(type='RandomResize', scale=(512, 128), ratio_range=(0.75, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
@@ -26,7 +27,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(640, 160), keep_ratio=True),
+    dict(type='Resize', scale=(512, 128), keep_ratio=True),
     dict(type='ResizeToMultiple', size_divisor=32),
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),

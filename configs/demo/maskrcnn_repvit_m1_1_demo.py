@@ -1,5 +1,5 @@
 # The Mask R-CNN RepViT-M1.1 recipe of ../maskrcnn_repvit_m1_1_coco.py, scaled to the built-in
-# demo data (160x160 scenes, 4 shape classes) so it trains from scratch on a laptop CPU:
+# demo data (4 shape classes) so it trains from scratch on a laptop CPU:
 # smaller images, fewer proposals and RoIs, an iteration schedule, and no ImageNet weights
 # (so BatchNorm is trained, not frozen), and FPN/RoI heads at half width (128 channels, 256-wide
 # box FCs): at stock widths the heads take ~60% of a CPU step and the demo would not fit in
@@ -10,8 +10,8 @@ data_root = 'data/demo/coco/'
 classes = ('circle', 'triangle', 'square', 'star')
 metainfo = dict(classes=classes, palette=[(220, 20, 60), (0, 128, 255), (255, 200, 0),
                                           (60, 180, 75)])
-image_size = (160, 160)
-max_iters = 600
+image_size = (128, 128)  # the 160-pixel scenes, shrunk: cheaper steps
+max_iters = 800
 width = 128
 
 model = dict(

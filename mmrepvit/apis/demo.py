@@ -6,7 +6,7 @@ import time
 
 from mmengine.logging import print_log
 
-from ..datasets import make_demo_dataset
+from ..datasets.demo import demo_dataset_is_current, make_demo_dataset
 from .config import load_config
 from .fuse import fuse_checkpoint_file
 from .test import prepare_test_cfg, test
@@ -34,40 +34,37 @@ def _data_options(data_root, job):
     return opts
 
 
-def save_picture(job, config, checkpoint, image, out_file, cfg_options=None):
-    """Predict ``image`` with a (fused) checkpoint and draw truth beside the prediction."""
+def save_picture(config, checkpoint, index, out_file, cfg_options=None):
+    """Predict val image ``index`` with a (fused) checkpoint; draw the truth beside it."""
+    import importlib
+
     import mmcv
-    cfg = load_config(config, cfg_options)
-    cfg.model.backbone.init_cfg = None
+    import torch
+    from mmengine.dataset import pseudo_collate
+
     from ..checkpoint import load_checkpoint_file
     from ..deploy import deploy_model_cfg, is_deploy_checkpoint
-    if is_deploy_checkpoint(load_checkpoint_file(checkpoint)):
+    from .config import build_model, toolbox_of
+    cfg = load_config(config, cfg_options)
+    cfg.model.backbone.init_cfg = None
+    state = load_checkpoint_file(checkpoint)
+    if is_deploy_checkpoint(state):
         cfg.model = deploy_model_cfg(cfg.model)
-    img = mmcv.imread(image, channel_order='rgb')
-    if job == 'maskrcnn':
-        from mmdet.apis import inference_detector, init_detector
-        from mmdet.visualization import DetLocalVisualizer
-        model = init_detector(cfg, checkpoint, device='cpu')
-        result = inference_detector(model, image)
-        vis = DetLocalVisualizer(name=f'demo_{job}_{time.time()}')
-        vis.dataset_meta = model.dataset_meta
-        vis.add_datasample('prediction', img, result, draw_gt=False, pred_score_thr=0.5,
-                           out_file=out_file)
-    else:
-        from mmseg.apis import inference_model, init_model
-        from mmseg.visualization import SegLocalVisualizer
-        model = init_model(cfg, checkpoint, device='cpu')
-        result = inference_model(model, image)
-        seg_file = image.replace('images', 'annotations').replace('.jpg', '.png')
-        truth = mmcv.imread(seg_file, flag='unchanged').astype('int64') - 1  # reduce_zero_label
-        truth[truth < 0] = 255
-        import torch
-        from mmengine.structures import PixelData
-        result.gt_sem_seg = PixelData(data=torch.from_numpy(truth)[None])
-        vis = SegLocalVisualizer(name=f'demo_{job}_{time.time()}', alpha=0.6)
-        vis.dataset_meta = model.dataset_meta
-        vis.add_datasample('prediction', img, result, draw_gt=True, draw_pred=True,
-                           out_file=out_file)
+    model = build_model(cfg).eval()  # sets the toolbox's default scope
+    model.load_state_dict(state['state_dict'], strict=True)
+    scope = toolbox_of(cfg)
+    registry = importlib.import_module(f'{scope}.registry')
+    dataset = registry.DATASETS.build(cfg.test_dataloader.dataset)
+    with torch.no_grad():
+        sample = model.test_step(pseudo_collate([dataset[index]]))[0]
+    image = mmcv.imread(sample.img_path, channel_order='rgb')
+    visualizer = registry.VISUALIZERS.build(
+        dict(type='DetLocalVisualizer' if scope == 'mmdet' else 'SegLocalVisualizer',
+             name=f'demo_picture_{time.time()}', alpha=0.6))
+    visualizer.dataset_meta = dataset.metainfo
+    extra = dict(pred_score_thr=0.3) if scope == 'mmdet' else {}
+    visualizer.add_datasample('truth | prediction', image, sample, draw_gt=True,
+                              draw_pred=True, out_file=out_file, **extra)
     return out_file
 
 
@@ -98,11 +95,8 @@ def run_job(job, work_dir, data_root, cfg_options=None):
         for name, key, scale in REPORTED[job]:
             row[f'{name} {variant}'] = metrics[key] * scale
 
-    sub = 'coco/val2017' if job == 'maskrcnn' else 'ade/images/validation'
-    image = osp.join(data_root, sub, '000001.jpg')
-    row['picture'] = save_picture(job, config, osp.join(job_dir, 'fused.pth'), image,
-                                  osp.join(work_dir, 'pictures', f'{job}_val_000001.png'),
-                                  options)
+    row['picture'] = save_picture(config, osp.join(job_dir, 'fused.pth'), 0,
+                                  osp.join(work_dir, 'pictures', f'{job}_val_0.png'), options)
     return row
 
 
@@ -117,7 +111,7 @@ def format_summary(rows):
                 else ''
             lines.append(f'{label:<24}{name:<12}{row[name + " unfused"]:>9.1f}'
                          f'{row[name + " fused"]:>9.1f}{timing}')
-    lines.append('pictures (fused model; truth beside prediction for FPN):')
+    lines.append('pictures (fused model, truth on the left, prediction on the right):')
     lines += [f'  {row["picture"]}' for row in rows]
     return '\n'.join(lines)
 
@@ -126,10 +120,11 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo', jobs=('maskrcnn',
              data_kwargs=None, cfg_options=None):
     """The whole demo. ``data_kwargs`` / ``cfg_options`` shrink it (tests use a tiny run)."""
     start = time.time()
-    marker = osp.join(data_root, 'coco', 'annotations', 'instances_val2017.json')
-    if not osp.exists(marker):
+    data_kwargs = dict(data_kwargs or {})
+    settings = {k: v for k, v in data_kwargs.items() if k != 'progress'}
+    if not demo_dataset_is_current(data_root, **settings):
         print_log(f'making the demo dataset in {data_root}', logger='current')
-        make_demo_dataset(data_root, **(data_kwargs or {}))
+        make_demo_dataset(data_root, **data_kwargs)
     os.makedirs(osp.join(work_dir, 'pictures'), exist_ok=True)
     rows = [run_job(job, work_dir, data_root, (cfg_options or {}).get(job)) for job in jobs]
     summary = format_summary(rows) + f'\ntotal time: {(time.time() - start) / 60:.1f} min'

@@ -14,7 +14,7 @@ def fuse_checkpoint_file(config, checkpoint, out, cfg_options=None):
     cfg = load_config(config, cfg_options)
     cfg.model.backbone.init_cfg = None
     model = build_model(cfg)
-    fused = fuse_state_dict(model(checkpoint))
+    fused = fuse_state_dict(model, load_checkpoint_file(checkpoint))
     if osp.dirname(out):
         os.makedirs(osp.dirname(out), exist_ok=True)
     torch.save(fused, out)

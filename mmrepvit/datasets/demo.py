@@ -15,6 +15,8 @@ CLASSES = ('circle', 'triangle', 'square', 'star')
 SEG_CLASSES = ('background', ) + CLASSES
 SEG_PALETTE = [[0, 0, 0], [220, 20, 60], [0, 128, 255], [255, 200, 0], [60, 180, 75]]
 SPLITS = {'train': ('train2017', 'training'), 'val': ('val2017', 'validation')}
+GENERATOR_VERSION = 2  # bump when the scenes change, so old demo data is remade
+META_FILE = 'demo_meta.json'
 
 
 def _texture(rng, size):
@@ -54,7 +56,7 @@ def render_scene(rng, size=(160, 160), max_objects=5, min_visible=0.4):
     full_masks, labels = [], []
     for idx in range(rng.integers(1, max_objects + 1)):
         kind = int(rng.integers(len(CLASSES)))
-        radius = rng.uniform(0.08, 0.24) * min(h, w)
+        radius = rng.uniform(0.1, 0.26) * min(h, w)
         cx, cy = rng.uniform(radius * 0.6, w - radius * 0.6), rng.uniform(radius * 0.6,
                                                                           h - radius * 0.6)
         mask = np.zeros((h, w), np.uint8)
@@ -85,11 +87,29 @@ def _coco_annotation(mask, label, image_id, ann_id):
                 area=float(mask.sum()), bbox=[x, y, bw, bh], iscrowd=0)
 
 
+def demo_meta(num_train, num_val, size, seed):
+    return dict(version=GENERATOR_VERSION, num_train=num_train, num_val=num_val,
+                size=list(size), seed=seed)
+
+
+def demo_dataset_is_current(root, num_train=300, num_val=60, size=(160, 160), seed=0):
+    """Whether ``root`` holds a complete demo dataset made with these settings."""
+    path = osp.join(root, META_FILE)
+    if not osp.exists(path):
+        return False
+    with open(path) as f:
+        return json.load(f) == demo_meta(num_train, num_val, size, seed)
+
+
 def make_demo_dataset(root='data/demo', num_train=300, num_val=60, size=(160, 160), seed=0,
                       progress=True):
     """Write ``root/coco`` (COCO layout) and ``root/ade`` (ADE20K layout) from the same scenes.
-    Deterministic in ``seed``; returns the paths of the two annotation files."""
+    Deterministic in ``seed``; returns the paths of the two annotation files. ``root`` gets a
+    ``demo_meta.json`` last, so an interrupted run is remade."""
     from mmengine.utils import ProgressBar
+    meta_path = osp.join(root, META_FILE)
+    if osp.exists(meta_path):
+        os.remove(meta_path)
     rng = np.random.default_rng(seed)
     coco_root, ade_root = osp.join(root, 'coco'), osp.join(root, 'ade')
     os.makedirs(osp.join(coco_root, 'annotations'), exist_ok=True)
@@ -131,4 +151,6 @@ def make_demo_dataset(root='data/demo', num_train=300, num_val=60, size=(160, 16
                            categories=[dict(id=i + 1, name=c) for i, c in enumerate(CLASSES)]),
                       f)
         written[split] = ann_file
+    with open(meta_path, 'w') as f:
+        json.dump(demo_meta(num_train, num_val, size, seed), f)
     return written
