@@ -9,7 +9,8 @@ import torch
 from mmengine.config import Config
 from model_steps import synthetic_det_batch, synthetic_seg_batch
 
-from mmrepvit.apis import build_model, load_config, prepare_test_cfg, prepare_train_cfg, test
+from mmrepvit.apis import build_model, load_config, prepare_test_cfg, prepare_train_cfg
+from mmrepvit.apis import test as run_test
 from mmrepvit.apis.demo import DEMO_CONFIGS, REPORTED, _data_options, format_summary, run_demo
 from mmrepvit.checkpoint import load_checkpoint_file
 from mmrepvit.datasets import DatasetNotFoundError
@@ -103,7 +104,7 @@ def test_cli_segmentation_out_dir(demo_run, tmp_path):
                            work_dir=str(tmp_path), out=str(tmp_path / 'maps'),
                            cfg_options=options)
     assert cfg.model.backbone.deploy is True
-    metrics = test(cfg)
+    metrics = run_test(cfg)
     assert 0 <= metrics['mIoU'] <= 100
     assert len(list((tmp_path / 'maps').glob('*.png'))) == 3
 
