@@ -9,6 +9,8 @@ from mmengine.registry import DefaultScope
 from model_steps import train_and_test_step
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from conftest import randomise_bn
+
 from mmrepvit.apis import load_config
 from mmrepvit.models import MoCoViT
 from mmrepvit.models.backbones.mocovit import MoCoViTClassifier
@@ -17,18 +19,6 @@ from mmrepvit.models.layers import (GhostBottleneck, GhostModule, MobileSelfAtte
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 GHOSTNET_1_0X = dict(widen_factor=1.0, transformer_blocks=0)
-
-
-def randomise_bn(model, seed=0):
-    """Non-trivial norm statistics and affine terms, so that eval-mode outputs are generic."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model
 
 
 def complexity(arch):

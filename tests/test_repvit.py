@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import REFERENCE
+from conftest import REFERENCE, randomise_bn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmrepvit.checkpoint import convert_official
@@ -11,18 +11,6 @@ from mmrepvit.models import RepViT
 from mmrepvit.models.backbones.repvit import ARCH_ZOO, default_se_pattern
 
 ARCHS = json.loads((REFERENCE / 'repvit_archs.json').read_text())
-
-
-def randomise_bn_stats(model, seed=0):
-    """Non-trivial running statistics so that fusing is actually exercised."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model
 
 
 def run_rows(model, x):
@@ -72,7 +60,7 @@ def test_default_se_rule_reproduces_published_tables():
 @pytest.mark.parametrize('arch', list(ARCH_ZOO))
 def test_fused_matches_unfused_odd_size(arch):
     torch.manual_seed(0)
-    model = randomise_bn_stats(RepViT(arch, out_indices=(0, 1, 2, 3))).eval()
+    model = randomise_bn(RepViT(arch, out_indices=(0, 1, 2, 3))).eval()
     x = torch.randn(1, 3, 333, 517)
     with torch.no_grad():
         ref = model(x)
@@ -87,7 +75,7 @@ def test_fused_matches_unfused_odd_size(arch):
 
 
 def test_taps_conventions():
-    model = randomise_bn_stats(RepViT('m1_1', taps='detection')).eval()
+    model = randomise_bn(RepViT('m1_1', taps='detection')).eval()
     assert model.tap_rows == (2, 6, 20, 24)
     assert RepViT('m1_1').tap_rows == (3, 7, 21, 24)
     x = torch.randn(1, 3, 64, 96)
@@ -106,7 +94,7 @@ def test_out_indices_subset_and_metadata():
 
 
 def test_deploy_builds_fused_form_and_loads_fused_weights():
-    model = randomise_bn_stats(RepViT('m0_6')).eval()
+    model = randomise_bn(RepViT('m0_6')).eval()
     model.switch_to_deploy()
     deployed = RepViT('m0_6', deploy=True).eval()
     deployed.load_state_dict(model.state_dict(), strict=True)
@@ -117,7 +105,7 @@ def test_deploy_builds_fused_form_and_loads_fused_weights():
 
 
 def test_switch_to_deploy_twice_is_harmless():
-    model = randomise_bn_stats(RepViT('m0_6')).eval()
+    model = randomise_bn(RepViT('m0_6')).eval()
     x = torch.randn(1, 3, 64, 64)
     model.switch_to_deploy()
     with torch.no_grad():
@@ -183,7 +171,7 @@ def test_with_cp_same_outputs_and_gradients():
 
 def test_drop_path_rate_is_stochastic_in_training_only():
     # non-zero last norms, else every FFN branch starts at zero and dropping it changes nothing
-    model = randomise_bn_stats(RepViT('m0_6', drop_path_rate=0.5))
+    model = randomise_bn(RepViT('m0_6', drop_path_rate=0.5))
     x = torch.randn(2, 3, 64, 64)
     model.eval()
     with torch.no_grad():

@@ -7,12 +7,10 @@ published size (5.3M parameters, 147M multiply-adds); docs/mocovit.md lists ever
 """
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from mmengine.model import BaseModule
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import MODELS
 from ..layers import ConvBN, GhostBottleneck, MobileTransformerBlock, ghost_divisible
-from .repvit import fuse_in_place
+from .base import MobileBackbone
 
 STEM_CHANNELS = 16
 # GhostNet-1.0x's bottleneck rows, (kernel, hidden, out, SE, stride), at width 1.0. The stem
@@ -39,7 +37,7 @@ ARCH_ZOO = {
 
 
 @MODELS.register_module()
-class MoCoViT(BaseModule):
+class MoCoViT(MobileBackbone):
     """MoCoViT backbone emitting the ends of the stride-4/8/16/32 stages
     (24, 40, 112, 160 channels at 1.0x).
 
@@ -157,28 +155,8 @@ class MoCoViT(BaseModule):
             outs[stage_idx] = x
         return tuple(outs[i] for i in self.out_indices)
 
-    def _freeze_stages(self):
-        if self.frozen_stages < 0:
-            return
-        for module in [self.stem, *self.stages[:self.frozen_stages]]:
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad = False
-
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
-
-    def switch_to_deploy(self):
-        """Fold every conv's BN into it (running statistics), for inference. Idempotent."""
-        if not self.deploy:
-            fuse_in_place(self)
-            self.deploy = True
+    def frozen_modules(self):
+        return [self.stem, *self.stages[:self.frozen_stages]]
 
 
 class ClassificationHead(nn.Module):

@@ -4,11 +4,10 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import MODELS
 from ..layers import ConvBN, RepDWConv, SqueezeExcite
+from .base import MobileBackbone
 
 # Every published variant: widths of the four stages and, per stage, which rows carry SE
 # ('1') -- the string's length is the stage's depth. The first row of stages 2-4 halves the
@@ -77,17 +76,8 @@ class RepViTBlock(nn.Module):
         return x + self.drop_path(self.channel_mixer(x))
 
 
-def fuse_in_place(module):
-    """Replace every child that knows how to ``fuse()`` itself by its fused form."""
-    for name, child in module.named_children():
-        if callable(getattr(child, 'fuse', None)):
-            setattr(module, name, child.fuse())
-        else:
-            fuse_in_place(child)
-
-
 @MODELS.register_module()
-class RepViT(BaseModule):
+class RepViT(MobileBackbone):
     """RepViT backbone emitting stride-4/8/16/32 features.
 
     Args:
@@ -206,31 +196,9 @@ class RepViT(BaseModule):
                 feats[wanted[row]] = x
         return tuple(feats[i] for i in self.out_indices)
 
-    def _freeze_stages(self):
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.stem] + [self.blocks[r - 1] for s in range(self.frozen_stages)
-                                for r in self.stage_rows(s)]
-        for module in frozen:
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad = False
-
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
-
-    def switch_to_deploy(self):
-        """Fuse every Conv-BN pair and RepDWConv in place (running statistics). Idempotent."""
-        if self.deploy:
-            return
-        fuse_in_place(self)
-        self.deploy = True
+    def frozen_modules(self):
+        return [self.stem] + [self.blocks[r - 1] for s in range(self.frozen_stages)
+                              for r in self.stage_rows(s)]
 
     def init_weights(self):
         # 'Pretrained' goes through our loader (any published layout, strict, weights_only);
