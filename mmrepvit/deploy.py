@@ -3,7 +3,8 @@
 The backbone fuses itself (``switch_to_deploy``); every remaining Conv -> BatchNorm pair (e.g.
 the BN ConvModules of a segmentation head) is folded into its conv, so no BatchNorm is left.
 A deploy config builds that same structure directly: ``backbone.deploy=True`` and BN-normed
-modules built without a norm (their conv then carries a bias).
+modules built without a norm (their conv then carries a bias). ``optimize_for_cpu`` adds the
+CPU fast path on top of a fused model (for running, not for saving).
 """
 import copy
 
@@ -70,3 +71,37 @@ def fuse_state_dict(model, checkpoint):
 
 def is_deploy_checkpoint(checkpoint):
     return bool((checkpoint.get('meta') or {}).get(DEPLOY_META_KEY, False))
+
+
+def _contiguous_inputs(module, args):
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@torch.no_grad()
+def optimize_for_cpu(model, channels_last=True, compile=False):
+    """Fuse ``model`` (if not yet) and make its inference fast on CPU, in place.
+
+    Channels-last memory format is oneDNN's native layout for convolutions: without it every
+    convolution reorders its input and output (docs/speed.md has what was measured, and what
+    did not help). mmcv's compiled ops (RoIAlign, ...) index raw NCHW memory and silently
+    compute garbage from a channels-last tensor, so their inputs are made contiguous first.
+    The result computes the same function, float rounding aside.
+
+    ``compile=True`` also compiles the backbone (a bare backbone: all of it) with
+    TorchInductor, weights frozen as constants: it pays off where per-op overhead dominates
+    (small inputs), costs tens of seconds on the first call of each input shape, and needs
+    a C++ compiler. Later changes to the weights are not seen by the compiled code.
+    """
+    fuse_model(model)  # idempotent
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        for module in model.modules():
+            if type(module).__module__.startswith('mmcv.ops') and \
+                    not getattr(module, '_mmrepvit_contiguous', False):
+                module.register_forward_pre_hook(_contiguous_inputs)
+                module._mmrepvit_contiguous = True
+    if compile:
+        target = model.backbone if isinstance(getattr(model, 'backbone', None),
+                                              torch.nn.Module) else model
+        target.compile(options={'freezing': True})
+    return model

@@ -1,0 +1,137 @@
+"""Latency, throughput and peak memory of backbones and whole models, every candidate timed
+interleaved with the others (see ``timing``) so that ratios between them hold on a busy CPU."""
+import os
+import platform
+
+import torch
+
+from .memory import peak_allocated_bytes, weight_bytes
+from .targets import (VARIANTS, build_target, describe_outputs, make_call, synthetic_batch,
+                      target_kind)
+from .timing import num_threads, paired_ratios, summarize, time_interleaved
+
+
+def _label(target, variant):
+    return f'{target}:{variant}'
+
+
+def _inference(fn, keep=None):
+    def call():
+        with torch.inference_mode():
+            out = fn()
+        if keep is not None:
+            keep['outputs'] = out
+    return call
+
+
+def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224), ),
+              batch_sizes=(1, ), threads=(2, ), repeats=30, warmup=5, mode='predict',
+              classifier=False, cfg_options=None, memory=True, progress=False):
+    """Time every (target, variant) at every (size, batch size, thread count).
+
+    ``targets`` run in every one of ``variants``, or in their own (``target@v1,v2``).
+    One group per (size, batch, threads): its candidates are timed interleaved. Each result
+    carries median / best / spread, throughput, peak memory, what the call produced, and
+    speed-ups (ratio of bests, median of per-round ratios) over the same target unfused and
+    over the reference (the first candidate). Returns a JSON-ready dict.
+    """
+    plan = candidates(targets, variants)
+    kinds = {t: target_kind(t) for t, _ in plan}
+    models = {_label(t, v): (t, v, build_target(t, v, classifier=classifier,
+                                                   cfg_options=cfg_options))
+              for t, v in plan}
+    reference = next(iter(models))
+    results = []
+    for size in sizes:
+        size = (size[0], size[-1])
+        for batch_size in batch_sizes:
+            for n in threads:
+                results += _group(models, kinds, reference, size, batch_size, n, repeats,
+                                  warmup, mode, memory, progress)
+    return dict(reference=reference, repeats=repeats, warmup=warmup,
+                environment=environment(), results=results)
+
+
+def candidates(targets, variants):
+    """[(target, variant)]: every target in every variant, or in its own list when written
+    ``target@variant[,variant...]`` (e.g. a baseline timed only as it ships)."""
+    plan = []
+    for spec in targets:
+        target, _, own = spec.partition('@')
+        for variant in own.split(',') if own else variants:
+            if variant not in VARIANTS:
+                raise ValueError(f'variant {variant!r} of {spec!r}: valid are '
+                                 f'{", ".join(VARIANTS)}')
+            plan.append((target, variant))
+    if not plan:
+        raise ValueError('need at least one target and one variant')
+    return plan
+
+
+def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup, mode,
+           memory, progress):
+    def call(label, keep=None):
+        t, _, model = models[label]
+        batch = synthetic_batch(kinds[t], size, batch_size)
+        return _inference(make_call(kinds[t], model, batch, mode), keep)
+
+    calls = {label: call(label) for label in models}
+    peaks, outputs = {}, {}
+    with num_threads(threads):
+        times = time_interleaved(
+            calls, repeats, warmup, progress,
+            desc=f'{size[0]}x{size[1]} batch {batch_size} threads {threads}')
+        for label in models:  # one more call each, untimed: peak memory and what it made
+            keep = {}
+            fn = call(label, keep)
+            peaks[label] = peak_allocated_bytes(fn) if memory else fn()
+            outputs[label] = describe_outputs(kinds[models[label][0]], keep['outputs'], mode)
+    results = []
+    for label, (t, v, model) in models.items():
+        unfused = _label(t, 'unfused')
+        results.append(dict(
+            target=t, variant=v, label=label, kind=kinds[t], size=list(size),
+            batch_size=batch_size, threads=threads,
+            mode=mode if kinds[t] != 'backbone' else 'forward',
+            **summarize(times[label], batch_size),
+            peak_mb=None if peaks[label] is None else peaks[label] / 2**20,
+            weights_mb=weight_bytes(model) / 2**20, outputs=outputs[label],
+            vs_unfused=paired_ratios(times[unfused], times[label]) if unfused in times
+            else None,
+            vs_reference=paired_ratios(times[reference], times[label]),
+            times_ms=[s * 1e3 for s in times[label]]))
+    return results
+
+
+def environment():
+    import mmengine
+    return dict(torch=torch.__version__, mmengine=mmengine.__version__,
+                python=platform.python_version(), machine=platform.machine(),
+                processor=platform.processor() or None, cpu_count=os.cpu_count())
+
+
+def format_table(report):
+    """A Markdown table of a ``benchmark`` report (one row per candidate and group)."""
+    head = ('| candidate | input | batch | threads | median ms | IQR ms | best ms | img/s '
+            '| peak MB | vs unfused (best / median) | vs reference (best / median) |')
+    lines = [head, '|' + '---|' * (head.count(' | ') + 1)]
+
+    def ratio(r):
+        return '' if r is None else f'{r["best_ratio"]:.2f}x / {r["median_round_ratio"]:.2f}x'
+
+    for r in report['results']:
+        peak = '' if r['peak_mb'] is None else f'{r["peak_mb"]:.1f}'
+        lines.append(
+            f'| {r["label"]} | {r["size"][0]}x{r["size"][1]} | {r["batch_size"]} '
+            f'| {r["threads"]} | {r["median_ms"]:.2f} | {r["iqr_ms"]:.2f} | {r["best_ms"]:.2f} '
+            f'| {r["throughput"]:.2f} | {peak} | {ratio(r["vs_unfused"])} '
+            f'| {ratio(r["vs_reference"])} |')
+    dets = {r['label']: r['outputs']['detections'] for r in report['results']
+            if 'detections' in r['outputs']}
+    lines.append(f'\nreference: {report["reference"]}; {report["repeats"]} timed runs after '
+                 f'{report["warmup"]} warm-up, candidates interleaved; "median" speed-up is '
+                 f'the median of per-round ratios; peak MB: allocations during one call '
+                 f'(weights excluded).')
+    if dets:
+        lines.append('detections per image: ' + '; '.join(f'{k} {v}' for k, v in dets.items()))
+    return '\n'.join(lines)

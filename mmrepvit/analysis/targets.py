@@ -1,0 +1,232 @@
+"""What the analysis tools measure: a backbone by name, or a whole model from a config, each
+built unfused, fused, fused + CPU fast path (``fast``: channels-last), or that with the
+backbone compiled (``compiled``, see ``optimize_for_cpu``), with synthetic inputs.
+
+A target is ``m1_1`` (a RepViT arch), ``mocovit-1.0x`` (a MoCoViT arch), or a config: a file
+or a toolbox config such as ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``. Weights are
+random (no pretrained file is read): size does not depend on them, speed hardly (what
+post-processing does depends on the scores, so the benchmark reports the detections made).
+"""
+import copy
+import os.path as osp
+
+import torch
+
+from ..deploy import fuse_model, optimize_for_cpu
+
+VARIANTS = ('unfused', 'fused', 'fast', 'compiled')
+MOCOVIT_PREFIX = 'mocovit-'
+
+
+def _backbone_classes():
+    from ..models import MoCoViT, RepViT
+    return RepViT, MoCoViT
+
+
+def target_kind(spec):
+    """'backbone' for an arch name, else the config's toolbox ('mmdet' or 'mmseg')."""
+    RepViT, MoCoViT = _backbone_classes()
+    if spec in RepViT.arch_zoo or (spec.startswith(MOCOVIT_PREFIX)
+                                   and spec[len(MOCOVIT_PREFIX):] in MoCoViT.arch_zoo):
+        return 'backbone'
+    if osp.isfile(spec) or '::' in spec:
+        from ..apis.config import toolbox_of
+        return toolbox_of(load_target_config(spec))
+    raise ValueError(f'{spec!r} is neither a backbone (RepViT: {", ".join(RepViT.arch_zoo)}; '
+                     f'MoCoViT: {", ".join(MOCOVIT_PREFIX + a for a in MoCoViT.arch_zoo)}) '
+                     f'nor a config file (a path, or e.g. '
+                     f'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py)')
+
+
+def load_target_config(spec, cfg_options=None):
+    """A config file, or a toolbox's own config (``mmdet::...``), with every pretrained
+    initialisation removed."""
+    from ..apis.config import load_config
+    if osp.isfile(spec):
+        cfg = load_config(spec, cfg_options)
+    else:
+        from mmengine.hub import get_config
+        cfg = get_config(spec)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+    if cfg.model.get('pretrained'):
+        cfg.model.pretrained = None
+    for part in ('backbone', 'neck'):
+        if part in cfg.model and cfg.model[part].get('init_cfg'):
+            cfg.model[part].init_cfg = None
+    return cfg
+
+
+def build_backbone(spec, classifier=False, **kwargs):
+    """A backbone by arch name; ``classifier=True``: its ImageNet model (1000-class head)."""
+    RepViT, MoCoViT = _backbone_classes()
+    if spec.startswith(MOCOVIT_PREFIX):
+        arch = spec[len(MOCOVIT_PREFIX):]
+        if classifier:
+            from ..models.backbones.mocovit import MoCoViTClassifier
+            return MoCoViTClassifier(arch, **kwargs)
+        return MoCoViT(arch, **kwargs)
+    if classifier:
+        from .classifier import RepViTClassifier
+        return RepViTClassifier(spec, **kwargs)
+    return RepViT(spec, **kwargs)
+
+
+def build_target(spec, variant='unfused', classifier=False, cfg_options=None, seed=0,
+                 checkpoint=None):
+    """The model of ``spec`` in eval mode, as ``variant`` (one of ``VARIANTS``).
+
+    With ``checkpoint`` (any layout the loaders know, trained or fused) its weights are
+    loaded. Otherwise weights are random (a config's model: its toolbox's initialisers,
+    e.g. mmdet's small-normal RPN and box heads), but norm layers are given trained-like state
+    (``randomize_norms``) so that fusing does real work, any numeric error of it shows, and
+    activations keep realistic magnitudes (zero-initialised residual norms would hide all
+    three).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f'variant={variant!r}; valid: {", ".join(VARIANTS)}')
+    torch.manual_seed(seed)
+    kind = target_kind(spec)
+    if checkpoint is not None:
+        model = _load_weights(spec, kind, checkpoint, classifier, cfg_options)
+    elif kind == 'backbone':
+        model = build_backbone(spec, classifier=classifier)
+    else:
+        from ..apis.config import build_model
+        model = build_model(load_target_config(spec, cfg_options))
+        _quiet_init_weights(model)  # the toolbox's own initialisers (heads, FPN)
+    if checkpoint is None:
+        randomize_norms(model, kind, seed)
+    model.eval()
+    if variant != 'unfused':
+        fuse_model(model)
+    if variant in ('fast', 'compiled'):
+        optimize_for_cpu(model, compile=variant == 'compiled')
+    return model
+
+
+def _quiet_init_weights(model):
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+
+
+def _load_weights(spec, kind, path, classifier, cfg_options):
+    """Build ``spec`` in the structure ``path`` holds (fused or not) and load it strictly."""
+    from ..checkpoint import (extract_backbone_weights, load_backbone_weights,
+                              load_checkpoint_file)
+    checkpoint = load_checkpoint_file(path)
+    if kind == 'backbone':
+        if classifier:
+            raise ValueError('--checkpoint loads backbone weights; the classifier head '
+                             'is not part of them')
+        if spec.startswith(MOCOVIT_PREFIX):
+            model = build_backbone(spec)
+            model.load_state_dict(checkpoint.get('state_dict', checkpoint), strict=True)
+            return model
+        weights = extract_backbone_weights(checkpoint, source=f'checkpoint {str(path)!r}')
+        model = build_backbone(spec, deploy=weights.deploy)
+        load_backbone_weights(model, weights)
+        return model
+    from ..apis.config import build_model
+    from ..deploy import deploy_model_cfg, is_deploy_checkpoint
+    cfg = load_target_config(spec, cfg_options)
+    if is_deploy_checkpoint(checkpoint):
+        cfg.model = deploy_model_cfg(cfg.model)
+    model = build_model(cfg)
+    model.load_state_dict(checkpoint.get('state_dict', checkpoint), strict=True)
+    return model
+
+
+@torch.no_grad()
+def randomize_norms(model, kind='backbone', seed=0, size=(128, 128)):
+    """Trained-like norms: running statistics measured on a random image (each norm in train
+    mode with a cumulative average, once), random scales in [0.5, 1.5) and shifts around 0.
+    Norms built with zero scale (residual-branch ends, e.g. RepViT's channel mixer) get
+    scales in [0, 0.25): full-strength branches would make activations grow with depth far
+    beyond a trained network's, and every float32 comparison with them."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    g = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not norms:
+        return model
+    saved = [(m, m.training, m.momentum) for m in norms]
+    for m in norms:
+        n = m.num_features
+        if m.affine:
+            residual_end = not m.weight.any()
+            scale = torch.rand(n, generator=g)
+            m.weight.copy_(scale * 0.25 if residual_end else scale + 0.5)
+            m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+        m.reset_running_stats()
+        m.momentum = None  # cumulative: one batch sets the statistics exactly
+    model.eval()
+    for m in norms:
+        m.train()
+    x = torch.randn(2, 3, *size, generator=g)
+    if kind == 'backbone':
+        model(x)
+    elif kind == 'mmdet':
+        model.extract_feat(x)
+    else:
+        model._forward(x)
+    for m, training, momentum in saved:
+        m.train(training)
+        m.momentum = momentum
+    return model
+
+
+def synthetic_batch(kind, size, batch_size=1, seed=0):
+    """Backbone: a float tensor (B, 3, H, W). Detector / segmentor: the dataloader's dict of
+    uint8 images and data samples carrying the metainfo their test step reads."""
+    h, w = size
+    g = torch.Generator().manual_seed(seed)
+    if kind == 'backbone':
+        return torch.randn(batch_size, 3, h, w, generator=g)
+    if kind == 'mmdet':
+        from mmdet.structures import DetDataSample as Sample
+    else:
+        from mmseg.structures import SegDataSample as Sample
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), scale_factor=(1.0, 1.0),
+                img_id=0, img_path=None)
+    inputs = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+              for _ in range(batch_size)]
+    return dict(inputs=inputs, data_samples=[Sample(metainfo=dict(meta))
+                                             for _ in range(batch_size)])
+
+
+def make_call(kind, model, batch, mode='predict'):
+    """A zero-argument callable running one inference of ``model`` on ``batch``.
+
+    ``mode='predict'``: a detector / segmentor's whole test step (normalisation, padding,
+    network, post-processing: box NMS, mask pasting, logits resized to the image), as a user
+    sees it. ``mode='tensor'``: only the network (``_forward``: backbone, neck, heads on the
+    preprocessed batch; for Mask R-CNN the RoI heads on all RPN proposals), fixed work.
+    """
+    if kind == 'backbone':
+        return lambda: model(batch)
+    if mode == 'predict':
+        return lambda: model.test_step(copy.copy(batch))
+    if mode != 'tensor':
+        raise ValueError(f'mode={mode!r}; valid: predict, tensor')
+    with torch.inference_mode():
+        data = model.data_preprocessor(copy.copy(batch), False)
+    return lambda: model._forward(data['inputs'], data['data_samples'])
+
+
+def describe_outputs(kind, outputs, mode='predict'):
+    """What one call produced, to show that compared models did comparable work: detections
+    per image (mmdet predict), else the output tensors' shapes."""
+    if kind == 'mmdet' and mode == 'predict':
+        return dict(detections=[len(s.pred_instances) for s in outputs])
+    leaves = [t for t in torch.utils._pytree.tree_leaves(outputs) if torch.is_tensor(t)]
+    if kind == 'mmseg' and mode == 'predict':
+        leaves = [s.seg_logits.data for s in outputs]
+    return dict(output_shapes=[list(t.shape) for t in leaves])

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Latency (median and spread after warm-up), throughput and peak memory of RepViT backbones
+and whole detectors / segmentors, unfused, fused and fused + CPU fast path side by side.
+
+Every candidate is timed interleaved with the others (A B C, B C A, ...), so ratios hold on a
+busy machine. Examples:
+
+  python tools/benchmark.py m1_1 --size 224 --threads 2 --repeats 30
+  python tools/benchmark.py mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py@unfused,fast \\
+      configs/maskrcnn_repvit_m1_1_coco.py@fused,fast --size 800 1333 --repeats 5 --warmup 1
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('targets', nargs='+',
+                        help='RepViT arch (m1_1), mocovit-1.0x, or a config (file or '
+                             'mmdet::/mmseg:: name), optionally @variant[,variant] to time '
+                             'it only so; the first candidate is the reference')
+    parser.add_argument('--variants', nargs='+', default=['unfused', 'fused', 'fast'],
+                        choices=['unfused', 'fused', 'fast', 'compiled'],
+                        help='fast: fused + channels-last; compiled: fast + TorchInductor '
+                             'on the backbone (slow first call per input shape)')
+    parser.add_argument('--size', nargs='+', type=int, action='append', metavar='H [W]',
+                        help='input size, repeatable (default 224 for a backbone, 800 1333 '
+                             'for mmdet, 512 512 for mmseg)')
+    parser.add_argument('--batch-size', nargs='+', type=int, default=[1])
+    parser.add_argument('--threads', nargs='+', type=int, default=[2])
+    parser.add_argument('--repeats', type=int, default=30, help='timed runs per candidate')
+    parser.add_argument('--warmup', type=int, default=5, help='untimed runs per candidate')
+    parser.add_argument('--mode', choices=['predict', 'tensor'], default='predict',
+                        help='whole models: the full test step, or the network only')
+    parser.add_argument('--classifier', action='store_true',
+                        help='backbones: time the ImageNet model (1000-class head)')
+    parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
+    parser.add_argument('--json', metavar='PATH', help='also write the report as JSON '
+                        '("-": to stdout, instead of the table)')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args(argv)
+    for size in args.size or []:
+        if len(size) not in (1, 2):
+            parser.error(f'--size takes H or H W, got {size}')
+    return args
+
+
+def default_size(target):
+    from mmrepvit.analysis.targets import target_kind
+    return {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}[
+        target_kind(target.partition('@')[0])]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmrepvit.analysis.benchmark import benchmark, format_table
+    sizes = [tuple(s) * (3 - len(s)) for s in args.size] if args.size else \
+        [default_size(args.targets[0])]
+    report = benchmark(args.targets, args.variants, sizes, args.batch_size, args.threads,
+                       args.repeats, args.warmup, args.mode, args.classifier,
+                       args.cfg_options, memory=not args.no_memory, progress=not args.quiet)
+    report['command'] = 'python tools/benchmark.py ' + ' '.join(
+        argv if argv is not None else sys.argv[1:])
+    if args.json == '-':
+        print(json.dumps(report, indent=1))
+    else:
+        print(format_table(report))
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(report, f, indent=1)
+    return report
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Parameters and multiply-adds of a RepViT backbone or a whole detector / segmentor, unfused
+and fused, with a breakdown by part (backbone / neck / heads; stem / blocks for a backbone).
+
+  python tools/get_flops.py m1_1 --classifier            # ImageNet model, 224x224
+  python tools/get_flops.py configs/maskrcnn_repvit_m1_1_coco.py --size 800 1333
+  python tools/get_flops.py --published                  # fused m0_9..m2_3 vs the paper
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('targets', nargs='*', help='RepViT arch, mocovit-<arch>, or a config')
+    parser.add_argument('--size', nargs='+', type=int, metavar='H [W]',
+                        help='input size (default 224 for a backbone, 800 1333 for mmdet, '
+                             '512 512 for mmseg)')
+    parser.add_argument('--variants', nargs='+', default=['unfused', 'fused'],
+                        choices=['unfused', 'fused'])
+    parser.add_argument('--classifier', action='store_true',
+                        help='backbones: count the ImageNet model (1000-class head)')
+    parser.add_argument('--published', action='store_true',
+                        help='compare fused m0_9..m2_3 with head at 224 with the paper')
+    parser.add_argument('--json', metavar='PATH', help='write the reports as JSON ("-": '
+                        'stdout, instead of the tables)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args(argv)
+    if not args.targets and not args.published:
+        parser.error('give a target, or --published')
+    if args.size and len(args.size) not in (1, 2):
+        parser.error(f'--size takes H or H W, got {args.size}')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmrepvit.analysis.complexity import (compare_published, format_complexity,
+                                              format_published, model_complexity)
+    from mmrepvit.analysis.targets import target_kind
+    default = {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}
+    out = dict(reports=[])
+    for target in args.targets:
+        size = tuple(args.size) * (3 - len(args.size)) if args.size else \
+            default[target_kind(target)]
+        out['reports'].append(model_complexity(target, size, args.variants, args.classifier,
+                                               args.cfg_options))
+    if args.published:
+        out['published'] = compare_published()
+    if args.json == '-':
+        print(json.dumps(out, indent=1))
+        return out
+    for report in out['reports']:
+        print(format_complexity(report) + '\n')
+    if args.published:
+        print(format_published(out['published']))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == '__main__':
+    main()
