@@ -7,6 +7,7 @@ modules built without a norm (their conv then carries a bias). ``optimize_for_cp
 CPU fast path on top of a fused model (for running, not for saving).
 """
 import copy
+import weakref
 
 import torch
 from mmcv.cnn import fuse_conv_bn
@@ -73,18 +74,56 @@ def is_deploy_checkpoint(checkpoint):
     return bool((checkpoint.get('meta') or {}).get(DEPLOY_META_KEY, False))
 
 
-def _contiguous_inputs(module, args):
-    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+class ContiguousInputs:
+    """Forward pre-hook giving a module contiguous (NCHW) copies of channels-last inputs.
+
+    One copy per input tensor, shared by every hooked module while that tensor lives (Mask
+    R-CNN's box and mask RoI extractors read the same FPN maps: copying each map once instead
+    of per extractor measured 4% of the whole model). A copy is dropped with its source; an
+    in-place change of the source after copying would not be seen (no mmdet / mmseg head
+    does that).
+    """
+
+    def __init__(self):
+        self.copies = {}
+
+    def __call__(self, module, args):
+        return tuple(self.contiguous(a) if isinstance(a, torch.Tensor) else a for a in args)
+
+    def contiguous(self, tensor):
+        if tensor.is_contiguous():
+            return tensor
+        key = id(tensor)
+        if key not in self.copies:
+            self.copies[key] = tensor.contiguous()
+            weakref.finalize(tensor, self.copies.pop, key, None)
+        return self.copies[key]
+
+
+def use_separable_roi_align(model):
+    """Swap every average-pooling ``mmcv.ops.RoIAlign`` in ``model`` for
+    ``SeparableRoIAlign`` (same outputs, several times faster on CPU); returns how many."""
+    from mmcv.ops import RoIAlign
+
+    from .models.layers import SeparableRoIAlign
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, RoIAlign) and child.pool_mode == 'avg':
+                setattr(parent, name, SeparableRoIAlign.from_mmcv(child))
+                swapped += 1
+    return swapped
 
 
 @torch.no_grad()
-def optimize_for_cpu(model, channels_last=True, compile=False):
+def optimize_for_cpu(model, channels_last=True, separable_roi_align=True, compile=False):
     """Fuse ``model`` (if not yet) and make its inference fast on CPU, in place.
 
     Channels-last memory format is oneDNN's native layout for convolutions: without it every
     convolution reorders its input and output (docs/speed.md has what was measured, and what
     did not help). mmcv's compiled ops (RoIAlign, ...) index raw NCHW memory and silently
     compute garbage from a channels-last tensor, so their inputs are made contiguous first.
+    ``separable_roi_align`` swaps mmcv's single-threaded RoIAlign for ``SeparableRoIAlign``.
     The result computes the same function, float rounding aside.
 
     ``compile=True`` also compiles the backbone (a bare backbone: all of it) with
@@ -93,12 +132,15 @@ def optimize_for_cpu(model, channels_last=True, compile=False):
     a C++ compiler. Later changes to the weights are not seen by the compiled code.
     """
     fuse_model(model)  # idempotent
+    if separable_roi_align:
+        use_separable_roi_align(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+        hook = ContiguousInputs()
         for module in model.modules():
             if type(module).__module__.startswith('mmcv.ops') and \
                     not getattr(module, '_mmrepvit_contiguous', False):
-                module.register_forward_pre_hook(_contiguous_inputs)
+                module.register_forward_pre_hook(hook)
                 module._mmrepvit_contiguous = True
     if compile:
         target = model.backbone if isinstance(getattr(model, 'backbone', None),

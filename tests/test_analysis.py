@@ -1,6 +1,7 @@
 """The analysis library and tools: interleaved timing, benchmark reports, complexity counts
 against the published figures, ONNX export checked under ONNX Runtime, the CPU fast path.
 No timing assertions: speed figures live in docs/speed.md, measured interleaved."""
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ from mmrepvit.analysis import (PUBLISHED, RepViTClassifier, benchmark, build_tar
                                count, export_and_check, model_complexity, synthetic_batch,
                                time_interleaved)
 from mmrepvit.analysis.targets import randomize_norms
-from mmrepvit.deploy import count_batchnorms, optimize_for_cpu
+from mmrepvit.deploy import ContiguousInputs, count_batchnorms, optimize_for_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 SEG_CFG = str(REPO / 'configs/fpn_repvit_m1_1_ade20k.py')
@@ -108,19 +109,35 @@ def test_fused_and_fast_have_no_batchnorm_and_same_outputs(spec):
             torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
-def test_fast_path_keeps_mmcv_roi_align_correct():
-    """mmcv's CPU RoIAlign misreads channels-last maps; the fast path feeds it contiguous."""
+@pytest.mark.parametrize('separable', [True, False])
+def test_fast_path_roi_extraction_is_unchanged(separable):
+    """Either RoIAlign of the fast path reads channels-last maps right: ours natively, mmcv's
+    (which misreads them) through contiguous copies."""
     fused = build_target(DET_CFG, 'fused', cfg_options=SMALL)
-    fast = build_target(DET_CFG, 'fast', cfg_options=SMALL)
+    fast = optimize_for_cpu(copy.deepcopy(fused), separable_roi_align=separable)
+    layer = type(fast.roi_head.bbox_roi_extractor.roi_layers[0]).__name__
+    assert layer == ('SeparableRoIAlign' if separable else 'RoIAlign')
     x = synthetic_batch('backbone', (128, 160))
     rois = torch.tensor([[0, 4., 4., 60., 50.], [0, 30., 20., 150., 120.]])
     with torch.no_grad():
         feats = fused.extract_feat(x)
-        feats_cl = fast.extract_feat(x)
+        feats_cl = fast.extract_feat(x.contiguous(memory_format=torch.channels_last))
         assert feats_cl[0].is_contiguous(memory_format=torch.channels_last)
-        ref = fused.roi_head.bbox_roi_extractor(feats[:4], rois)
-        got = fast.roi_head.bbox_roi_extractor(feats_cl[:4], rois)
-    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+        for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
+            ref = getattr(fused.roi_head, extractor)(feats[:4], rois)
+            got = getattr(fast.roi_head, extractor)(feats_cl[:4], rois)
+            torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_contiguous_copies_are_made_once_and_dropped_with_their_source():
+    hook = ContiguousInputs()
+    x = torch.randn(1, 4, 5, 6).contiguous(memory_format=torch.channels_last)
+    plain = torch.randn(2, 3)
+    a, same = hook(None, (x, plain))
+    assert same is plain and a.is_contiguous() and torch.equal(a, x)
+    assert hook(None, (x, ))[0] is a and len(hook.copies) == 1
+    del x, a
+    assert not hook.copies
 
 
 def test_classifier_fuses_into_one_linear_head():
