@@ -41,6 +41,19 @@ def test_matches_mmcv_values_and_gradients(aligned, sampling_ratio, output_size,
     torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-5)
 
 
+def test_rois_with_different_sample_grids_side_by_side():
+    """Pairs of RoIs whose adaptive sample grids differ (a short padded grid beside a long one):
+    every pair as one call, as mmdet's extractors batch them."""
+    feats = torch.randn(1, 4, 24, 24)
+    g = torch.Generator().manual_seed(1)
+    ours, ref = SeparableRoIAlign(7, 1.0), RoIAlign(7, 1.0)
+    for _ in range(200):
+        corner = torch.rand(2, 2, generator=g) * 10
+        extent = torch.rand(2, 2, generator=g) * torch.tensor([[14.], [30.]])
+        rois = torch.cat([torch.zeros(2, 1), corner, corner + extent], 1)
+        torch.testing.assert_close(ours(feats, rois), ref(feats, rois), atol=1e-5, rtol=1e-5)
+
+
 def test_no_rois_and_max_pooling():
     out = SeparableRoIAlign(7, 0.5)(torch.randn(1, 4, 10, 10), torch.zeros(0, 5))
     assert out.shape == (0, 4, 7, 7)

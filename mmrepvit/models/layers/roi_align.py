@@ -42,8 +42,10 @@ def _axis_weights(start, size, length, bins, sampling_ratio):
     frac = torch.where(at_end, torch.zeros_like(pos), pos - low)
     scale = used.to(start.dtype) / grid_
     origin = first[:, None, None]
-    weights.scatter_add_(2, (low - origin).long(), (1 - frac) * scale)
-    weights.scatter_add_(2, (high - origin).long(), frac * scale)
+    # padding slots (a RoI with a smaller grid than the largest) carry weight 0 but may point
+    # past the window: keep their indices inside it
+    weights.scatter_add_(2, (low - origin).clamp(0, width - 1).long(), (1 - frac) * scale)
+    weights.scatter_add_(2, (high - origin).clamp(0, width - 1).long(), frac * scale)
     return weights, first.long(), span
 
 
