@@ -234,3 +234,51 @@ def test_optimize_for_cpu_is_idempotent():
     optimize_for_cpu(model)
     optimize_for_cpu(model)
     assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_path_study_rows_compute_the_fused_function():
+    from mmrepvit.analysis.fast_path_study import study
+    table = study('m0_6', size=64, threads=1, repeats=1, warmup=0, compile=False)
+    rows = [line.split('|') for line in table.splitlines()[2:]]
+    names = [r[1].strip() for r in rows]
+    assert 'channels_last' in names and 'jit trace + freeze' in names
+    assert all(float(r[5]) <= 1e-4 for r in rows)  # max abs diff against the fused model
+
+
+def test_train_step_study_times_both_roi_aligns():
+    from mmrepvit.analysis.fast_path_study import train_step_study
+    table = train_step_study(str(REPO / 'configs/demo/maskrcnn_repvit_m1_1_demo.py'), size=64,
+                             batch_size=1, objects=2, threads=1, repeats=1, warmup=0)
+    assert '| mmcv RoIAlign |' in table and '| SeparableRoIAlign |' in table
+
+
+def test_cpu_speed_hook_trains_the_same_model_faster_layout():
+    """The hook swaps RoIAlign and the layout, not the function: one training step's losses
+    match the untouched model's."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MMLogger
+    from mmengine.optim import build_optim_wrapper
+    from model_steps import synthetic_det_batch
+
+    from mmrepvit.apis import build_model
+    from mmrepvit.analysis.targets import load_target_config
+    from mmrepvit.engine import CPUSpeedHook
+
+    cfg = load_target_config(DET_CFG, SMALL)
+    torch.manual_seed(0)
+    plain = build_model(cfg)
+    fast = copy.deepcopy(plain)
+    CPUSpeedHook(channels_last=True).before_run(
+        SimpleNamespace(model=fast, logger=MMLogger.get_current_instance()))
+    assert type(fast.roi_head.mask_roi_extractor.roi_layers[0]).__name__ == 'SeparableRoIAlign'
+    conv = fast.roi_head.mask_head.convs[0].conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and conv.dim() == 4
+    losses = {}
+    for name, model in (('plain', plain), ('fast', fast)):
+        model.train()
+        torch.manual_seed(1)  # the same proposals sampled
+        wrapper = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.0)))
+        losses[name] = model.train_step(synthetic_det_batch(num_classes=80), wrapper)
+    for key, value in losses['plain'].items():
+        torch.testing.assert_close(losses['fast'][key], value, atol=1e-4, rtol=1e-3)

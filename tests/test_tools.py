@@ -1,5 +1,6 @@
 """End to end on a tiny demo dataset: train -> test (COCO AP / mIoU) -> fuse -> test fused ->
 picture, through the library functions behind tools/ and through the command lines."""
+import glob
 import os.path as osp
 import subprocess
 import sys
@@ -48,6 +49,13 @@ def test_demo_reports_metrics_and_pictures(demo_run):
     summary = open(osp.join(demo_run['work_dir'], 'summary.txt')).read()
     assert 'bbox AP50' in summary and 'mIoU' in summary and 'pictures' in summary
     assert format_summary(list(demo_run['rows'].values())) in summary
+
+
+def test_demo_segmentor_starts_from_the_demo_detector_backbone(demo_run):
+    detector = demo_run['rows']['maskrcnn']['checkpoint']
+    logs = glob.glob(osp.join(demo_run['work_dir'], 'fpn', '*', '*.log'))
+    text = ''.join(open(f).read() for f in logs)
+    assert f"backbone keys from checkpoint '{detector}'" in text
 
 
 @pytest.mark.parametrize('job', ['maskrcnn', 'fpn'])

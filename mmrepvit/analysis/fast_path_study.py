@@ -2,11 +2,13 @@
 backbone, timed interleaved against the plain fused model (docs/speed.md quotes a run).
 
   python -m mmrepvit.analysis.fast_path_study --arch m1_1 --size 224 --repeats 30
+  python -m mmrepvit.analysis.fast_path_study --train-step configs/demo/maskrcnn_repvit_m1_1_demo.py
 
 Candidates that did not earn their place stay here, so that the claim can be re-checked.
 """
 import argparse
 import copy
+import os.path as osp
 
 import torch
 import torch.nn as nn
@@ -92,6 +94,50 @@ def study(arch='m1_1', size=224, batch_size=1, threads=2, repeats=30, warmup=5, 
                       '| max abs diff vs fused |', '|---|---|---|---|---|'] + rows)
 
 
+def train_step_study(config, size=128, batch_size=4, objects=4, threads=2, repeats=20,
+                     warmup=3):
+    """One Mask R-CNN training step (forward, backward, AdamW) with mmcv's RoIAlign against
+    ``SeparableRoIAlign``, without and with channels-last (what ``CPUSpeedHook`` does),
+    interleaved, on synthetic images with ``objects`` masked boxes."""
+    from mmdet.testing import demo_mm_inputs
+    from mmengine.optim import build_optim_wrapper
+
+    from ..apis.config import build_model
+    from ..deploy import use_channels_last, use_separable_roi_align
+    from .targets import load_target_config
+    cfg = load_target_config(config)
+    batch = demo_mm_inputs(batch_size, [(3, size, size)] * batch_size, num_items=[objects],
+                           num_classes=cfg.model.roi_head.bbox_head.num_classes,
+                           with_mask=True)
+    torch.manual_seed(0)
+    base = build_model(cfg)
+    models = {'mmcv RoIAlign': base, 'SeparableRoIAlign': copy.deepcopy(base),
+              'SeparableRoIAlign + channels-last': copy.deepcopy(base)}
+    use_separable_roi_align(models['SeparableRoIAlign'])
+    use_channels_last(use_separable_roi_align(models['SeparableRoIAlign + channels-last']))
+
+    def step(model):
+        model.train()
+        wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+
+        def fn():
+            model.train_step(copy.deepcopy(batch), wrapper)
+        return fn
+
+    with num_threads(threads):
+        times = time_interleaved({n: step(m) for n, m in models.items()}, repeats, warmup,
+                                 progress=True, desc='train step')
+    rows = []
+    for name, t in times.items():
+        s, r = summarize(t, batch_size), paired_ratios(times['mmcv RoIAlign'], t)
+        rows.append(f'| {name} | {s["median_ms"]:.0f} | {s["best_ms"]:.0f} '
+                    f'| {r["best_ratio"]:.2f}x / {r["median_round_ratio"]:.2f}x |')
+    return '\n'.join([f'{osp.basename(config)}: train step, batch {batch_size} x {size}px, '
+                      f'{threads} threads, {repeats} interleaved rounds',
+                      '| training step | median ms | best ms | speed-up (best / median) |',
+                      '|---|---|---|---|'] + rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--arch', default='m1_1')
@@ -101,7 +147,15 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=30)
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--no-compile', action='store_true')
+    parser.add_argument('--train-step', metavar='CONFIG',
+                        help='instead: a Mask R-CNN config\'s training step, mmcv RoIAlign '
+                        'against SeparableRoIAlign (--size, --batch-size, --threads, --repeats)')
     args = parser.parse_args(argv)
+    if args.train_step:
+        print(train_step_study(args.train_step, 128 if args.size == 224 else args.size,
+                               args.batch_size if args.batch_size > 1 else 4, args.threads,
+                               args.repeats, args.warmup))
+        return
     print(study(args.arch, args.size, args.batch_size, args.threads, args.repeats,
                 args.warmup, not args.no_compile))
 

@@ -134,7 +134,7 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo', jobs=('maskrcnn',
         if job == 'fpn' and rows and rows[-1]['job'] == 'maskrcnn':
             # the demo's stand-in for ImageNet pre-training: the backbone the detector learned
             options.setdefault('model.backbone.init_cfg', dict(
-                type='Pretrained', checkpoint=rows[-1]['checkpoint']))
+                _delete_=True, type='Pretrained', checkpoint=rows[-1]['checkpoint']))
             print_log(f'Semantic FPN starts from the backbone of {rows[-1]["checkpoint"]}',
                       logger='current')
         rows.append(run_job(job, work_dir, data_root, options))

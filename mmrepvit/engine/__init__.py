@@ -1,7 +1,8 @@
-from .hooks import ReparameterizeHook, SeparableRoIAlignHook
+from .hooks import ReparameterizeHook, CPUSpeedHook
 from .nan_guard import NaNGuardHook, NonFiniteLossError
 from .rank_sync import BroadcastBuffersHook
 from .resume import RandomStateHook, find_resumable_checkpoint
 
-__all__ = ['ReparameterizeHook', 'SeparableRoIAlignHook', 'NaNGuardHook', 'NonFiniteLossError', 'BroadcastBuffersHook',
+__all__ = ['ReparameterizeHook', 'CPUSpeedHook', 'NaNGuardHook', 'NonFiniteLossError',
+           'BroadcastBuffersHook',
            'RandomStateHook', 'find_resumable_checkpoint']

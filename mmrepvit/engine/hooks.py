@@ -21,16 +21,27 @@ class ReparameterizeHook(Hook):
 
 
 @HOOKS.register_module()
-class SeparableRoIAlignHook(Hook):
-    """Train and test a CPU model with ``SeparableRoIAlign`` in place of mmcv's RoIAlign: the
-    same values and gradients, without mmcv's single-threaded CPU kernel (17% of a demo Mask
-    R-CNN training step, docs/speed.md). A model on a GPU keeps mmcv's CUDA kernel."""
+class CPUSpeedHook(Hook):
+    """Train and test a model on CPU faster without changing what it computes (float rounding
+    aside): ``SeparableRoIAlign`` in place of mmcv's single-threaded RoIAlign (17% of a demo
+    Mask R-CNN training step) and, optionally, channels-last convolutions (7% of a step;
+    docs/speed.md). A model on a GPU is left as it is."""
     priority = 'VERY_HIGH'
 
+    def __init__(self, separable_roi_align=True, channels_last=False):
+        self.separable_roi_align = separable_roi_align
+        self.channels_last = channels_last
+
     def before_run(self, runner):
-        from ..deploy import use_separable_roi_align
+        from ..deploy import use_channels_last, use_separable_roi_align
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if any(p.is_cuda for p in model.parameters()):
             return
-        swapped = use_separable_roi_align(model)
-        runner.logger.info(f'SeparableRoIAlignHook: {swapped} RoIAlign layers swapped')
+        done = []
+        if self.separable_roi_align:
+            use_separable_roi_align(model)
+            done.append('separable RoIAlign')
+        if self.channels_last:
+            use_channels_last(model)
+            done.append('channels-last')
+        runner.logger.info(f'CPUSpeedHook: {", ".join(done) or "nothing to do"}')
