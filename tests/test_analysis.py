@@ -248,7 +248,7 @@ def test_fast_path_study_rows_compute_the_fused_function():
 def test_train_step_study_times_both_roi_aligns():
     from mmrepvit.analysis.fast_path_study import train_step_study
     table = train_step_study(str(REPO / 'configs/demo/maskrcnn_repvit_m1_1_demo.py'), size=64,
-                             batch_size=1, objects=2, threads=1, repeats=1, warmup=0)
+                             batch_size=2, objects=2, threads=1, repeats=1, warmup=0)
     assert '| mmcv RoIAlign |' in table and '| SeparableRoIAlign |' in table
 
 

@@ -106,7 +106,7 @@ def train_step_study(config, size=128, batch_size=4, objects=4, threads=2, repea
     from ..deploy import use_channels_last, use_separable_roi_align
     from .targets import load_target_config
     cfg = load_target_config(config)
-    batch = demo_mm_inputs(batch_size, [(3, size, size)] * batch_size, num_items=[objects],
+    batch = demo_mm_inputs(batch_size, [(3, size, size)] * batch_size, num_items=[objects] * batch_size,
                            num_classes=cfg.model.roi_head.bbox_head.num_classes,
                            with_mask=True)
     torch.manual_seed(0)
@@ -152,9 +152,10 @@ def main(argv=None):
                         'against SeparableRoIAlign (--size, --batch-size, --threads, --repeats)')
     args = parser.parse_args(argv)
     if args.train_step:
-        print(train_step_study(args.train_step, 128 if args.size == 224 else args.size,
-                               args.batch_size if args.batch_size > 1 else 4, args.threads,
-                               args.repeats, args.warmup))
+        print(train_step_study(args.train_step, size=128 if args.size == 224 else args.size,
+                               batch_size=args.batch_size if args.batch_size > 1 else 4,
+                               threads=args.threads, repeats=args.repeats,
+                               warmup=args.warmup))
         return
     print(study(args.arch, args.size, args.batch_size, args.threads, args.repeats,
                 args.warmup, not args.no_compile))
