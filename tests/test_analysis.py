@@ -282,3 +282,9 @@ def test_cpu_speed_hook_trains_the_same_model_faster_layout():
         losses[name] = model.train_step(synthetic_det_batch(num_classes=80), wrapper)
     for key, value in losses['plain'].items():
         torch.testing.assert_close(losses['fast'][key], value, atol=1e-4, rtol=1e-3)
+
+
+def test_train_step_study_names_a_config_without_a_mask_head():
+    from mmrepvit.analysis.fast_path_study import train_step_study
+    with pytest.raises(ValueError, match='fpn_repvit_m1_1_ade20k.py.*has no roi_head.mask_head'):
+        train_step_study(SEG_CFG, repeats=1, warmup=0)

@@ -106,9 +106,12 @@ def train_step_study(config, size=128, batch_size=4, objects=4, threads=2, repea
     from ..deploy import use_channels_last, use_separable_roi_align
     from .targets import load_target_config
     cfg = load_target_config(config)
-    batch = demo_mm_inputs(batch_size, [(3, size, size)] * batch_size, num_items=[objects] * batch_size,
-                           num_classes=cfg.model.roi_head.bbox_head.num_classes,
-                           with_mask=True)
+    if 'mask_head' not in cfg.model.get('roi_head', {}):
+        raise ValueError(f'--train-step times a Mask R-CNN training step; {config!r} has no '
+                         f'roi_head.mask_head (e.g. configs/demo/maskrcnn_repvit_m1_1_demo.py)')
+    batch = demo_mm_inputs(batch_size, [(3, size, size)] * batch_size,
+                           num_items=[objects] * batch_size,
+                           num_classes=cfg.model.roi_head.bbox_head.num_classes, with_mask=True)
     torch.manual_seed(0)
     base = build_model(cfg)
     models = {'mmcv RoIAlign': base, 'SeparableRoIAlign': copy.deepcopy(base),
@@ -149,7 +152,8 @@ def main(argv=None):
     parser.add_argument('--no-compile', action='store_true')
     parser.add_argument('--train-step', metavar='CONFIG',
                         help='instead: a Mask R-CNN config\'s training step, mmcv RoIAlign '
-                        'against SeparableRoIAlign (--size, --batch-size, --threads, --repeats)')
+                        'against SeparableRoIAlign without and with channels-last (--size, '
+                        '--batch-size, --threads, --repeats)')
     args = parser.parse_args(argv)
     if args.train_step:
         print(train_step_study(args.train_step, size=128 if args.size == 224 else args.size,

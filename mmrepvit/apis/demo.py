@@ -102,8 +102,8 @@ def run_job(job, work_dir, data_root, cfg_options=None):
 
 
 def format_summary(rows):
-    lines = ['', 'mmrepvit demo: RepViT-M1.1 on CPU, demo data (val split); Mask R-CNN from scratch, '
-             'Semantic FPN from its backbone',
+    lines = ['', 'mmrepvit demo: RepViT-M1.1 on CPU, demo data (val split); '
+             'Mask R-CNN from scratch, Semantic FPN from its backbone',
              f'{"model":<24}{"metric":<12}{"unfused":>9}{"fused":>9}{"train":>9}{"test":>8}']
     names = {'maskrcnn': 'Mask R-CNN', 'fpn': 'Semantic FPN'}
     for row in rows:

@@ -1,8 +1,7 @@
-from .hooks import ReparameterizeHook, CPUSpeedHook
+from .hooks import CPUSpeedHook, ReparameterizeHook
 from .nan_guard import NaNGuardHook, NonFiniteLossError
 from .rank_sync import BroadcastBuffersHook
 from .resume import RandomStateHook, find_resumable_checkpoint
 
 __all__ = ['ReparameterizeHook', 'CPUSpeedHook', 'NaNGuardHook', 'NonFiniteLossError',
-           'BroadcastBuffersHook',
-           'RandomStateHook', 'find_resumable_checkpoint']
+           'BroadcastBuffersHook', 'RandomStateHook', 'find_resumable_checkpoint']

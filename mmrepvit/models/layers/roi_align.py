@@ -1,7 +1,7 @@
 """RoIAlign (average pooling) as two small matrix products per RoI.
 
 mmcv's CPU RoIAlign is one thread walking every sample point of every bin; with mmdet's
-adaptive sampling (``sampling_ratio=0``) it was 30% of a fused Mask R-CNN RepViT-M1.1 at
+adaptive sampling (``sampling_ratio=0``) it was 27% of a fused Mask R-CNN RepViT-M1.1 at
 800x1333 (docs/speed.md). Bilinear sampling is separable, and so is the average over a bin's
 sample grid: each RoI's output is ``Wy @ crop @ Wx^T`` with ``Wy`` (bins x rows) and ``Wx``
 (bins x cols) holding the interpolation weights over the few feature rows / columns the RoI
@@ -13,8 +13,8 @@ import torch.nn as nn
 
 
 def _axis_weights(start, size, length, bins, sampling_ratio):
-    """Per-RoI weights (K, bins, L) over a window of L feature rows (or columns) starting at
-    ``first`` (K,), and each RoI's window length (K,)."""
+    """Along one axis: each RoI's interpolation weights (K, bins, L) over a window of feature
+    rows (or columns), the window's first index (K,) and its length (K,) (L: the longest)."""
     bin_size = size / bins
     if sampling_ratio > 0:
         grid = torch.full_like(size, sampling_ratio)
@@ -53,7 +53,7 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, 
     """Average RoIAlign of ``features`` (N, C, H, W) over ``rois`` (K, 5: batch index, x1, y1,
     x2, y2) with mmcv's semantics; returns (K, C, out_h, out_w) in channels-last layout."""
     out_h, out_w = output_size
-    num, channels, height, width = features.shape
+    _, channels, height, width = features.shape
     if rois.numel() == 0:
         return features.new_zeros(0, channels, out_h, out_w)
     boxes = rois[:, 1:].detach().to(features.dtype) * spatial_scale  # mmcv: no grad to rois
