@@ -5,7 +5,10 @@ VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip install --disable-pip-version-check -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
 MMCV_WHEEL_DIR ?= ../shared/wheels
-MMCV_WHEEL := $(MMCV_WHEEL_DIR)/mmcv-2.1.0-cp311-cp311-linux_x86_64.whl
+# The venv interpreter's wheel tag (e.g. cp311-cp311-linux_x86_64): a prebuilt mmcv is used only
+# when its file name carries exactly this tag and SHA256SUMS vouches for it.
+WHEEL_TAG_PY := import sys, sysconfig; v = 'cp%d%d' % sys.version_info[:2]; \
+  print(f'{v}-{v}{sys.abiflags}-' + sysconfig.get_platform().replace('-', '_').replace('.', '_'))
 
 .PHONY: install demo test clean-venv
 
@@ -15,14 +18,17 @@ $(STAMP): setup.py requirements/*.txt Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -q "setuptools<82" wheel ninja
 	$(PIP) -q torch==2.13.0
-	@if $(VPY) -c "import mmcv, mmcv.ops" 2>/dev/null && \
+	@wheel=mmcv-2.1.0-$$($(VPY) -c "$(WHEEL_TAG_PY)").whl; \
+	if $(VPY) -c "import mmcv, mmcv.ops" 2>/dev/null && \
 	    [ "$$($(VPY) -c 'import mmcv; print(mmcv.__version__)')" = 2.1.0 ]; then \
 	  echo "mmcv 2.1.0 with ops already installed"; \
-	elif [ -f $(MMCV_WHEEL) ] && (cd $(MMCV_WHEEL_DIR) && sha256sum --quiet -c SHA256SUMS); then \
-	  echo "installing mmcv from $(MMCV_WHEEL) (SHA-256 verified)"; \
-	  $(PIP) -q $(MMCV_WHEEL); \
+	elif [ -f "$(MMCV_WHEEL_DIR)/$$wheel" ] && (cd $(MMCV_WHEEL_DIR) && \
+	    awk -v f="$$wheel" '$$NF == f || $$NF == "*" f' SHA256SUMS | sha256sum --quiet -c -); then \
+	  echo "installing mmcv from $(MMCV_WHEEL_DIR)/$$wheel (SHA-256 verified)"; \
+	  $(PIP) -q "$(MMCV_WHEEL_DIR)/$$wheel"; \
 	else \
-	  echo "building mmcv 2.1.0 with its ops from source (about 12 minutes on 2 cores)"; \
+	  echo "no verified $$wheel in $(MMCV_WHEEL_DIR): building mmcv 2.1.0 with its ops" \
+	       "from source (about 12 minutes on 2 cores)"; \
 	  MMCV_WITH_OPS=1 MAX_JOBS=$$(nproc) $(PIP) --no-build-isolation mmcv==2.1.0; \
 	fi
 	$(PIP) -q -r requirements/runtime.txt -r requirements/optional.txt -r requirements/tests.txt
@@ -38,3 +44,10 @@ test: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Optional: mmdeploy for exporting whole detectors to ONNX (tools/export_onnx.py, tests/test_deployment.py).
+# --no-deps so that it can never replace torch; torch's version is checked afterwards.
+.PHONY: install-deploy
+install-deploy: install
+	$(VPY) -m pip install --disable-pip-version-check -q --no-deps -r requirements/deploy.txt
+	$(VPY) -c "import torch, mmdeploy; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('mmdeploy', mmdeploy.__version__, 'with torch', torch.__version__)"

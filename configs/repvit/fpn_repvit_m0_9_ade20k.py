@@ -1,0 +1,6 @@
+# Semantic FPN 40k, ADE20K, RepViT-M0.9 (published: not reported)
+_base_ = '../_base_/fpn_repvit_40k_ade20k.py'
+model = dict(
+    backbone=dict(
+        arch='m0_9', init_cfg=dict(checkpoint='checkpoints/repvit_m0_9_distill_300e.pth')),
+    neck=dict(in_channels=[48, 96, 192, 384]))

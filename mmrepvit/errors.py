@@ -1,0 +1,18 @@
+"""Errors raised while reading checkpoints or loading weights; each message names the file or
+keys and what would work."""
+
+
+class CheckpointError(RuntimeError):
+    """Base class: a checkpoint could not be used."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """The file is not a (complete) PyTorch checkpoint, or holds no recognisable weights."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file pickles a global outside the allow-list: loading it could run its code."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The weights do not fit the backbone: keys missing, left over, or of the wrong shape."""
