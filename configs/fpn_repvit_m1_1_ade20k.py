@@ -1,6 +1,3 @@
-# Semantic FPN 40k, ADE20K, RepViT-M1.1 (published: 40.6 mIoU)
-_base_ = './_base_/fpn_repvit_40k_ade20k.py'
-model = dict(
-    backbone=dict(
-        arch='m1_1', init_cfg=dict(checkpoint='checkpoints/repvit_m1_1_distill_300e.pth')),
-    neck=dict(in_channels=[64, 128, 256, 512]))
+# Alias of repvit/fpn_repvit_m1_1_ade20k.py, kept for the documented commands.
+# Other projects inherit it as _base_ = 'mmrepvit::repvit/fpn_repvit_m1_1_ade20k.py'.
+_base_ = './repvit/fpn_repvit_m1_1_ade20k.py'

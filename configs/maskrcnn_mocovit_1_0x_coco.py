@@ -1,20 +1,3 @@
-# Mask R-CNN 1x, COCO-2017, MoCoViT-1.0x: the RepViT Mask R-CNN recipe (AdamW 2e-4, weight decay
-# 0.05, 12 epochs, 8 GPUs x 2 images) with the backbone replaced. The MoCoViT paper reports no
-# Mask R-CNN result.
-_base_ = './_base_/maskrcnn_repvit_1x_coco.py'
-
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmrepvit.MoCoViT',
-        arch='1.0x',
-        out_indices=(0, 1, 2, 3),  # stage ends at strides 4/8/16/32: 24, 40, 112, 160 channels
-        frozen_stages=-1,
-        # Trained from scratch, so BN statistics must be learnt (norm_eval=False), synchronised
-        # across GPUs so they see the whole batch of 16 rather than 2 images.
-        norm_cfg=dict(type='SyncBN', requires_grad=True),
-        norm_eval=False,
-        # MoCoViT has no public pretrained weights: init_cfg=None trains from scratch. With your
-        # own ImageNet weights: init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=...).
-        init_cfg=None),
-    neck=dict(in_channels=[24, 40, 112, 160], out_channels=256, num_outs=5))
+# Alias of mocovit/maskrcnn_mocovit_1_0x_coco.py, kept for the documented commands.
+# Other projects inherit it as _base_ = 'mmrepvit::mocovit/maskrcnn_mocovit_1_0x_coco.py'.
+_base_ = './mocovit/maskrcnn_mocovit_1_0x_coco.py'

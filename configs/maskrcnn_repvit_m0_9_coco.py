@@ -1,6 +1,3 @@
-# Mask R-CNN 1x, COCO-2017, RepViT-M0.9 (published: not reported)
-_base_ = './_base_/maskrcnn_repvit_1x_coco.py'
-model = dict(
-    backbone=dict(
-        arch='m0_9', init_cfg=dict(checkpoint='checkpoints/repvit_m0_9_distill_300e.pth')),
-    neck=dict(in_channels=[48, 96, 192, 384]))
+# Alias of repvit/maskrcnn_repvit_m0_9_coco.py, kept for the documented commands.
+# Other projects inherit it as _base_ = 'mmrepvit::repvit/maskrcnn_repvit_m0_9_coco.py'.
+_base_ = './repvit/maskrcnn_repvit_m0_9_coco.py'

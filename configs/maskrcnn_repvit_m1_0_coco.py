@@ -1,6 +1,3 @@
-# Mask R-CNN 1x, COCO-2017, RepViT-M1.0 (published: not reported)
-_base_ = './_base_/maskrcnn_repvit_1x_coco.py'
-model = dict(
-    backbone=dict(
-        arch='m1_0', init_cfg=dict(checkpoint='checkpoints/repvit_m1_0_distill_300e.pth')),
-    neck=dict(in_channels=[56, 112, 224, 448]))
+# Alias of repvit/maskrcnn_repvit_m1_0_coco.py, kept for the documented commands.
+# Other projects inherit it as _base_ = 'mmrepvit::repvit/maskrcnn_repvit_m1_0_coco.py'.
+_base_ = './repvit/maskrcnn_repvit_m1_0_coco.py'

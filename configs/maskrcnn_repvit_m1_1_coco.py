@@ -1,6 +1,3 @@
-# Mask R-CNN 1x, COCO-2017, RepViT-M1.1 (published: 39.8 box AP / 37.2 mask AP)
-_base_ = './_base_/maskrcnn_repvit_1x_coco.py'
-model = dict(
-    backbone=dict(
-        arch='m1_1', init_cfg=dict(checkpoint='checkpoints/repvit_m1_1_distill_300e.pth')),
-    neck=dict(in_channels=[64, 128, 256, 512]))
+# Alias of repvit/maskrcnn_repvit_m1_1_coco.py, kept for the documented commands.
+# Other projects inherit it as _base_ = 'mmrepvit::repvit/maskrcnn_repvit_m1_1_coco.py'.
+_base_ = './repvit/maskrcnn_repvit_m1_1_coco.py'

@@ -1,2 +1,3 @@
-# RetinaNet 1x, COCO-2017, RepViT-M1.1 (not reported by the RepViT paper; the MoCoViT setting)
-_base_ = './_base_/retinanet_repvit_1x_coco.py'
+# Alias of repvit/retinanet_repvit_m1_1_coco.py, kept for the documented commands.
+# Other projects inherit it as _base_ = 'mmrepvit::repvit/retinanet_repvit_m1_1_coco.py'.
+_base_ = './repvit/retinanet_repvit_m1_1_coco.py'

@@ -1,14 +1,10 @@
 """RepViT and MoCoViT backbones for MMDetection and MMSegmentation."""
 from .version import __version__
-from .utils.compat import check_versions
 
-check_versions()
+from . import checkpoint, engine, models  # noqa: E402,F401  (modules register themselves)
+from .integration import apply as _apply_integration  # noqa: E402
+from .registry import MODELS  # noqa: E402
 
-# models and hooks register themselves; checkpoint allow-lists what mmengine's own checkpoints
-# need under torch.load(weights_only=True), so resume works in any toolbox's train.py
-from . import checkpoint, engine, models  # noqa: E402,F401
-from .registry import MODELS, register_into_toolboxes  # noqa: E402
-
-register_into_toolboxes()
+_apply_integration()  # what this import changes outside the package: see integration.py
 
 __all__ = ['__version__', 'MODELS']

@@ -6,18 +6,25 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get('MMREPVIT_SHARED', REPO.parent / 'shared'))
-REFERENCE = SHARED / 'reference'
+DATA = Path(__file__).resolve().parent / 'data'  # reference data from the original (README.md)
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope='session')
-def golden():
-    path = REFERENCE / 'repvit_m0_6_official_golden.pth'
-    if not path.exists():
-        pytest.fail(f'golden reference missing: {path} (the shared/ folder beside the repo)')
-    return torch.load(path, weights_only=True)
+def tiny_golden():
+    return torch.load(DATA / 'repvit_tiny_official_golden.pth', weights_only=True)
+
+
+@pytest.fixture(params=['current', 'legacy'])
+def golden(request, tiny_golden):
+    """One tiny golden case (current or legacy blocks) plus what rebuilds it here: ``arch``
+    for ``RepViT(arch)``, ``name`` for tests that register it as a named variant, ``layout``."""
+    legacy = request.param == 'legacy'
+    return dict(tiny_golden[request.param], input=tiny_golden['input'], cfgs=tiny_golden['cfgs'],
+                arch=dict(tiny_golden['arch'], legacy=legacy),
+                name='tiny_legacy' if legacy else 'tiny',
+                layout='official_legacy' if legacy else 'official')
 
 
 def randomise_bn(model, seed=0):
@@ -30,3 +37,26 @@ def randomise_bn(model, seed=0):
             m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
             m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
     return model
+
+
+def tiny_options(iters=3):
+    """Config overrides that shrink a demo job to ``iters`` iterations in-process."""
+    opts = {'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
+            'default_hooks.checkpoint.interval': iters, 'default_hooks.logger.interval': 1}
+    for split in ('train', 'val', 'test'):
+        opts[f'{split}_dataloader.num_workers'] = 0
+        opts[f'{split}_dataloader.persistent_workers'] = False
+    return opts
+
+
+@pytest.fixture(scope='session')
+def demo_run(tmp_path_factory):
+    """The demo's whole path (train, test, fuse, test fused, picture) on a tiny dataset, once
+    per session: Mask R-CNN and Semantic FPN with RepViT-M1.1 after 3 training iterations
+    (BatchNorm statistics moved off their initial values), plain and fused checkpoints."""
+    from mmrepvit.apis.demo import run_demo
+    root = tmp_path_factory.mktemp('demo')
+    data_root, work_dir = str(root / 'data'), str(root / 'work')
+    rows = run_demo(work_dir, data_root, data_kwargs=dict(num_train=6, num_val=3, progress=False),
+                    cfg_options={'maskrcnn': tiny_options(), 'fpn': tiny_options()})
+    return dict(rows={r['job']: r for r in rows}, data_root=data_root, work_dir=work_dir)

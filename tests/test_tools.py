@@ -7,35 +7,16 @@ import sys
 
 import pytest
 import torch
-from mmengine.config import Config
 from model_steps import synthetic_det_batch, synthetic_seg_batch
 
 from mmrepvit.apis import build_model, load_config, prepare_test_cfg, prepare_train_cfg
 from mmrepvit.apis import test as run_test
-from mmrepvit.apis.demo import DEMO_CONFIGS, REPORTED, _data_options, format_summary, run_demo
-from mmrepvit.checkpoint import load_checkpoint_file
+from mmrepvit.apis.demo import DEMO_CONFIGS, REPORTED, _data_options, format_summary
+from mmrepvit.checkpoint import load_model_checkpoint
 from mmrepvit.datasets import DatasetNotFoundError
-from mmrepvit.deploy import count_batchnorms, deploy_model_cfg
+from mmrepvit.fusion import count_batchnorms, fuse_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def tiny_options(iters=3):
-    opts = {'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
-            'default_hooks.checkpoint.interval': iters, 'default_hooks.logger.interval': 1}
-    for split in ('train', 'val', 'test'):
-        opts[f'{split}_dataloader.num_workers'] = 0
-        opts[f'{split}_dataloader.persistent_workers'] = False
-    return opts
-
-
-@pytest.fixture(scope='module')
-def demo_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp('demo')
-    data_root, work_dir = str(root / 'data'), str(root / 'work')
-    rows = run_demo(work_dir, data_root, data_kwargs=dict(num_train=6, num_val=3, progress=False),
-                    cfg_options={'maskrcnn': tiny_options(), 'fpn': tiny_options()})
-    return dict(rows={r['job']: r for r in rows}, data_root=data_root, work_dir=work_dir)
 
 
 def test_demo_reports_metrics_and_pictures(demo_run):
@@ -59,32 +40,43 @@ def test_demo_segmentor_starts_from_the_demo_detector_backbone(demo_run):
 
 
 @pytest.mark.parametrize('job', ['maskrcnn', 'fpn'])
-def test_fused_checkpoint_has_no_batchnorm_and_same_predictions(demo_run, job):
+def test_fused_checkpoint_and_fully_fused_model_predict_as_trained(demo_run, job):
+    """The fused checkpoint holds the backbone fused (no backbone BN) and the rest as trained;
+    it loads strictly into the training config's model; fusing the rest in memory
+    (``fuse_model``) leaves no BatchNorm; all three predict the same."""
     job_dir = osp.join(demo_run['work_dir'], job)
-    options = _data_options(demo_run['data_root'], job)
-    cfg = load_config(DEMO_CONFIGS[job], options)
+    cfg = load_config(DEMO_CONFIGS[job], _data_options(demo_run['data_root'], job))
     cfg.model.backbone.init_cfg = None
-    model = build_model(cfg)
-    model.load_state_dict(load_checkpoint_file(osp.join(job_dir, 'iter_3.pth'))['state_dict'])
-    deployed = build_model(Config(dict(cfg, model=deploy_model_cfg(cfg.model))))
-    fused_ckpt = load_checkpoint_file(osp.join(job_dir, 'fused.pth'))
-    deployed.load_state_dict(fused_ckpt['state_dict'], strict=True)
-    assert count_batchnorms(model) > 0 and count_batchnorms(deployed) == 0
-    assert not any('bn' in k or 'running_' in k for k in fused_ckpt['state_dict'])
-    model.eval(), deployed.eval()
+    plain, fused = build_model(cfg), build_model(cfg)
+    load_model_checkpoint(plain, osp.join(job_dir, 'iter_3.pth'))
+    fused_ckpt = load_model_checkpoint(fused, osp.join(job_dir, 'fused.pth'))
+    backbone_keys = [k for k in fused_ckpt['state_dict'] if k.startswith('backbone.')]
+    assert backbone_keys and not any('.bn.' in k for k in backbone_keys)
+    assert fused.backbone.deploy and not plain.backbone.deploy
+    assert fused_ckpt['meta']['mmrepvit_fused'] == dict(backbone=True, head_norms=False)
+    assert 'cfg' in fused_ckpt['meta'] and 'dataset_meta' in fused_ckpt['meta']
+    everything = build_model(cfg)
+    load_model_checkpoint(everything, fused_ckpt)
+    fuse_model(everything)
+    assert count_batchnorms(plain) > 0 and count_batchnorms(everything) == 0
     make = synthetic_det_batch if job == 'maskrcnn' else synthetic_seg_batch
     batch = make(size=(160, 160), num_classes=4, seed=3)
+    plain.eval()
     with torch.no_grad():
-        ref, out = model.test_step(batch), deployed.test_step(batch)
-    for a, b in zip(ref, out):
-        if job == 'maskrcnn':
-            pa, pb = a.pred_instances, b.pred_instances
-            assert len(pa) == len(pb) and len(pa) > 0
-            assert torch.equal(pa.labels, pb.labels)
-            assert (pa.bboxes - pb.bboxes).abs().max() <= 1e-3
-            assert (pa.masks != pb.masks).float().mean() < 1e-3
-        else:
-            assert torch.equal(a.pred_sem_seg.data, b.pred_sem_seg.data)
+        ref = plain.test_step(batch)
+        outs = [m.test_step(batch) for m in (fused.eval(), everything.eval())]
+    for out in outs:
+        for a, b in zip(ref, out):
+            if job == 'maskrcnn':
+                pa, pb = a.pred_instances, b.pred_instances
+                assert len(pa) == len(pb) and len(pa) > 0
+                assert torch.equal(pa.labels, pb.labels)
+                assert (pa.bboxes - pb.bboxes).abs().max() <= 1e-3
+                assert (pa.masks != pb.masks).float().mean() < 1e-3
+            else:
+                assert torch.equal(a.pred_sem_seg.data, b.pred_sem_seg.data)
+                torch.testing.assert_close(a.seg_logits.data, b.seg_logits.data, atol=1e-4,
+                                           rtol=1e-4)
 
 
 def test_cli_test_with_fuse_out_and_show_dir(demo_run, tmp_path):
@@ -98,7 +90,7 @@ def test_cli_test_with_fuse_out_and_show_dir(demo_run, tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
-    assert 'Re-parameterised the model for testing; 0 BatchNorm layers left' in log
+    assert 'Fused the model for testing; 0 BatchNorm layers left' in log
     assert 'coco/bbox_mAP' in log and 'coco/segm_mAP' in log
     assert (tmp_path / 'results.pkl').stat().st_size > 0
     pictures = list(tmp_path.rglob('pictures/*.jpg')) + list(tmp_path.rglob('pictures/*.png'))
@@ -111,9 +103,10 @@ def test_cli_segmentation_out_dir(demo_run, tmp_path):
     cfg = prepare_test_cfg(DEMO_CONFIGS['fpn'], osp.join(job_dir, 'fused.pth'),
                            work_dir=str(tmp_path), out=str(tmp_path / 'maps'),
                            cfg_options=options)
-    assert cfg.model.backbone.deploy is True
     metrics = run_test(cfg)
-    assert 0 <= metrics['mIoU'] <= 100
+    row = demo_run['rows']['fpn']
+    assert metrics['mIoU'] == pytest.approx(row['mIoU unfused'], abs=0.01)
+    assert metrics['aAcc'] == pytest.approx(row['aAcc unfused'], abs=0.01)
     assert len(list((tmp_path / 'maps').glob('*.png'))) == 3
 
 

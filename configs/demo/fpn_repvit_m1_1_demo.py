@@ -4,7 +4,7 @@
 # weights. `make demo` starts the backbone from the demo Mask R-CNN it has just trained (the
 # demo's stand-in for ImageNet pre-training); alone, this config trains from scratch and needs
 # a longer schedule. Make the data with `python tools/make_demo_data.py`.
-_base_ = '../fpn_repvit_m1_1_ade20k.py'
+_base_ = '../repvit/fpn_repvit_m1_1_ade20k.py'
 
 data_root = 'data/demo/ade'
 metainfo = dict(classes=('background', 'circle', 'triangle', 'square', 'star'),

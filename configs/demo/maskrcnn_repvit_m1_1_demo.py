@@ -5,7 +5,7 @@
 # box FCs): at stock widths the heads take ~60% of a CPU step. (Narrower, 64-channel mask convs
 # saved 10% of the time but cost 13 points of bbox AP50: the mask loss teaches the backbone.)
 # Make the data with `python tools/make_demo_data.py`.
-_base_ = '../maskrcnn_repvit_m1_1_coco.py'
+_base_ = '../repvit/maskrcnn_repvit_m1_1_coco.py'
 
 data_root = 'data/demo/coco/'
 classes = ('circle', 'triangle', 'square', 'star')

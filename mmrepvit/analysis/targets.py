@@ -12,9 +12,11 @@ import os.path as osp
 
 import torch
 
-from ..deploy import fuse_model, optimize_for_cpu
+from ..cpu_fast_path import optimize_for_cpu
+from ..fusion import fuse_backbones, fuse_model
 
-VARIANTS = ('unfused', 'fused', 'fast', 'compiled')
+# fused-backbone: what a fused checkpoint loads as (head norms kept); fused: everything folded
+VARIANTS = ('unfused', 'fused-backbone', 'fused', 'fast', 'compiled')
 MOCOVIT_PREFIX = 'mocovit-'
 
 
@@ -98,7 +100,9 @@ def build_target(spec, variant='unfused', classifier=False, cfg_options=None, se
     if checkpoint is None:
         randomize_norms(model, kind, seed)
     model.eval()
-    if variant != 'unfused':
+    if variant == 'fused-backbone':
+        fuse_backbones(model)
+    elif variant != 'unfused':
         fuse_model(model)
     if variant in ('fast', 'compiled'):
         optimize_for_cpu(model, compile=variant == 'compiled')
@@ -127,21 +131,18 @@ def _load_weights(spec, kind, path, classifier, cfg_options):
         if classifier:
             raise ValueError('--checkpoint loads backbone weights; the classifier head '
                              'is not part of them')
+        model = build_backbone(spec)
         if spec.startswith(MOCOVIT_PREFIX):
-            model = build_backbone(spec)
             model.load_state_dict(checkpoint.get('state_dict', checkpoint), strict=True)
-            return model
-        weights = extract_backbone_weights(checkpoint, source=f'checkpoint {str(path)!r}')
-        model = build_backbone(spec, deploy=weights.deploy)
-        load_backbone_weights(model, weights)
+        else:
+            load_backbone_weights(model, extract_backbone_weights(
+                checkpoint, source=f'checkpoint {str(path)!r}'))
         return model
     from ..apis.config import build_model
-    from ..deploy import deploy_model_cfg, is_deploy_checkpoint
+    from ..checkpoint import load_model_checkpoint
     cfg = load_target_config(spec, cfg_options)
-    if is_deploy_checkpoint(checkpoint):
-        cfg.model = deploy_model_cfg(cfg.model)
     model = build_model(cfg)
-    model.load_state_dict(checkpoint.get('state_dict', checkpoint), strict=True)
+    load_model_checkpoint(model, checkpoint, source=f'checkpoint {str(path)!r}')
     return model
 
 

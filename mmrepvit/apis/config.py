@@ -1,12 +1,25 @@
 """Loading a config and telling a detection config from a segmentation one."""
 import os.path as osp
+from typing import Optional
 
+import torch.nn as nn
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction for the CLIs)
 
 TOOLBOXES = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+# installed with the package, as mmdet / mmseg install theirs (a link to configs/ in a checkout)
+CONFIGS_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), '.mim', 'configs')
 
 
-def load_config(path, cfg_options=None):
+def config_path(name: str) -> str:
+    """The path of one of this project's configs, e.g. ``'demo/fpn_repvit_m1_1_demo.py'``,
+    in a checkout or an installed package (what ``mmrepvit::<name>`` names in a config)."""
+    path = osp.join(CONFIGS_DIR, name)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'mmrepvit has no config {name!r} (looked in {CONFIGS_DIR})')
+    return path
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     if not osp.isfile(path):
         raise FileNotFoundError(f'Config file {path!r} does not exist')
     cfg = Config.fromfile(path)
@@ -16,7 +29,7 @@ def load_config(path, cfg_options=None):
     return cfg
 
 
-def toolbox_of(cfg):
+def toolbox_of(cfg: Config) -> str:
     """'mmdet' or 'mmseg', from the config's ``default_scope``."""
     scope = cfg.get('default_scope')
     if scope not in TOOLBOXES:
@@ -25,11 +38,11 @@ def toolbox_of(cfg):
     return scope
 
 
-def default_work_dir(config_path):
-    return osp.join('work_dirs', osp.splitext(osp.basename(config_path))[0])
+def default_work_dir(config_file: str) -> str:
+    return osp.join('work_dirs', osp.splitext(osp.basename(config_file))[0])
 
 
-def build_model(cfg):
+def build_model(cfg: Config) -> nn.Module:
     """Build ``cfg.model`` in its toolbox's registry (default scope set as the runner does)."""
     import importlib
 
@@ -37,4 +50,3 @@ def build_model(cfg):
     scope = toolbox_of(cfg)
     init_default_scope(scope)
     return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
-

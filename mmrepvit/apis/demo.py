@@ -3,19 +3,19 @@
 import os
 import os.path as osp
 import time
+from typing import Dict, List, Optional, Sequence
 
 from mmengine.logging import print_log
 
 from ..datasets.demo import demo_dataset_is_current, make_demo_dataset
-from .config import load_config
+from .config import config_path, load_config
 from .fuse import fuse_checkpoint_file
 from .test import prepare_test_cfg, test
 from .train import prepare_train_cfg, train
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_CONFIGS = {
-    'maskrcnn': osp.join(REPO, 'configs', 'demo', 'maskrcnn_repvit_m1_1_demo.py'),
-    'fpn': osp.join(REPO, 'configs', 'demo', 'fpn_repvit_m1_1_demo.py'),
+    'maskrcnn': config_path('demo/maskrcnn_repvit_m1_1_demo.py'),
+    'fpn': config_path('demo/fpn_repvit_m1_1_demo.py'),
 }
 # the metrics each job reports, as (name in the table, key in the metrics dict, scale)
 REPORTED = {
@@ -34,7 +34,8 @@ def _data_options(data_root, job):
     return opts
 
 
-def save_picture(config, checkpoint, index, out_file, cfg_options=None):
+def save_picture(config: str, checkpoint: str, index: int, out_file: str,
+                 cfg_options: Optional[dict] = None) -> str:
     """Predict val image ``index`` with a (fused) checkpoint; draw the truth beside it."""
     import importlib
 
@@ -42,16 +43,12 @@ def save_picture(config, checkpoint, index, out_file, cfg_options=None):
     import torch
     from mmengine.dataset import pseudo_collate
 
-    from ..checkpoint import load_checkpoint_file
-    from ..deploy import deploy_model_cfg, is_deploy_checkpoint
+    from ..checkpoint import load_model_checkpoint
     from .config import build_model, toolbox_of
     cfg = load_config(config, cfg_options)
     cfg.model.backbone.init_cfg = None
-    state = load_checkpoint_file(checkpoint)
-    if is_deploy_checkpoint(state):
-        cfg.model = deploy_model_cfg(cfg.model)
     model = build_model(cfg).eval()  # sets the toolbox's default scope
-    model.load_state_dict(state['state_dict'], strict=True)
+    load_model_checkpoint(model, checkpoint)
     scope = toolbox_of(cfg)
     registry = importlib.import_module(f'{scope}.registry')
     dataset = registry.DATASETS.build(cfg.test_dataloader.dataset)
@@ -68,7 +65,8 @@ def save_picture(config, checkpoint, index, out_file, cfg_options=None):
     return out_file
 
 
-def run_job(job, work_dir, data_root, cfg_options=None):
+def run_job(job: str, work_dir: str, data_root: str,
+            cfg_options: Optional[dict] = None) -> dict:
     """Train, test, fuse, test fused, draw. Returns the row of the summary table."""
     config = DEMO_CONFIGS[job]
     options = dict(_data_options(data_root, job), **(cfg_options or {}))
@@ -101,7 +99,7 @@ def run_job(job, work_dir, data_root, cfg_options=None):
     return row
 
 
-def format_summary(rows):
+def format_summary(rows: List[dict]) -> str:
     lines = ['', 'mmrepvit demo: RepViT-M1.1 on CPU, demo data (val split); '
              'Mask R-CNN from scratch, Semantic FPN from its backbone',
              f'{"model":<24}{"metric":<12}{"unfused":>9}{"fused":>9}{"train":>9}{"test":>8}']
@@ -118,8 +116,9 @@ def format_summary(rows):
     return '\n'.join(lines)
 
 
-def run_demo(work_dir='work_dirs/demo', data_root='data/demo', jobs=('maskrcnn', 'fpn'),
-             data_kwargs=None, cfg_options=None):
+def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
+             jobs: Sequence[str] = ('maskrcnn', 'fpn'), data_kwargs: Optional[dict] = None,
+             cfg_options: Optional[Dict[str, dict]] = None) -> List[dict]:
     """The whole demo. ``data_kwargs`` / ``cfg_options`` shrink it (tests use a tiny run)."""
     start = time.time()
     data_kwargs = dict(data_kwargs or {})

@@ -1,20 +1,24 @@
 """What ``tools/fuse_checkpoint.py`` does."""
 import os
 import os.path as osp
+from typing import Optional
 
 import torch
 
-from ..checkpoint import load_checkpoint_file
-from ..deploy import fuse_state_dict
+from ..checkpoint import load_model_checkpoint
+from ..fusion import fuse_checkpoint
 from .config import build_model, load_config
 
 
-def fuse_checkpoint_file(config, checkpoint, out, cfg_options=None):
-    """Fuse the trained ``checkpoint`` of ``config`` and save the deploy checkpoint to ``out``."""
+def fuse_checkpoint_file(config: str, checkpoint: str, out: str,
+                         cfg_options: Optional[dict] = None) -> dict:
+    """Fuse the backbone of ``checkpoint`` (trained with ``config``, loaded strictly) and save
+    the fused checkpoint to ``out``; it loads with ``config`` itself, in any loader."""
     cfg = load_config(config, cfg_options)
     cfg.model.backbone.init_cfg = None
     model = build_model(cfg)
-    fused = fuse_state_dict(model, load_checkpoint_file(checkpoint))
+    fused = fuse_checkpoint(model, load_model_checkpoint(model, checkpoint),
+                            cfg_text=cfg.pretty_text)
     if osp.dirname(out):
         os.makedirs(osp.dirname(out), exist_ok=True)
     torch.save(fused, out)

@@ -1,20 +1,26 @@
 """What ``tools/test.py`` does, as functions tests can call."""
 import os.path as osp
+from typing import Optional
 
-from ..checkpoint import load_checkpoint_file
+from mmengine.config import Config
+
+from ..checkpoint import load_checkpoint_file, load_model_checkpoint
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
-from ..deploy import deploy_model_cfg, is_deploy_checkpoint
 from .config import default_work_dir, load_config, toolbox_of
 from .diagnose import explained_errors
 from .train import build_runner
 
 
-def prepare_test_cfg(config, checkpoint, work_dir=None, out=None, show_dir=None, fuse=False,
-                     cfg_options=None, launcher='none'):
-    """The config of a test run. A deploy checkpoint (``tools/fuse_checkpoint.py``) switches
-    the model to its fused structure; ``fuse`` fuses an ordinary checkpoint after loading."""
+def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = None,
+                     out: Optional[str] = None, show_dir: Optional[str] = None,
+                     fuse: bool = False, cfg_options: Optional[dict] = None,
+                     launcher: str = 'none') -> Config:
+    """The config of a test run. A fused checkpoint (``tools/fuse_checkpoint.py``) needs
+    nothing special (the backbone takes the form of the weights); ``fuse`` fuses the whole
+    model after loading, head norms included."""
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist')
+    load_checkpoint_file(checkpoint)  # truncated, corrupted or unsafe: say so before building
     cfg = load_config(config, cfg_options)
     toolbox = toolbox_of(cfg)
     cfg.launcher = launcher
@@ -22,11 +28,9 @@ def prepare_test_cfg(config, checkpoint, work_dir=None, out=None, show_dir=None,
     cfg.load_from = checkpoint
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # every weight comes from the checkpoint
-    if is_deploy_checkpoint(load_checkpoint_file(checkpoint)):
-        cfg.model = deploy_model_cfg(cfg.model)
-    elif fuse:
+    if fuse:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-            dict(type='mmrepvit.ReparameterizeHook')]
+            dict(type='mmrepvit.FuseModelHook')]
     if out:
         if toolbox == 'mmdet':
             if not out.endswith(('.pkl', '.pickle')):
@@ -49,10 +53,12 @@ def prepare_test_cfg(config, checkpoint, work_dir=None, out=None, show_dir=None,
     return cfg
 
 
-def test(cfg):
-    """Check the data is there, build the runner, test; returns the metrics dict."""
+def test(cfg: Config) -> dict:
+    """Check the data is there, build the runner, check the checkpoint fits the model
+    strictly (the runner itself would only warn), test; returns the metrics dict."""
     check_dataset_paths(cfg, splits=('test', ))
     check_dataset_annotations(cfg, splits=('test', ))
     with explained_errors(cfg):
         runner = build_runner(cfg)
+        load_model_checkpoint(runner.model, cfg.load_from)
         return runner.test()

@@ -1,7 +1,9 @@
 """What ``tools/train.py`` does, as functions tests can call."""
 import os.path as osp
+from typing import Optional
 
 import torch
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
@@ -15,8 +17,10 @@ from .diagnose import explained_errors
 TRAIN_HOOKS = ('mmrepvit.RandomStateHook', 'mmrepvit.BroadcastBuffersHook')
 
 
-def prepare_train_cfg(config, work_dir=None, resume=None, amp=False, auto_scale_lr=False,
-                      cfg_options=None, launcher='none'):
+def prepare_train_cfg(config: str, work_dir: Optional[str] = None,
+                      resume: Optional[str] = None, amp: bool = False,
+                      auto_scale_lr: bool = False, cfg_options: Optional[dict] = None,
+                      launcher: str = 'none') -> Config:
     """The config of a training run, with mmdet's ``tools/train.py`` flags applied.
 
     ``resume``: None (start fresh), 'auto' (latest checkpoint in the work dir) or a path.
@@ -55,7 +59,7 @@ def add_hooks(cfg, types):
     cfg.custom_hooks = hooks
 
 
-def build_runner(cfg):
+def build_runner(cfg: Config) -> Runner:
     setup_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
@@ -63,7 +67,7 @@ def build_runner(cfg):
     return Runner.from_cfg(cfg)
 
 
-def train(cfg):
+def train(cfg: Config) -> Runner:
     """Check the data is there, build the runner, train; returns the runner. Misspelt config
     types and arguments, and datasets left empty, fail with errors saying what to fix."""
     check_dataset_paths(cfg, splits=('train', 'val'))

@@ -5,20 +5,21 @@ backbone keys, so stock mmengine ``load_checkpoint`` / ``Pretrained`` init reads
 """
 import os
 import os.path as osp
+from typing import Optional
 
 import torch
 from mmengine.logging import print_log
 
+from ..models.backbones.base import shapes_of
 from ..models.backbones.repvit import ARCH_ZOO, RepViT
 from ..version import __version__
-from .arch_match import fitting_variants, shapes_of
-from .errors import CheckpointMismatchError
+from ..errors import CheckpointMismatchError
 from .loading import extract_backbone_weights, load_backbone_weights
 from .safe_load import load_checkpoint_file
 
 
 def _pick_arch(weights):
-    fits = fitting_variants(shapes_of(weights.state_dict), weights.deploy)
+    fits = RepViT.fitting_archs(shapes_of(weights.state_dict), weights.deploy)
     if not fits:
         raise CheckpointMismatchError(
             f'{weights.source} ({weights.layout} layout) fits none of the published RepViT '
@@ -27,7 +28,8 @@ def _pick_arch(weights):
 
 
 @torch.no_grad()
-def convert_checkpoint(src, dst, arch=None, fuse=False, prefix=None, logger='current'):
+def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None, fuse: bool = False,
+                       prefix: Optional[str] = None, logger: str = 'current') -> dict:
     """Read ``src`` (any layout), check it against ``arch`` (found from the weights when
     None), optionally fuse it, and save it to ``dst``. Returns the saved ``meta``."""
     if arch is not None and arch not in ARCH_ZOO:

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import CheckpointFormatError
+from ..errors import CheckpointFormatError
 
 # Every layout the loader understands: the published ones (see the spec's "Checkpoints in the
 # wild") and this project's own, unfused and fused (``deploy=True``).

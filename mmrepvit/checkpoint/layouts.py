@@ -7,7 +7,7 @@ so that the loader reports them as unexpected instead of losing them silently.
 import re
 from collections import defaultdict
 
-from .errors import CheckpointFormatError
+from ..errors import CheckpointFormatError
 
 # ImageNet classifier heads, per layout: not part of a backbone.
 HEAD_PREFIXES = {

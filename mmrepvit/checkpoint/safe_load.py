@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 
-from .errors import CheckpointFormatError, UnsafeCheckpointError
+from ..errors import CheckpointFormatError, UnsafeCheckpointError
 
 if np.lib.NumpyVersion(np.__version__) >= '2.0.0':
     from numpy._core import multiarray as _np_multiarray
@@ -138,7 +138,7 @@ def resolve_checkpoint_path(path):
     return path
 
 
-def load_checkpoint_file(path, map_location='cpu'):
+def load_checkpoint_file(path: str, map_location: str = 'cpu') -> dict:
     """``torch.load(path, weights_only=True)`` with the allow-list, and errors that say whether
     the file is missing, truncated, not a checkpoint, or unsafe."""
     path = resolve_checkpoint_path(path)
@@ -164,6 +164,3 @@ def load_checkpoint_file(path, map_location='cpu'):
         raise CheckpointFormatError(
             f'Checkpoint file {path!r} could not be read (truncated or corrupted?): '
             f'{type(e).__name__}: {e}') from None
-
-
-register_safe_globals()

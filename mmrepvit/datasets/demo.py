@@ -7,6 +7,7 @@ every object), textured backgrounds, occlusions and a 3x range of scales.
 import json
 import os
 import os.path as osp
+from typing import Tuple
 
 import cv2
 import numpy as np
@@ -101,8 +102,9 @@ def demo_dataset_is_current(root, num_train=300, num_val=60, size=(160, 160), se
         return json.load(f) == demo_meta(num_train, num_val, size, seed)
 
 
-def make_demo_dataset(root='data/demo', num_train=300, num_val=60, size=(160, 160), seed=0,
-                      progress=True):
+def make_demo_dataset(root: str = 'data/demo', num_train: int = 300, num_val: int = 60,
+                      size: Tuple[int, int] = (160, 160), seed: int = 0,
+                      progress: bool = True):
     """Write ``root/coco`` (COCO layout) and ``root/ade`` (ADE20K layout) from the same scenes.
     Deterministic in ``seed``; returns the paths of the two annotation files. ``root`` gets a
     ``demo_meta.json`` last, so an interrupted run is remade."""

@@ -1,7 +1,7 @@
-from .hooks import CPUSpeedHook, ReparameterizeHook
+from .hooks import CPUSpeedHook, FuseModelHook
 from .nan_guard import NaNGuardHook, NonFiniteLossError
 from .rank_sync import BroadcastBuffersHook
 from .resume import RandomStateHook, find_resumable_checkpoint
 
-__all__ = ['ReparameterizeHook', 'CPUSpeedHook', 'NaNGuardHook', 'NonFiniteLossError',
+__all__ = ['FuseModelHook', 'CPUSpeedHook', 'NaNGuardHook', 'NonFiniteLossError',
            'BroadcastBuffersHook', 'RandomStateHook', 'find_resumable_checkpoint']

@@ -2,21 +2,21 @@
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from ..deploy import count_batchnorms, fuse_model
+from ..fusion import count_batchnorms, fuse_model
 from ..registry import HOOKS
 
 
 @HOOKS.register_module()
-class ReparameterizeHook(Hook):
-    """Fuse the model (RepViT blocks and Conv-BN pairs) once the checkpoint is loaded, before
-    testing: what ``tools/test.py --fuse`` uses to evaluate the deployed form."""
+class FuseModelHook(Hook):
+    """Fuse the model (backbone blocks and every Conv-BN pair) once the checkpoint is loaded,
+    before testing: what ``tools/test.py --fuse`` uses to evaluate the fused model."""
     priority = 'VERY_HIGH'
 
     def before_test(self, runner):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         model.eval()
         fuse_model(model)
-        runner.logger.info(f'Re-parameterised the model for testing; '
+        runner.logger.info(f'Fused the model for testing; '
                            f'{count_batchnorms(model)} BatchNorm layers left')
 
 
@@ -33,7 +33,7 @@ class CPUSpeedHook(Hook):
         self.channels_last = channels_last
 
     def before_run(self, runner):
-        from ..deploy import use_channels_last, use_separable_roi_align
+        from ..cpu_fast_path import use_channels_last, use_separable_roi_align
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if any(p.is_cuda for p in model.parameters()):
             return

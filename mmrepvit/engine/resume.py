@@ -234,6 +234,3 @@ def _load_local_checkpoint(filename, map_location=None):
 def register_safe_checkpoint_loader():
     """Route mmengine's local-file checkpoint loading through ``load_checkpoint_file``."""
     CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
-
-
-register_safe_checkpoint_loader()

@@ -5,8 +5,10 @@ No official code exists. This is GhostNet-1.0x with the last four stride-1 bottl
 stride-32 stage replaced by Mobile Transformer Blocks, the reconstruction that matches the
 published size (5.3M parameters, 147M multiply-adds); docs/mocovit.md lists every choice.
 """
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 
 from ...registry import MODELS
 from ..layers import ConvBN, GhostBottleneck, MobileTransformerBlock, ghost_divisible
@@ -54,36 +56,31 @@ class MoCoViT(MobileBackbone):
         norm_cfg (dict): the norm after every conv (BN; SyncBN when training from scratch).
         with_cp (bool): gradient checkpointing per block, to save memory while training.
         drop_path_rate (float): stochastic depth over the MTB residual branches.
-        deploy (bool): build the BN-folded form, to load checkpoints fused by
-            ``switch_to_deploy`` (mmrepvit's fuse tool).
+        deploy (bool): build the fused (BN-folded) form directly. Either form loads either
+            form's weights (see ``MobileBackbone``).
     """
     arch_zoo = ARCH_ZOO
-    num_stages = 4
+    custom_arch = 'a dict with widen_factor and optional transformer_blocks'
 
-    def __init__(self, arch='1.0x', out_indices=(0, 1, 2, 3), frozen_stages=-1,
-                 norm_eval=False, num_heads=1, attention_ghost_relu=False,
-                 norm_cfg=dict(type='BN'), with_cp=False, drop_path_rate=0.0, deploy=False,
-                 init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
+    def __init__(self, arch: Union[str, dict] = '1.0x',
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3), frozen_stages: int = -1,
+                 norm_eval: bool = False, num_heads: int = 1, attention_ghost_relu: bool = False,
+                 norm_cfg: dict = dict(type='BN'), with_cp: bool = False,
+                 drop_path_rate: float = 0.0, deploy: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
         self.arch_name, arch = self._resolve_arch(arch)
         self.widen_factor = float(arch['widen_factor'])
         self.transformer_blocks = arch['transformer_blocks']
+        self.num_heads, self.attention_ghost_relu = num_heads, attention_ghost_relu
+        self.norm_cfg = norm_cfg
+        with self.building(deploy):
+            self._build_layers(num_heads, attention_ghost_relu, norm_cfg, drop_path_rate)
+        self.out_channels = [self.channels[i] for i in self.out_indices]
+        self.out_strides = [4 * 2**i for i in self.out_indices]
+        self.finish_building(deploy)
 
-        out_indices = tuple(out_indices) if isinstance(out_indices, (list, tuple)) \
-            else (out_indices, )
-        bad = [i for i in out_indices if not isinstance(i, int) or not 0 <= i < 4]
-        if bad or not out_indices:
-            raise ValueError(f'out_indices={out_indices!r}: {bad or "empty"} not valid; '
-                             f'each index must be a stage in 0-3 (strides 4, 8, 16, 32)')
-        self.out_indices = out_indices
-        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= 4:
-            raise ValueError(f'frozen_stages={frozen_stages!r} is out of range; valid: -1 '
-                             f'(nothing), 0 (stem) ... 4 (stem and all four stages)')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
-        self.deploy = False
-
+    def _build_layers(self, num_heads, attention_ghost_relu, norm_cfg, drop_path_rate):
         width = self.widen
         stem_c = width(STEM_CHANNELS)
         k, hidden, out, se, stride = STEM_ROW
@@ -111,24 +108,24 @@ class MoCoViT(MobileBackbone):
             self.stages.append(nn.Sequential(*blocks))
             self.channels.append(in_c)
         self.channels = tuple(self.channels)
-        self.out_channels = [self.channels[i] for i in out_indices]
-        self.out_strides = [4 * 2**i for i in out_indices]
-        if deploy:
-            self.switch_to_deploy()
-        self._freeze_stages()
 
-    def widen(self, channels):
+    def structure_kwargs(self) -> dict:
+        return dict(arch=dict(widen_factor=self.widen_factor,
+                              transformer_blocks=self.transformer_blocks),
+                    num_heads=self.num_heads, attention_ghost_relu=self.attention_ghost_relu,
+                    norm_cfg=self.norm_cfg)
+
+    def describe(self) -> str:
+        return f'MoCoViT (arch {self.arch_name!r}, widen_factor {self.widen_factor})'
+
+    def widen(self, channels: float) -> int:
         """A width of GhostNet-1.0x scaled by ``widen_factor`` (GhostNet's rounding)."""
         return ghost_divisible(channels * self.widen_factor)
 
     @classmethod
     def _resolve_arch(cls, arch):
         if isinstance(arch, str):
-            if arch not in cls.arch_zoo:
-                raise KeyError(f'Unknown MoCoViT arch {arch!r}; valid: '
-                               f'{", ".join(cls.arch_zoo)} (or a dict with widen_factor and '
-                               f'optional transformer_blocks)')
-            return arch, dict(cls.arch_zoo[arch])
+            return cls.named_arch(arch)
         if not isinstance(arch, dict) or 'widen_factor' not in arch or \
                 set(arch) - {'widen_factor', 'transformer_blocks'}:
             raise ValueError(f'A custom MoCoViT arch is a dict with "widen_factor" and '
@@ -143,19 +140,16 @@ class MoCoViT(MobileBackbone):
                              f'stride-1 rows)')
         return 'custom', arch
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.stem(x)
         outs = {}
         for stage_idx in range(max(self.out_indices) + 1):
             for block in self.stages[stage_idx]:
-                if self.with_cp and self.training and x.requires_grad:
-                    x = cp.checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
+                x = self.run_block(block, x)
             outs[stage_idx] = x
         return tuple(outs[i] for i in self.out_indices)
 
-    def frozen_modules(self):
+    def frozen_modules(self) -> List[nn.Module]:
         return [self.stem, *self.stages[:self.frozen_stages]]
 
 

@@ -1,13 +1,15 @@
 """RepViT (Wang et al., "RepViT: Revisiting Mobile CNN From ViT Perspective", CVPR 2024) as a
 multi-scale backbone for detection and segmentation, with structural re-parameterisation."""
+import functools
+from typing import List, Optional, Sequence, Tuple, Union
+
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 
 from ...registry import MODELS
 from ..layers import ConvBN, RepDWConv, SqueezeExcite
-from .base import MobileBackbone
+from .base import MobileBackbone, Shapes, shapes_of
 
 # Every published variant: widths of the four stages and, per stage, which rows carry SE
 # ('1') -- the string's length is the stage's depth. The first row of stages 2-4 halves the
@@ -31,7 +33,7 @@ ARCH_ZOO = {
 TAPS = ('segmentation', 'detection')
 
 
-def default_se_pattern(depth, first_stage):
+def default_se_pattern(depth: int, first_stage: bool) -> str:
     """The published rule: SE on alternate rows (never on the stride-2 row), none on the last."""
     pattern = ['1' if i % 2 == (0 if first_stage else 1) else '0' for i in range(depth)]
     pattern[-1] = '0'
@@ -90,19 +92,25 @@ class RepViT(MobileBackbone):
             row before it for stages 0-2 (the original Mask R-CNN configs, and timm's stages).
         frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and stages 0..k-1.
         norm_eval (bool): keep norm layers in eval mode (frozen statistics) while training.
-        deploy (bool): build the re-parameterised (fused) form, to load fused checkpoints.
+        deploy (bool): build the fused form directly. Either form loads either form's
+            weights (see ``MobileBackbone``).
     """
     arch_zoo = ARCH_ZOO
-    num_stages = 4
+    custom_arch = 'a dict with channels and se or depths'
 
-    def __init__(self, arch='m1_1', out_indices=(0, 1, 2, 3), taps='segmentation',
-                 frozen_stages=-1, norm_eval=False, norm_cfg=dict(type='BN'), with_cp=False,
-                 drop_path_rate=0.0, deploy=False, init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
+    def __init__(self, arch: Union[str, dict] = 'm1_1',
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 taps: str = 'segmentation', frozen_stages: int = -1, norm_eval: bool = False,
+                 norm_cfg: dict = dict(type='BN'), with_cp: bool = False,
+                 drop_path_rate: float = 0.0, deploy: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
         self.arch_name, arch = self._resolve_arch(arch)
         self.channels = tuple(arch['channels'])
         self.se_pattern = tuple(arch['se'])
         self.legacy = bool(arch.get('legacy', False))
+        self.norm_cfg = norm_cfg
+        self.drop_path_rate = drop_path_rate
         self.depths = tuple(len(p) for p in self.se_pattern)
         self.stage_ends = tuple(sum(self.depths[:i + 1]) for i in range(4))  # row indices
 
@@ -114,54 +122,40 @@ class RepViT(MobileBackbone):
         self.taps = taps
         self.tap_rows = self.stage_ends if taps == 'segmentation' else \
             tuple(e - 1 for e in self.stage_ends[:3]) + (self.stage_ends[3], )
+        self.out_channels = [self.channels[i] for i in self.out_indices]
+        self.out_strides = [4 * 2**i for i in self.out_indices]
 
-        out_indices = tuple(out_indices) if isinstance(out_indices, (list, tuple)) \
-            else (out_indices, )
-        bad = [i for i in out_indices if not isinstance(i, int) or not 0 <= i < 4]
-        if bad or not out_indices:
-            raise ValueError(f'out_indices={out_indices!r}: {bad or "empty"} not valid; '
-                             f'each index must be a stage in 0-3 (strides 4, 8, 16, 32)')
-        self.out_indices = out_indices
-        if not -1 <= frozen_stages <= 4:
-            raise ValueError(f'frozen_stages={frozen_stages!r} is out of range; valid: -1 '
-                             f'(nothing), 0 (stem) ... 4 (stem and all four stages)')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
-        self.deploy = False
+        dpr = [drop_path_rate * i / max(1, self.stage_ends[-1] - 1)
+               for i in range(self.stage_ends[-1])]
+        with self.building(deploy):
+            c0 = self.channels[0]
+            self.stem = nn.Sequential(
+                ConvBN(3, c0 // 2, 3, 2, 1, norm_cfg=norm_cfg), nn.GELU(),
+                ConvBN(c0 // 2, c0, 3, 2, 1, norm_cfg=norm_cfg))
+            self.blocks = nn.ModuleList()
+            in_c = c0
+            for stage, (out_c, pattern) in enumerate(zip(self.channels, self.se_pattern)):
+                for i, se in enumerate(pattern):
+                    stride = 2 if stage > 0 and i == 0 else 1
+                    self.blocks.append(RepViTBlock(
+                        in_c, out_c, stride, se == '1', legacy=self.legacy,
+                        drop_path=dpr[len(self.blocks)], norm_cfg=norm_cfg))
+                    in_c = out_c
+        self.finish_building(deploy)
 
-        c0 = self.channels[0]
-        self.stem = nn.Sequential(
-            ConvBN(3, c0 // 2, 3, 2, 1, norm_cfg=norm_cfg), nn.GELU(),
-            ConvBN(c0 // 2, c0, 3, 2, 1, norm_cfg=norm_cfg))
-        num_rows = self.stage_ends[-1]
-        dpr = torch.linspace(0, drop_path_rate, num_rows).tolist()
-        self.blocks = nn.ModuleList()
-        in_c = c0
-        for stage, (out_c, pattern) in enumerate(zip(self.channels, self.se_pattern)):
-            for i, se in enumerate(pattern):
-                stride = 2 if stage > 0 and i == 0 else 1
-                self.blocks.append(RepViTBlock(
-                    in_c, out_c, stride, se == '1', legacy=self.legacy,
-                    drop_path=dpr[len(self.blocks)], norm_cfg=norm_cfg))
-                in_c = out_c
-        # stage of each row (1-based rows as in the original's `features` list)
-        self.row_stage = [s for s, d in enumerate(self.depths) for _ in range(d)]
-        self.out_channels = [self.channels[i] for i in out_indices]
-        self.out_strides = [4 * 2**i for i in out_indices]
+    def structure_kwargs(self) -> dict:
+        return dict(arch=dict(channels=self.channels, se=self.se_pattern, legacy=self.legacy),
+                    norm_cfg=self.norm_cfg)
 
-        if deploy:
-            self.switch_to_deploy()
-        self._freeze_stages()
+    def describe(self) -> str:
+        arch = self.arch_name if self.arch_name != 'custom' else \
+            f'custom (channels={self.channels}, depths={self.depths})'
+        return f'RepViT (arch {arch!r})'
 
     @classmethod
     def _resolve_arch(cls, arch):
         if isinstance(arch, str):
-            if arch not in cls.arch_zoo:
-                raise KeyError(f'Unknown RepViT arch {arch!r}; valid: '
-                               f'{", ".join(cls.arch_zoo)} (or a dict with channels and se '
-                               f'or depths)')
-            return arch, dict(cls.arch_zoo[arch])
+            return cls.named_arch(arch)
         if not isinstance(arch, dict) or 'channels' not in arch or \
                 ('se' in arch) == ('depths' in arch):
             raise ValueError(f'A custom RepViT arch is a dict with "channels" and one of '
@@ -176,42 +170,51 @@ class RepViT(MobileBackbone):
                              f'patterns of 0/1; got {arch!r}')
         return 'custom', arch
 
-    def stage_rows(self, stage):
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def variant_shapes(arch_name: str, deploy: bool) -> Shapes:
+        """key -> shape of a published variant, plain or fused (built on the meta device)."""
+        with torch.device('meta'):
+            return shapes_of(RepViT(arch_name, deploy=deploy).state_dict())
+
+    @classmethod
+    def fitting_archs(cls, given: Shapes, deploy: Optional[bool] = None) -> List[str]:
+        """Published variants with exactly these keys and shapes (in the fused form, in the
+        plain one, or either when ``deploy`` is None). Fused m1_1 and m2 (and m0_9 and m1)
+        coincide."""
+        stem = given.get('stem.2.weight') or given.get('stem.2.conv.weight')
+        forms = (False, True) if deploy is None else (deploy, )
+        return [name for name, arch in cls.arch_zoo.items()  # skip building hopeless ones
+                if stem is None or arch['channels'][0] == stem[0]
+                if any(cls.variant_shapes(name, d) == given for d in forms)]
+
+    def fitting_hint(self, given: Shapes) -> str:
+        if any(k.startswith(('features.', 'stages.')) for k in given):
+            return ('Its keys are in a published layout (the original release or timm): load '
+                    'it with init_cfg=dict(type="Pretrained", checkpoint=...) or convert it '
+                    'with tools/convert_checkpoint.py.')
+        fits = self.fitting_archs(given)
+        if fits:
+            return (f'It fits arch {" or ".join(map(repr, fits))}: build the backbone with '
+                    f'arch={fits[0]!r} (and the neck with its channels).')
+        return f'It fits none of the published variants exactly ({", ".join(self.arch_zoo)}).'
+
+    def stage_rows(self, stage: int) -> range:
         """Row indices (1-based, like the original's ``features``) of one stage."""
         start = self.stage_ends[stage - 1] + 1 if stage > 0 else 1
         return range(start, self.stage_ends[stage] + 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.stem(x)
         last = max(self.tap_rows[i] for i in self.out_indices)
         wanted = {self.tap_rows[i]: i for i in self.out_indices}
         feats = {}
         for row in range(1, last + 1):
-            block = self.blocks[row - 1]
-            if self.with_cp and self.training and x.requires_grad:
-                x = cp.checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+            x = self.run_block(self.blocks[row - 1], x)
             if row in wanted:
                 feats[wanted[row]] = x
         return tuple(feats[i] for i in self.out_indices)
 
-    def frozen_modules(self):
+    def frozen_modules(self) -> List[nn.Module]:
         return [self.stem] + [self.blocks[r - 1] for s in range(self.frozen_stages)
                               for r in self.stage_rows(s)]
-
-    def init_weights(self):
-        # 'Pretrained' goes through our loader (any published layout, strict, weights_only);
-        # other initialisers (a list may mix both) stay mmengine's.
-        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
-        pretrained = [c for c in cfgs if c and c.get('type') == 'Pretrained']
-        if not pretrained:
-            return super().init_weights()
-        others = [c for c in cfgs if c and c.get('type') != 'Pretrained']
-        if others:
-            self.init_cfg = others
-            super().init_weights()
-        from ...checkpoint import load_backbone_checkpoint
-        load_backbone_checkpoint(self, pretrained[-1]['checkpoint'],
-                                 prefix=pretrained[-1].get('prefix'))
-        self._is_init = True

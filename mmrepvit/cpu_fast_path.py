@@ -1,77 +1,15 @@
-"""Re-parameterise a whole detector / segmentor, its config and its checkpoint for deployment.
+"""The CPU fast path: the same function as a fused model, computed faster on CPU.
 
-The backbone fuses itself (``switch_to_deploy``); every remaining Conv -> BatchNorm pair (e.g.
-the BN ConvModules of a segmentation head) is folded into its conv, so no BatchNorm is left.
-A deploy config builds that same structure directly: ``backbone.deploy=True`` and BN-normed
-modules built without a norm (their conv then carries a bias). ``optimize_for_cpu`` adds the
-CPU fast path on top of a fused model (for running, not for saving).
+Channels-last memory format (oneDNN's native layout for convolutions) and ``SeparableRoIAlign``
+in place of mmcv's single-threaded RoIAlign. For running, never for saving: docs/speed.md has
+what each part is worth and what did not help.
 """
-import copy
 import weakref
 
 import torch
-from mmcv.cnn import fuse_conv_bn
-from torch.nn.modules.batchnorm import _BatchNorm
+import torch.nn as nn
 
-DEPLOY_META_KEY = 'mmrepvit_deploy'
-BN_TYPES = ('BN', 'BN2d', 'SyncBN', 'BatchNorm2d', 'SyncBatchNorm', 'MMSyncBN')
-
-
-@torch.no_grad()
-def fuse_model(model):
-    """Fuse ``model`` in place (eval statistics) and return it."""
-    for module in model.modules():
-        if callable(getattr(module, 'switch_to_deploy', None)):
-            module.switch_to_deploy()
-    fuse_conv_bn(model)
-    return model
-
-
-def count_batchnorms(model):
-    return sum(isinstance(m, _BatchNorm) for m in model.modules())
-
-
-def _drop_bn_norm_cfgs(node):
-    if isinstance(node, dict):
-        for key, value in list(node.items()):
-            if key == 'norm_cfg' and isinstance(value, dict) and value.get('type') in BN_TYPES:
-                node[key] = None
-            else:
-                _drop_bn_norm_cfgs(value)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            _drop_bn_norm_cfgs(item)
-
-
-def deploy_model_cfg(model_cfg):
-    """The model config whose freshly built model has the fused structure."""
-    model_cfg = copy.deepcopy(model_cfg)
-    backbone = model_cfg['backbone']
-    backbone['deploy'] = True
-    backbone['init_cfg'] = None  # the deploy checkpoint holds every weight
-    for key, value in model_cfg.items():
-        if key != 'backbone':
-            _drop_bn_norm_cfgs(value)
-    return model_cfg
-
-
-def fuse_state_dict(model, checkpoint):
-    """Load ``checkpoint`` (an mmengine checkpoint dict) into ``model``, fuse, return the
-    fused checkpoint dict with ``meta[DEPLOY_META_KEY] = True``."""
-    model.load_state_dict(checkpoint.get('state_dict', checkpoint), strict=True)
-    model.eval()
-    fuse_model(model)
-    left = count_batchnorms(model)
-    if left:
-        raise RuntimeError(f'{left} BatchNorm layers could not be fused (not preceded by a conv)')
-    meta = dict(checkpoint.get('meta', {}) or {})
-    meta[DEPLOY_META_KEY] = True
-    return dict(meta=meta, state_dict={k: v.detach().clone()
-                                       for k, v in model.state_dict().items()})
-
-
-def is_deploy_checkpoint(checkpoint):
-    return bool((checkpoint.get('meta') or {}).get(DEPLOY_META_KEY, False))
+from .fusion import fuse_model
 
 
 class ContiguousInputs:
@@ -100,7 +38,7 @@ class ContiguousInputs:
         return self.copies[key]
 
 
-def use_separable_roi_align(model):
+def use_separable_roi_align(model: nn.Module) -> nn.Module:
     """Swap every average-pooling ``mmcv.ops.RoIAlign`` in ``model`` for
     ``SeparableRoIAlign`` (same outputs, several times faster on CPU); returns ``model``."""
     from mmcv.ops import RoIAlign
@@ -113,7 +51,7 @@ def use_separable_roi_align(model):
     return model
 
 
-def use_channels_last(model):
+def use_channels_last(model: nn.Module) -> nn.Module:
     """Put ``model``'s weights in channels-last layout (its convolutions then run in it) and
     give mmcv's compiled ops, which index raw NCHW memory, contiguous inputs."""
     model.to(memory_format=torch.channels_last)
@@ -127,7 +65,8 @@ def use_channels_last(model):
 
 
 @torch.no_grad()
-def optimize_for_cpu(model, channels_last=True, separable_roi_align=True, compile=False):
+def optimize_for_cpu(model: nn.Module, channels_last: bool = True,
+                     separable_roi_align: bool = True, compile: bool = False) -> nn.Module:
     """Fuse ``model`` (if not yet) and make its inference fast on CPU, in place.
 
     Channels-last memory format is oneDNN's native layout for convolutions: without it every

@@ -1,0 +1,54 @@
+"""Loading a whole detector / segmentor checkpoint strictly.
+
+The toolboxes load with ``strict=False`` and only log what did not fit, so another model's
+checkpoint, a truncated one or one missing a head gives a model that runs and predicts
+garbage. Our tools load with this instead: every key of the model, the right shapes, nothing
+left over, or an error naming what does not fit.
+"""
+from typing import Union
+
+import torch.nn as nn
+from mmengine.model import is_model_wrapper
+
+from ..errors import CheckpointMismatchError
+from ..fusion import OLD_FUSED_META_KEY
+from ..models.backbones.base import shape_differences, shapes_of
+from .detection import find_state_dict
+from .safe_load import load_checkpoint_file
+
+
+def _top_groups(keys) -> str:
+    return ', '.join(sorted({k.split('.', 1)[0] + '.*' for k in keys}))
+
+
+def load_model_checkpoint(model: nn.Module, checkpoint: Union[str, dict],
+                          source: str = None) -> dict:
+    """Load ``checkpoint`` (a path or a loaded dict) into ``model`` strictly; returns the
+    loaded checkpoint dict. Backbones adopt the checkpoint's form (plain or fused) first."""
+    if isinstance(checkpoint, str):
+        source = source or f'checkpoint {checkpoint!r}'
+        checkpoint = load_checkpoint_file(checkpoint)
+    source = source or 'the checkpoint'
+    state_dict, _ = find_state_dict(checkpoint, source)
+    if all(k.startswith('module.') for k in state_dict):
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    model = model.module if is_model_wrapper(model) else model
+    try:
+        model.load_state_dict(state_dict, strict=False)
+    except CheckpointMismatchError as e:  # a backbone's own check, keys relative to it
+        raise CheckpointMismatchError(f'{source}: {e}') from None
+    except RuntimeError:  # torch: keys of the wrong shape; named below
+        pass
+    # after loading: backbones have taken the checkpoint's form (plain or fused)
+    given, expected = shapes_of(state_dict), shapes_of(model.state_dict())
+    if given != expected:
+        lines = [f'{source} does not fit the model built from the config '
+                 f'({type(model).__name__}); refusing to run it half-loaded.']
+        lines += shape_differences(given, expected, target='model')
+        lines.append(f'The checkpoint holds {_top_groups(given)}; the model has '
+                     f'{_top_groups(expected)}. Is it the checkpoint of this config?')
+        if (checkpoint.get('meta') or {}).get(OLD_FUSED_META_KEY):
+            lines.append('It was fused by mmrepvit < 0.2 (head BatchNorms folded too): fuse '
+                         'the plain checkpoint again with tools/fuse_checkpoint.py.')
+        raise CheckpointMismatchError('\n'.join(lines))
+    return checkpoint

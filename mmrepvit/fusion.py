@@ -1,0 +1,63 @@
+"""Fusing (structural re-parameterisation) a whole detector / segmentor, and its checkpoints.
+
+Two parts, with different portability:
+
+- the backbone's fused form (``switch_to_deploy``): what a fused checkpoint holds. Any config
+  that builds the plain backbone loads it, because the backbone recognises fused weights as
+  they are loaded and switches itself first (``MobileBackbone``);
+- every other Conv -> BatchNorm pair (e.g. a Semantic FPN head's ConvModules) folded into its
+  conv: done in memory only (``fuse_model``, ``--fuse``), never saved, because a checkpoint
+  without those norms would not fit the user's ordinary config.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import fuse_conv_bn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+# meta[FUSED_META_KEY] of a fused checkpoint: which parts are fused
+FUSED_META_KEY = 'mmrepvit_fused'
+# what mmrepvit < 0.2 wrote: backbone fused *and* head BatchNorms folded (needs its own config)
+OLD_FUSED_META_KEY = 'mmrepvit_deploy'
+
+
+def fuse_backbones(model: nn.Module) -> nn.Module:
+    """Switch every re-parameterisable module of ``model`` to its fused form, in place."""
+    for module in model.modules():
+        if callable(getattr(module, 'switch_to_deploy', None)):
+            module.switch_to_deploy()
+    return model
+
+
+@torch.no_grad()
+def fuse_model(model: nn.Module) -> nn.Module:
+    """Fuse ``model`` completely in place for inference (eval statistics): backbones, then
+    every Conv-BN pair. Idempotent; returns ``model``."""
+    fuse_backbones(model.eval())
+    fuse_conv_bn(model)
+    return model
+
+
+def count_batchnorms(model: nn.Module) -> int:
+    return sum(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def fuse_checkpoint(model: nn.Module, checkpoint: dict, cfg_text: Optional[str] = None) -> dict:
+    """The fused checkpoint of ``checkpoint`` (already loaded into ``model``, a plain model
+    of its config): backbone fused, everything else as trained, ``meta`` kept (dataset
+    classes, the config as ``meta['cfg']`` so that inferencers need no config file)."""
+    fuse_backbones(model.eval())
+    meta = dict(checkpoint.get('meta') or {})
+    meta.pop(OLD_FUSED_META_KEY, None)
+    meta[FUSED_META_KEY] = dict(backbone=True, head_norms=False)
+    if cfg_text is not None:
+        meta['cfg'] = cfg_text
+    return dict(meta=meta, state_dict={k: v.detach().clone()
+                                       for k, v in model.state_dict().items()})
+
+
+def is_fused_checkpoint(checkpoint: dict) -> bool:
+    meta = checkpoint.get('meta') or {}
+    return bool(meta.get(FUSED_META_KEY) or meta.get(OLD_FUSED_META_KEY))

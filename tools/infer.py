@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Predict with a detector or segmentor (plain or fused checkpoint) on an image, a folder of
+images or a video: pictures in OUT_DIR/vis, predictions as JSON in OUT_DIR/preds.
+
+  python tools/infer.py demo.jpg configs/maskrcnn_repvit_m1_1_coco.py --weights epoch_12.pth
+  python tools/infer.py images/ --weights fused.pth          # the config inside the checkpoint
+  python tools/infer.py clip.mp4 configs/fpn_repvit_m1_1_ade20k.py --weights iter_40000.pth --fuse
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('inputs', help='an image, a folder of images, or a video file')
+    parser.add_argument('config', nargs='?', help='config file (default: the config saved in '
+                        'the checkpoint)')
+    parser.add_argument('--weights', required=True, help='checkpoint (plain or fused)')
+    parser.add_argument('--out-dir', default='outputs', help='where to write vis/ and preds/')
+    parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='detections below this score are not drawn or saved')
+    parser.add_argument('--fuse', action='store_true',
+                        help='fuse the whole model after loading (backbone and head norms)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmrepvit.apis.infer import infer
+    written = infer(args.inputs, args.config, args.weights, args.out_dir, args.device,
+                    args.score_thr, args.fuse)
+    print(f'\nwrote {len(written)} files under {args.out_dir}')
+    return written
+
+
+if __name__ == '__main__':
+    main()
