@@ -32,8 +32,10 @@ $(STAMP): setup.py requirements/*.txt Makefile
 	  MMCV_WITH_OPS=1 MAX_JOBS=$$(nproc) $(PIP) --no-build-isolation mmcv==2.1.0; \
 	fi
 	$(PIP) -q -r requirements/runtime.txt -r requirements/optional.txt -r requirements/tests.txt
+	$(PIP) -q --no-deps -r requirements/deploy.txt  # mmdeploy: never allowed to touch torch
 	$(PIP) -q --no-build-isolation --no-deps -e .
-	$(VPY) -c "import mmrepvit, mmcv.ops, mmdet, mmseg, pycocotools"
+	$(VPY) -c "import mmrepvit, mmcv.ops, mmdet, mmseg, pycocotools, mmdeploy, torch; \
+	  assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
 demo: install

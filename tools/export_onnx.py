@@ -1,14 +1,26 @@
 #!/usr/bin/env python
-"""Export a fused RepViT backbone, or a fused segmentor (image -> logits at the image's size),
-to ONNX (opset 17, dynamic height and width), then run it under ONNX Runtime at each
---check-size and compare with PyTorch (exit status 1 if any max abs difference > --tolerance).
+"""Export a fused RepViT backbone, or a whole fused detector / segmentor, to ONNX (opset 17,
+dynamic height and width), then run it under ONNX Runtime at each --check-size (two or more)
+and compare with PyTorch; exit status 1 if the check fails.
 
   python tools/export_onnx.py m1_1 repvit_m1_1.onnx
+  python tools/export_onnx.py configs/maskrcnn_repvit_m1_1_coco.py maskrcnn_m1_1.onnx \\
+      --checkpoint fused_or_plain.pth --check-size 800 1344 --check-size 480 640
   python tools/export_onnx.py configs/fpn_repvit_m1_1_ade20k.py fpn_m1_1.onnx \\
       --check-size 512 512 --check-size 320 448
 
-Weights: random unless --checkpoint (a fused or trained checkpoint of the config/backbone).
-Inputs are normalised images (the data preprocessor's mean / std / BGR->RGB not included).
+Backbone: its feature maps (max abs difference <= --tolerance). Detector (through mmdeploy,
+`make install-deploy`; deploy config from configs/deploy): one image in, dets / labels /
+masks out, including NMS done as mmdet does it; checked as a whole test step (the data
+preprocessor and mmdet's rescaling / mask pasting on both sides,
+`mmrepvit.deployment.build_onnx_model` for ONNX Runtime), detection by detection, with what
+may still differ printed. Segmentor (this
+project's exporter): logits at the image size; its whole test step compared (logits within
+--tolerance). Load the ONNX file for inference with `build_onnx_model(config, onnx_file)`.
+
+Weights: random unless --checkpoint (a fused or plain checkpoint of the config / backbone).
+Backbone inputs are normalised images (the data preprocessor's mean / std / BGR->RGB not
+included); whole models are fed synthetic uint8 images through their data preprocessor.
 """
 import argparse
 import json
@@ -22,14 +34,20 @@ def parse_args(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('target', help='RepViT arch (m1_1) or a segmentation config')
+    parser.add_argument('target', help='RepViT arch (m1_1), or a detection / segmentation '
+                        'config')
     parser.add_argument('out', help='the .onnx file to write')
     parser.add_argument('--checkpoint', help='weights to load before fusing (state_dict or '
                         'mmengine checkpoint, trained or fused)')
-    parser.add_argument('--size', nargs=2, type=int, default=[224, 224], metavar=('H', 'W'),
-                        help='the example input size traced for export')
+    parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'),
+                        help='the example input size traced for export (default: 224 224 '
+                        'for a backbone, else the first --check-size)')
     parser.add_argument('--check-size', nargs=2, type=int, action='append', metavar=('H', 'W'),
-                        help='sizes to compare at (repeatable; default 224 224 and 320 448)')
+                        help='sizes to compare at, two or more (repeatable; default: 224 224 '
+                        'and 320 448 for a backbone, 800 1344 and 480 640 for a detector, '
+                        '512 512 and 320 448 for a segmentor)')
+    parser.add_argument('--deploy-config', help='detectors: the mmdeploy config (default: '
+                        'configs/deploy/instance-seg_* or detection_*_onnxruntime_dynamic.py)')
     parser.add_argument('--tolerance', type=float, default=1e-4)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--json', action='store_true', help='print the report as JSON')
@@ -39,25 +57,80 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmrepvit.analysis.onnx_export import export_and_check
-    sizes = [tuple(s) for s in args.check_size] if args.check_size else \
-        [(224, 224), (320, 448)]
-    report = export_and_check(args.target, args.out, tuple(args.size), sizes,
-                              args.cfg_options, args.threads, args.checkpoint)
-    worst = max(c['max_abs_diff'] for c in report['checks'])
-    report['tolerance'], report['passed'] = args.tolerance, worst <= args.tolerance
+    from mmrepvit.analysis.targets import target_kind
+    kind = target_kind(args.target)
+    sizes = [tuple(s) for s in args.check_size] if args.check_size else None
+    if sizes is not None and len(set(sizes)) < 2:
+        sys.exit('give two or more different --check-size: a dynamic-shape export must be '
+                 'checked at a size other than the one it was traced at')
+    if kind == 'backbone':
+        report = export_backbone(args, sizes or [(224, 224), (320, 448)])
+    else:
+        report = export_whole_model(args, sizes)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
+        print(('PASS' if report['passed'] else 'FAIL') + f' (tolerance {args.tolerance:g})')
+    if not report['passed']:
+        sys.exit(1)
+    return report
+
+
+def export_backbone(args, sizes):
+    from mmrepvit.analysis.onnx_export import export_and_check
+    report = export_and_check(args.target, args.out, tuple(args.size or (224, 224)), sizes,
+                              args.cfg_options, args.threads, args.checkpoint)
+    worst = max(c['max_abs_diff'] for c in report['checks'])
+    report['tolerance'], report['passed'] = args.tolerance, worst <= args.tolerance
+    if not args.json:
         print(f'wrote {args.out} (opset {report["opset"]}, dynamic H/W, '
               f'outputs {", ".join(report["outputs"])})')
         for c in report['checks']:
             print(f'  {c["size"][0]}x{c["size"][1]}: ONNX Runtime vs PyTorch max abs diff '
                   f'{c["max_abs_diff"]:.2e} (outputs up to {c["max_abs_output"]:.2f}), '
                   f'shapes {c["output_shapes"]}')
-        print(('PASS' if report['passed'] else 'FAIL') + f' (tolerance {args.tolerance:g})')
-    if not report['passed']:
-        sys.exit(1)
+    return report
+
+
+def export_whole_model(args, sizes):
+    import torch
+
+    from mmrepvit.deployment.export import export_model
+    torch.set_num_threads(args.threads)  # PyTorch's side of the check; ONNX Runtime's too
+    report = export_model(args.target, args.out, args.checkpoint,
+                          tuple(args.size) if args.size else None, sizes, args.deploy_config,
+                          args.cfg_options, args.threads)
+    if report['kind'] == 'mmseg':
+        worst = max(c['max_abs_diff'] for c in report['checks'])
+        report['passed'] = report['passed'] and worst <= args.tolerance
+    report['tolerance'] = args.tolerance
+    if args.json:
+        return report
+    via = 'mmdeploy, ' + os.path.basename(report['deploy_config']) \
+        if report['kind'] == 'mmdet' else 'mmrepvit exporter'
+    print(f'wrote {args.out} ({via}; opset {report["opset"]}, dynamic H/W, '
+          f'outputs {report["outputs"]})')
+    print('ONNX Runtime vs PyTorch, whole test step (data preprocessor + network + '
+          'post-processing):')
+    for c in report['checks']:
+        size = f'{c["size"][0]}x{c["size"][1]}'
+        if report['kind'] == 'mmseg':
+            print(f'  {size}: logits max abs diff {c["max_abs_diff"]:.2e} (logits up to '
+                  f'{c["max_abs_logit"]:.2f}), predicted class agrees on '
+                  f'{100 * c["pixels_agree"]:.2f}% of pixels')
+            continue
+        tol = report['tolerances']
+        masks = '' if c['min_mask_iou'] is None else \
+            f', smallest mask IoU {c["min_mask_iou"]:.4f}'
+        print(f'  {size}: {c["pytorch"]} detections in PyTorch, {c["onnx"]} in ONNX Runtime; '
+              f'{c["agree"]} agree (same label, box within {tol["box_px"]:g} px, score '
+              f'within {tol["score"]:g}), the best {c["leading"]} in order; largest '
+              f'differences of those: box {c["max_box_diff"]:.1e} px, score '
+              f'{c["max_score_diff"]:.1e}{masks}')
+    if report['by_design']:
+        print('What may differ (docs/deployment.md):')
+        for line in report['by_design']:
+            print(f'  - {line}')
     return report
 
 

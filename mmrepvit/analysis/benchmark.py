@@ -6,9 +6,12 @@ import platform
 import torch
 
 from .memory import peak_allocated_bytes, weight_bytes
-from .targets import (VARIANTS, build_target, describe_outputs, make_call, synthetic_batch,
-                      target_kind)
+from .targets import (VARIANTS, build_target, describe_outputs, load_target_config,
+                      make_call, synthetic_batch, target_kind)
 from .timing import num_threads, paired_ratios, summarize, time_interleaved
+
+
+ONNX_VARIANT = 'onnxruntime'
 
 
 def _label(target, variant):
@@ -37,8 +40,14 @@ def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224),
     """
     plan = candidates(targets, variants)
     kinds = {t: target_kind(t) for t, _ in plan}
-    models = {_label(t, v): (t, v, build_target(t, v, classifier=classifier,
-                                                   cfg_options=cfg_options))
+    if mode == 'tensor' and any(v == ONNX_VARIANT and kinds[t] != 'backbone' for t, v in plan):
+        raise ValueError(f'the {ONNX_VARIANT} variant runs whole models as deployed (with '
+                         f'their post-processing): use mode="predict"')
+    first = (sizes[0][0], sizes[0][-1])
+    models = {_label(t, v): (t, v, build_onnx_target(t, kinds[t], first, classifier,
+                                                     cfg_options)
+                             if v == ONNX_VARIANT else
+                             build_target(t, v, classifier=classifier, cfg_options=cfg_options))
               for t, v in plan}
     reference = next(iter(models))
     results = []
@@ -59,13 +68,44 @@ def candidates(targets, variants):
     for spec in targets:
         target, _, own = spec.partition('@')
         for variant in own.split(',') if own else variants:
-            if variant not in VARIANTS:
+            if variant not in VARIANTS + (ONNX_VARIANT, ):
                 raise ValueError(f'variant {variant!r} of {spec!r}: valid are '
-                                 f'{", ".join(VARIANTS)}')
+                                 f'{", ".join(VARIANTS + (ONNX_VARIANT, ))}')
             plan.append((target, variant))
     if not plan:
         raise ValueError('need at least one target and one variant')
     return plan
+
+
+def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None):
+    """The ``onnxruntime`` variant: the fused model exported to ONNX (into a temporary
+    folder, traced at ``size``) and run by ONNX Runtime with the calling interface of the
+    PyTorch candidates. A backbone: images in, feature maps out. A detector / segmentor:
+    ``build_onnx_model``, whose ``test_step`` keeps the toolbox's data preprocessor and, after
+    the graph, its rescaling / mask pasting (mmdet) or resizing (mmseg), so that the whole
+    test step is timed on both sides; a detector's NMS runs inside the graph, done as mmdet
+    does it (docs/deployment.md). Threads follow the group's setting, as for PyTorch."""
+    import atexit
+    import os.path as osp
+    import shutil
+    import tempfile
+    if classifier:
+        raise ValueError(f'the {ONNX_VARIANT} variant exports backbones without the '
+                         f'classifier head')
+    folder = tempfile.mkdtemp(prefix='mmrepvit_onnx_')
+    atexit.register(shutil.rmtree, folder, True)  # kept till then: sessions per thread count
+    path = osp.join(folder, f'{osp.splitext(osp.basename(spec))[0]}.onnx')
+    if kind == 'backbone':
+        from ..deployment.runtime import OnnxBackbone
+        from .onnx_export import export_onnx, exportable, make_traceable
+        module, names = exportable(spec, cfg_options)
+        export_onnx(make_traceable(module), path, names, size)
+        return OnnxBackbone(path)
+    from ..deployment.export import export_detector, export_segmentor
+    from ..deployment.runtime import build_onnx_model
+    model = build_target(spec, 'fused', cfg_options=cfg_options)  # the PyTorch candidates'
+    (export_detector if kind == 'mmdet' else export_segmentor)(model, path, size=size)
+    return build_onnx_model(load_target_config(spec, cfg_options), path)
 
 
 def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup, mode,

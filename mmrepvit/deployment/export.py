@@ -1,0 +1,380 @@
+"""Whole-model ONNX export, checked against PyTorch every time.
+
+- Detectors (Mask R-CNN, RetinaNet, ...) go through OpenMMLab's mmdeploy (its rewriters put the
+  post-processing, NMS included, into the graph; ``configs/deploy/``), with this project's
+  compatibility shims (``mmdeploy_compat``) and mmdet's post-processing put back where
+  mmdeploy's differs (``DetectorWithImageShape``).
+- Segmentors go through this project's own exporter (``analysis.onnx_export``: image ->
+  logits at the image size; no post-processing is needed in the graph), which is simpler and
+  has no extra dependency.
+
+Both are fused first (backbone re-parameterised, every Conv-BN folded) and exported with
+dynamic height and width. ``export_model`` then runs the graph in ONNX Runtime through
+``build_onnx_model`` against the PyTorch model's own ``test_step`` at several input sizes.
+"""
+import copy
+import os
+import os.path as osp
+import warnings
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..analysis.targets import build_target, synthetic_batch, target_kind
+from ..apis.config import config_path
+from ..fusion import fuse_model
+from .compare import (BOX_TOL, LOGIT_TOL, MASK_IOU, SCORE_TOL, compare_detections,
+                      compare_segmentations)
+
+OPSET = 17
+
+# What mmdeploy 1.3.1's own rewrites of mmdet's post-processing do differently from mmdet
+# (measured on this project's models); DetectorWithImageShape puts mmdet's behaviour into the
+# graph instead, for the heads of this project's configs.
+MMDEPLOY_DIFFERENCES = {
+    'rpn_nms': "RPN: one NMS over the proposals of all FPN levels together (mmdet: one per "
+               "level), so a proposal can suppress overlapping ones of other levels.",
+    'argmax_box': "Class-specific box regression (Mask R-CNN's box head): every class of a "
+                  "proposal is scored with the box of the proposal's best class (mmdet: each "
+                  "class's own box).",
+    'dense_topk': "Dense heads (RetinaNet): each level's nms_pre candidates are the anchors "
+                  "with the best score over classes (mmdet: the best (anchor, class) pairs "
+                  "above score_thr).",
+    'padded_clip': "Boxes are clipped to the network input, padded to a multiple of 32 (mmdet: "
+                   "to the image).",
+    'degenerate': "Zero-width / zero-height boxes are kept (mmdet drops them: min_bbox_size).",
+}
+# What can still differ with this project's export: float rounding only.
+BY_DESIGN = [
+    "NMS decisions on boxes whose IoU is within float rounding of the threshold, and the "
+    "order of exactly tied scores at a top-k cut, can go either way: mmdet's batched NMS "
+    "offsets boxes by class, ONNX Runtime compares the exact coordinates class by class.",
+    "Heads other than RPNHead, StandardRoIHead's class-specific box head and RetinaHead (none "
+    "in this project's configs) keep mmdeploy's own post-processing, which differs from "
+    "mmdet's (MMDEPLOY_DIFFERENCES, docs/deployment.md).",
+]
+
+
+def load_model(config: str, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
+               seed: int = 0) -> nn.Module:
+    """The fused PyTorch model of ``config`` (eval mode, CPU) that gets exported.
+
+    ``checkpoint``: a plain (trained) or fused checkpoint; without one, random weights with
+    trained-like BatchNorm statistics (``analysis.targets.build_target``) and, in dense
+    detection heads, scores spread around their threshold (``spread_dense_scores``)."""
+    model = build_target(config, 'fused', cfg_options=cfg_options, checkpoint=checkpoint,
+                         seed=seed)
+    if checkpoint is None:
+        spread_dense_scores(model, seed=seed)
+    return model
+
+
+@torch.no_grad()
+def spread_dense_scores(model: nn.Module, size: Tuple[int, int] = (128, 128), seed: int = 0,
+                        logit_mean: float = -4.0) -> nn.Module:
+    """Give a randomly initialised sigmoid dense head (RetinaNet's) classification logits of
+    unit spread around ``logit_mean`` (about 14% of scores above 0.05), in place.
+
+    Its stock initialisation (prior 0.01, weights of std 0.01) scores every anchor about
+    0.01, below ``score_thr``: no detection is made and a comparison would check nothing."""
+    head = getattr(model, 'bbox_head', None)
+    conv = getattr(head, 'conv_cls', None) or getattr(head, 'retina_cls', None)
+    if conv is None or not getattr(head, 'use_sigmoid_cls', False):
+        return model
+    g = torch.Generator().manual_seed(seed)
+    conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+    conv.bias.zero_()
+    feats = model.extract_feat(torch.randn(1, 3, *size, generator=g))
+    logits = head.forward(feats)[0]
+    std = torch.cat([x.flatten() for x in logits]).std()
+    conv.weight.div_(std)
+    conv.bias.fill_(logit_mean)
+    return model
+
+
+def default_deploy_config(model: nn.Module) -> str:
+    """The deploy config in ``configs/deploy`` for ``model``: with or without masks."""
+    roi_head = getattr(model, 'roi_head', None)
+    name = 'instance-seg' if getattr(roi_head, 'with_mask', False) else 'detection'
+    return config_path(f'deploy/{name}_onnxruntime_dynamic.py')
+
+
+def _add_metadata(path: str, **props):
+    import onnx
+    graph = onnx.load(path)
+    for key, value in props.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = f'mmrepvit.{key}', str(value)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, path)
+
+
+class DetectorWithImageShape(nn.Module):
+    """What gets traced for a detector: mmdeploy's rewritten network and heads, with mmdet's
+    post-processing put back where mmdeploy changes it (``MMDEPLOY_DIFFERENCES``), so that
+    the graph predicts what the PyTorch model predicts.
+
+    - The image's own size is a second input, ``img_shape`` (int64 [height, width]):
+      mmdeploy takes the size from the input tensor, which the data preprocessor padded to a
+      multiple of 32, and clipped boxes and proposals to the padding.
+    - RPN (``proposals``): NMS per FPN level, zero-size boxes dropped.
+    - Box head (``detections``): each (proposal, class) pair with that class's own box.
+    - RetinaNet-like dense heads (``dense_detections``): top-k over (anchor, class) pairs.
+
+    All of it is standard ONNX (TopK, Gather, NonMaxSuppression with the class, or the FPN
+    level, as NMS class). ``mmdet_nms=False`` keeps mmdeploy's own post-processing."""
+
+    def __init__(self, detector: nn.Module, mmdet_nms: bool = True):
+        super().__init__()
+        self.detector = detector
+        rpn = getattr(detector, 'rpn_head', None)
+        roi_head = getattr(detector, 'roi_head', None)
+        self.rpn_nms_per_level = mmdet_nms and rpn is not None and \
+            rpn.test_cfg.get('nms_pre', -1) > 0
+        self.class_boxes = mmdet_nms and type(roi_head).__name__ == 'StandardRoIHead' and \
+            not roi_head.bbox_head.reg_class_agnostic
+        head = getattr(detector, 'bbox_head', None)
+        # anchor heads scored per class by a sigmoid, no score factors (RetinaNet's kind)
+        self.dense_pairs = mmdet_nms and type(head).__name__ in ('RetinaHead', 'AnchorHead') \
+            and head.use_sigmoid_cls and head.test_cfg.get('nms_pre', -1) > 0
+
+    def forward(self, inputs: torch.Tensor, img_shape: torch.Tensor):
+        from mmdet.structures import DetDataSample
+        sample = DetDataSample()
+        # set_field, not metainfo=: the latter deep-copies, cutting the tensor from the trace
+        sample.set_field(img_shape, 'img_shape', field_type='metainfo')
+        samples = [sample]
+        detector = self.detector
+        feats = detector.extract_feat(inputs)
+        if getattr(detector, 'with_rpn', False):
+            if self.rpn_nms_per_level:
+                proposals = self.proposals(feats, sample.metainfo)
+            else:
+                proposals = detector.rpn_head.predict(feats, samples, rescale=False)
+            if self.class_boxes:
+                return self.detections(feats, proposals, sample.metainfo)
+            return detector.roi_head.predict(feats, proposals, samples, rescale=False)
+        if self.dense_pairs:
+            return self.dense_detections(feats, sample.metainfo)
+        return detector.bbox_head.predict(feats, samples, rescale=False)
+
+    def dense_detections(self, feats, meta):
+        """A dense head's detections as mmdet makes them: per level the best ``nms_pre``
+        (anchor, class) pairs above ``score_thr``, zero-size boxes dropped, NMS per class,
+        the best ``max_per_img`` kept. mmdeploy takes per level the ``nms_pre`` anchors with
+        the best score over classes, and keeps zero-size boxes."""
+        from mmdeploy.mmcv.ops import multiclass_nms
+        head = self.detector.bbox_head
+        cfg = head.test_cfg
+        cls_scores, bbox_preds = head(feats)
+        priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores],
+                                                  dtype=cls_scores[0].dtype,
+                                                  device=cls_scores[0].device)
+        classes = head.cls_out_channels
+        boxes, scores, labels = [], [], []
+        for cls, reg, prior in zip(cls_scores, bbox_preds, priors):
+            pair_scores = cls[0].permute(1, 2, 0).reshape(-1).sigmoid()
+            pair_scores = torch.where(pair_scores > cfg.score_thr, pair_scores,
+                                      pair_scores.new_zeros(()))
+            top, index = pair_scores.topk(cfg.nms_pre)  # mmdeploy clamps k to the size
+            anchor = index // classes
+            deltas = reg[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
+            boxes.append(head.bbox_coder.decode(prior[anchor][None], deltas[anchor][None],
+                                                max_shape=meta['img_shape'])[0])
+            scores.append(top)
+            labels.append(index % classes)
+        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        if cfg.get('min_bbox_size', -1) >= 0:
+            wh = boxes[:, 2:] - boxes[:, :2]
+            scores = scores * (wh > cfg.min_bbox_size).all(-1).to(scores)
+        one_hot = (labels[:, None] == torch.arange(classes, device=labels.device)).to(scores)
+        return multiclass_nms(boxes[None], (scores[:, None] * one_hot)[None], cfg.max_per_img,
+                              nms_type=cfg.nms.get('type'),
+                              iou_threshold=cfg.nms.iou_threshold, score_threshold=0.0,
+                              pre_top_k=-1, keep_top_k=cfg.max_per_img)
+
+    def detections(self, feats, proposals, meta):
+        """The box head's detections as mmdet makes them, then masks as mmdeploy does: every
+        (proposal, class) pair above ``score_thr`` with that class's own regressed box, NMS
+        per class. mmdeploy gives all classes of a proposal the box of its best class (its
+        NonMaxSuppression takes one box per candidate), which changes the boxes of
+        second-choice classes and what NMS suppresses. Here each pair is its own candidate,
+        scored only in its class's column."""
+        import torch.nn.functional as F
+        from mmdeploy.mmcv.ops import multiclass_nms
+        roi_head = self.detector.roi_head
+        bbox_head, cfg = roi_head.bbox_head, roi_head.test_cfg
+        boxes = proposals[0][..., :4]  # (1, K, 4)
+        rois = torch.cat([boxes.new_zeros(boxes.shape[:2] + (1, )), boxes], -1).view(-1, 5)
+        out = roi_head._bbox_forward(feats, rois)
+        if bbox_head.custom_cls_channels:
+            scores = bbox_head.loss_cls.get_activation(out['cls_score'])
+        else:
+            scores = F.softmax(out['cls_score'], dim=-1)
+        classes = bbox_head.num_classes
+        # proposals padded in by mmdeploy's top-k (score 0) are not candidates
+        scores = scores[:, :classes] * (proposals[0][0, :, 4:5] > 0).to(scores)
+        scores = scores.reshape(1, -1)  # (1, K * C): proposal-major, as mmdet
+        decoded = bbox_head.bbox_coder.decode(boxes, out['bbox_pred'][None],
+                                              max_shape=meta['img_shape'])
+        decoded = decoded.reshape(1, -1, 4)  # (1, K * C, 4)
+        label = torch.arange(scores.shape[1], device=scores.device) % classes
+        one_hot = (label[:, None] == torch.arange(classes, device=scores.device)).to(scores)
+        dets, labels = multiclass_nms(decoded, scores[..., None] * one_hot[None],
+                                      cfg.max_per_img, nms_type=cfg.nms.get('type'),
+                                      iou_threshold=cfg.nms.iou_threshold,
+                                      score_threshold=cfg.score_thr, pre_top_k=-1,
+                                      keep_top_k=cfg.max_per_img)
+        if not roi_head.with_mask:
+            return dets, labels
+        return roi_head.predict_mask(feats, [meta], (dets, labels), rescale=False)
+
+    def proposals(self, feats, meta):
+        """The RPN's proposals as mmdet makes them: mmdeploy's per-level top-k and box
+        decoding, then zero-size boxes dropped (``min_bbox_size``) and NMS run per FPN level
+        (each level a "class" of ONNX's NonMaxSuppression), the best ``max_per_img`` kept
+        over all levels. mmdeploy runs one NMS over all levels together and keeps zero-size
+        boxes, which lets a box suppress overlapping ones of other levels and lets boxes
+        clipped to nothing (anchors in the padding) take proposal slots."""
+        from mmdeploy.mmcv.ops import multiclass_nms
+        rpn = self.detector.rpn_head
+        cfg = rpn.test_cfg
+        boxes, scores = rpn.predict_by_feat(*rpn(feats), batch_img_metas=[meta], cfg=cfg,
+                                            rescale=False, with_nms=False)
+        # mmdeploy pads each level to exactly nms_pre candidates before its top-k
+        level = torch.arange(boxes.shape[1], device=boxes.device) // cfg.nms_pre
+        levels = len(feats)
+        one_hot = (level[:, None] == torch.arange(levels, device=boxes.device)).to(scores)
+        scores = scores[..., :1] * one_hot[None]
+        if cfg.get('min_bbox_size', -1) >= 0:
+            wh = boxes[..., 2:] - boxes[..., :2]
+            valid = (wh > cfg.min_bbox_size).all(-1, keepdim=True)
+            scores = scores * valid.to(scores)  # score 0: below NMS's (strict) threshold
+        return multiclass_nms(boxes, scores, cfg.max_per_img, nms_type=cfg.nms.get('type'),
+                              iou_threshold=cfg.nms.iou_threshold, score_threshold=0.0,
+                              pre_top_k=-1, keep_top_k=cfg.max_per_img)
+
+
+def export_detector(model: nn.Module, path: str, deploy_cfg: Optional[str] = None,
+                    size: Tuple[int, int] = (320, 320)) -> str:
+    """Export a (fused) mmdet detector with mmdeploy to ``path``: one image (1, 3, H, W),
+    normalised and padded as by the data preprocessor, and its unpadded ``img_shape`` in
+    (``DetectorWithImageShape``); ``dets`` / ``labels`` (/ ``masks``) out."""
+    from .mmdeploy_compat import mmdeploy_context
+    deploy_cfg = deploy_cfg or default_deploy_config(model)
+    with mmdeploy_context(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # tracer warnings about Python values in mmdet code
+        from mmdeploy.apis.onnx import export
+        from mmdeploy.codebase import import_codebase
+        from mmdeploy.utils import Codebase
+        from mmdeploy.utils import load_config as load_deploy_config
+        import_codebase(Codebase.MMDET)  # registers mmdeploy's mmdet rewriters
+        cfg = load_deploy_config(deploy_cfg)[0]
+        onnx_cfg = cfg.onnx_config
+        with torch.no_grad():
+            data = model.data_preprocessor(synthetic_batch('mmdet', size), False)
+        img_shape = torch.tensor(data['data_samples'][0].img_shape[:2], dtype=torch.long)
+        prefix = path[:-len('.onnx')] if path.endswith('.onnx') else path
+        export(DetectorWithImageShape(copy.deepcopy(model)), (data['inputs'], img_shape),
+               output_path_prefix=prefix, backend=cfg.backend_config.type,
+               context_info=dict(deploy_cfg=cfg), input_names=onnx_cfg.input_names,
+               output_names=onnx_cfg.output_names, opset_version=onnx_cfg.opset_version,
+               dynamic_axes=onnx_cfg.dynamic_axes,
+               keep_initializers_as_inputs=onnx_cfg.keep_initializers_as_inputs,
+               optimize=False)
+    if prefix + '.onnx' != path:
+        os.replace(prefix + '.onnx', path)
+    _add_metadata(path, kind='mmdet', deploy_config=osp.basename(deploy_cfg),
+                  export_size=f'{size[0]}x{size[1]}')
+    return path
+
+
+def export_segmentor(model: nn.Module, path: str, size: Tuple[int, int] = (512, 512)) -> str:
+    """Export a (fused) mmseg segmentor with this project's exporter: one normalised image in,
+    ``logits`` at the image's size out."""
+    from ..analysis.onnx_export import SegmentorLogits, export_onnx, make_traceable
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        export_onnx(make_traceable(copy.deepcopy(SegmentorLogits(model))).eval(), path,
+                    ['logits'], size, OPSET)
+    _add_metadata(path, kind='mmseg', export_size=f'{size[0]}x{size[1]}')
+    return path
+
+
+# a large and a small one; the detector's are the benchmark's 800x1333 rounded to a multiple of 32
+DEFAULT_CHECK_SIZES = {'mmdet': ((800, 1344), (480, 640)), 'mmseg': ((512, 512), (320, 448))}
+
+
+def check_model(model: nn.Module, kind: str, config: str, path: str,
+                sizes: Sequence[Tuple[int, int]], threads: Optional[int] = None, seed: int = 1,
+                cfg_options: Optional[dict] = None) -> list:
+    """Run ``path`` (through ``build_onnx_model``) and ``model`` (PyTorch ``test_step``) on
+    the same synthetic images at every size; one comparison per size (see ``compare``)."""
+    from ..analysis.targets import load_target_config
+    from .runtime import build_onnx_model
+    onnx_model = build_onnx_model(load_target_config(config, cfg_options), path,
+                                  threads=threads)
+    results = []
+    for size in sizes:
+        size = tuple(size)
+        with torch.no_grad():
+            expected = model.test_step(synthetic_batch(kind, size, seed=seed))[0]
+            got = onnx_model.test_step(synthetic_batch(kind, size, seed=seed))[0]
+        if kind == 'mmdet':
+            report = compare_detections(expected.pred_instances, got.pred_instances)
+        else:
+            report = compare_segmentations(expected, got)
+            report['output_shapes'] = [[1] + report['shape']]  # as backbones report them
+        results.append(dict(size=list(size), **report))
+    return results
+
+
+def passed(kind: str, checks: list) -> bool:
+    """Segmentors: every logit within ``LOGIT_TOL``. Detectors: at least 95% of the
+    detections agree (same label, box within ``BOX_TOL``, score within ``SCORE_TOL``; the
+    rest may differ through float rounding at NMS, ``BY_DESIGN``), and every agreeing mask
+    has IoU >= ``MASK_IOU``."""
+    if kind == 'mmseg':
+        return all(c['max_abs_diff'] <= LOGIT_TOL for c in checks)
+    return all(c['agree'] >= 0.95 * max(c['pytorch'], c['onnx']) and
+               (c['min_mask_iou'] is None or c['min_mask_iou'] >= MASK_IOU) for c in checks)
+
+
+def export_model(config: str, path: str, checkpoint: Optional[str] = None,
+                 export_size: Optional[Tuple[int, int]] = None,
+                 check_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                 deploy_cfg: Optional[str] = None, cfg_options: Optional[dict] = None,
+                 threads: Optional[int] = None,
+                 model: Optional[nn.Module] = None) -> Dict:
+    """Export the whole model of ``config`` (detector or segmentor) to ``path`` and check it
+    against PyTorch at ``check_sizes``; returns a JSON-ready report.
+
+    ``model``: export this already-built PyTorch model (fused here) instead of building one
+    from ``checkpoint``."""
+    kind = target_kind(config)
+    if kind not in DEFAULT_CHECK_SIZES:
+        raise ValueError(f'{config!r} is a {kind}; export_model takes detector and segmentor '
+                         f'configs (backbones: analysis.onnx_export.export_and_check)')
+    if model is None:
+        model = load_model(config, checkpoint, cfg_options)
+    else:
+        fuse_model(model.eval())
+    sizes = [tuple(s) for s in (DEFAULT_CHECK_SIZES[kind] if check_sizes is None
+                                else check_sizes)]
+    export_size = tuple(export_size or sizes[0])
+    if kind == 'mmdet':
+        deploy_cfg = deploy_cfg or default_deploy_config(model)
+        export_detector(model, path, deploy_cfg, export_size)
+        outputs = 'dets, labels, masks' if 'instance-seg' in deploy_cfg else 'dets, labels'
+    else:
+        export_segmentor(model, path, export_size)
+        outputs = 'logits'
+    checks = check_model(model, kind, config, path, sizes, threads,
+                         cfg_options=cfg_options) if sizes else []
+    return dict(target=config, path=path, kind=kind, export_size=list(export_size),
+                opset=OPSET, outputs=outputs, deploy_config=deploy_cfg, checks=checks,
+                passed=passed(kind, checks),
+                tolerances=dict(box_px=BOX_TOL, score=SCORE_TOL, mask_iou=MASK_IOU,
+                                logits=LOGIT_TOL),
+                by_design=BY_DESIGN if kind == 'mmdet' else [])

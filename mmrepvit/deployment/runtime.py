@@ -1,0 +1,249 @@
+"""Deployed inference: an exported ``.onnx`` run by ONNX Runtime behind the PyTorch model's
+interface, so that anything that calls ``model.test_step(data)`` (mmengine's runner, mmdet's
+``DetInferencer``, mmseg's ``MMSegInferencer``) runs the deployed model unchanged.
+
+The wrappers keep everything that is not the network on the PyTorch side, exactly as the
+toolbox does it: the config's data preprocessor (normalisation, BGR->RGB, padding) before,
+and after, the same rescaling and mask pasting (mmdet) or padding crop and resize to the
+original image (mmseg). What runs inside the graph is the network and, for detectors,
+mmdeploy's NMS post-processing (docs/deployment.md lists how it differs from mmdet's).
+"""
+import os
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.model import BaseModel
+
+DETECTOR_OUTPUTS = ('dets', 'labels')  # + 'masks' (mmdeploy's end2end layout)
+SEGMENTOR_OUTPUTS = ('logits', )  # mmrepvit's own export: logits at the input size
+
+
+def ort_session(onnx_file: str, device: str = 'cpu', threads: Optional[int] = None):
+    """An ONNX Runtime session with all graph optimisations; ``threads`` intra-op threads
+    (default: torch's current setting, so both frameworks get the same share of the CPU)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # no warnings about initializers / shape inference
+    # ONNX Runtime's pool threads otherwise spin on the cores for a while after each run,
+    # taking them from whatever runs next (PyTorch in an interleaved benchmark, the rest of
+    # a pipeline): on 2 cores that made the next PyTorch call several times slower
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    providers = ['CPUExecutionProvider']
+    if str(device).startswith('cuda'):
+        if 'CUDAExecutionProvider' not in ort.get_available_providers():
+            raise RuntimeError(f'device={device!r}, but this onnxruntime has no CUDA provider '
+                               f'(install onnxruntime-gpu)')
+        index = int(str(device).partition(':')[2] or 0)
+        providers = [('CUDAExecutionProvider', dict(device_id=index))] + providers
+    return ort.InferenceSession(os.fspath(onnx_file), options, providers=providers)
+
+
+class OnnxSessions:
+    """An ONNX file's sessions, one per thread count: ``threads=None`` follows torch's
+    current setting at each call (so ``torch.set_num_threads`` and the benchmark's thread
+    groups apply to ONNX Runtime too), a number fixes it."""
+
+    def __init__(self, onnx_file: str, device: str = 'cpu', threads: Optional[int] = None):
+        self.onnx_file, self.device, self.threads = os.fspath(onnx_file), device, threads
+        self._sessions = {}
+        first = self.session
+        self.input_names = [i.name for i in first.get_inputs()]
+        self.input_name = self.input_names[0]
+        self.output_names = [o.name for o in first.get_outputs()]
+
+    @property
+    def session(self):
+        n = self.threads or torch.get_num_threads()
+        if n not in self._sessions:
+            self._sessions[n] = ort_session(self.onnx_file, self.device, n)
+        return self._sessions[n]
+
+    def run(self, image: torch.Tensor, **extra: np.ndarray) -> List[torch.Tensor]:
+        feed = {self.input_name: image.detach().cpu().contiguous().numpy()
+                .astype(np.float32, copy=False)}
+        feed.update(extra)
+        return [torch.from_numpy(o) for o in self.session.run(None, feed)]
+
+
+class OnnxBackbone(torch.nn.Module):
+    """A backbone's ONNX file called like the backbone: images in, feature maps out."""
+
+    def __init__(self, onnx_file: str, threads: Optional[int] = None):
+        super().__init__()
+        self.sessions = OnnxSessions(onnx_file, threads=threads)
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        return tuple(self.sessions.run(x))
+
+
+class OnnxModel(BaseModel):
+    """The parts every wrapper shares: the session, the data preprocessor, ``dataset_meta``
+    and ``cfg`` (what inferencers and the runner read from a model). Prediction only."""
+
+    def __init__(self, sessions: 'OnnxSessions', data_preprocessor, cfg: Config,
+                 dataset_meta: Optional[dict]):
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.sessions = sessions
+        self.cfg = cfg
+        self.dataset_meta = dataset_meta
+
+    def run(self, image: torch.Tensor, **extra: np.ndarray) -> List[torch.Tensor]:
+        """One image (1, 3, H, W) through the graph; outputs as CPU tensors."""
+        return self.sessions.run(image, **extra)
+
+    def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'predict'):
+        if mode != 'predict':
+            raise ValueError(f'an ONNX Runtime model only predicts (mode={mode!r})')
+        if data_samples is None:
+            raise ValueError('data_samples (with their image metainfo) are needed')
+        # the graph takes one image; every image keeps the batch's padding, as in PyTorch
+        return [self.predict_one(inputs[i:i + 1], sample)
+                for i, sample in enumerate(data_samples)]
+
+    def predict_one(self, image, data_sample):
+        raise NotImplementedError
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # nothing to train; the preprocessor stays in test mode
+
+
+class OnnxDetector(OnnxModel):
+    """mmdeploy's end2end detector graph (dets, labels[, masks]) with mmdet's output format:
+    ``pred_instances`` with bboxes / scores / labels (and boolean ``masks`` at the original
+    image size) in original-image pixels."""
+
+    def __init__(self, sessions, data_preprocessor, cfg, dataset_meta):
+        super().__init__(sessions, data_preprocessor, cfg, dataset_meta)
+        rcnn = (cfg.model.get('test_cfg') or {}).get('rcnn') or {}
+        self.mask_thr_binary = rcnn.get('mask_thr_binary', 0.5)
+
+    def predict_one(self, image, data_sample):
+        from mmengine.structures import InstanceData
+        meta = data_sample.metainfo
+        h, w = meta['img_shape'][:2]
+        extra = {}
+        if 'img_shape' in self.sessions.input_names:  # mmrepvit's export: clip to the image
+            extra['img_shape'] = np.array([h, w], dtype=np.int64)
+        outputs = self.run(image, **extra)
+        dets, labels = outputs[0][0], outputs[1][0]
+        keep = dets[:, 4] > 0  # the graph pads with zero-score rows
+        dets, labels = dets[keep], labels[keep].long()
+        # a graph exported by mmdeploy's own tools clips to the padded input: clip again
+        bboxes = dets[:, :4].clone()
+        bboxes[:, 0::2] = bboxes[:, 0::2].clamp(0, w)
+        bboxes[:, 1::2] = bboxes[:, 1::2].clamp(0, h)
+        scale = meta.get('scale_factor')
+        if scale is not None:
+            bboxes = bboxes / bboxes.new_tensor(scale).repeat(2)
+        results = InstanceData(bboxes=bboxes, scores=dets[:, 4], labels=labels)
+        if len(outputs) > 2:
+            results.masks = paste_masks(outputs[2][0][keep], bboxes, meta['ori_shape'][:2],
+                                        self.mask_thr_binary)
+        data_sample.pred_instances = results
+        return data_sample
+
+
+def paste_masks(probs: torch.Tensor, bboxes: torch.Tensor, shape: Sequence[int],
+                threshold: float = 0.5) -> torch.Tensor:
+    """(N, M, M) mask probabilities into (N, H, W) boolean masks at their boxes, as mmdet's
+    FCNMaskHead does on CPU (one mask at a time, only the box's neighbourhood sampled)."""
+    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
+    h, w = int(shape[0]), int(shape[1])
+    masks = torch.zeros(len(probs), h, w, dtype=torch.bool)
+    for i in range(len(probs)):
+        pasted, (rows, cols) = _do_paste_mask(probs[i:i + 1, None], bboxes[i:i + 1], h, w,
+                                              skip_empty=True)
+        masks[i, rows, cols] = pasted[0] >= threshold
+    return masks
+
+
+class _Threshold:
+    def __init__(self, threshold):
+        self.threshold = threshold
+
+
+class OnnxSegmentor(OnnxModel):
+    """mmrepvit's segmentor graph (image -> logits at the input size) with mmseg's output
+    format: ``seg_logits`` and ``pred_sem_seg`` at the original image size."""
+
+    def __init__(self, sessions, data_preprocessor, cfg, dataset_meta):
+        super().__init__(sessions, data_preprocessor, cfg, dataset_meta)
+        head = cfg.model.decode_head
+        head = head[-1] if isinstance(head, (list, tuple)) else head
+        self.align_corners = head.get('align_corners', False)
+        threshold = head.get('threshold')
+        self.decode_head = _Threshold(0.3 if threshold is None else threshold)  # mmseg's
+
+    def predict_one(self, image, data_sample):
+        from mmseg.models.segmentors import BaseSegmentor
+        logits = self.run(image)[0]
+        # mmseg's own post-processing (padding crop, flip, resize to ori_shape, argmax), run
+        # with this wrapper as ``self``: it reads only align_corners and decode_head.threshold
+        return BaseSegmentor.postprocess_result(self, logits, [data_sample])[0]
+
+
+def default_dataset_meta(cfg: Config) -> Optional[dict]:
+    """The classes / palette an inferencer draws with: the test dataset's metainfo in the
+    config, else its dataset class's defaults (e.g. COCO, ADE20K)."""
+    import importlib
+    loader = cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}
+    dataset = dict(loader.get('dataset') or {})
+    while 'dataset' in dataset and 'metainfo' not in dataset:  # wrappers (RepeatDataset...)
+        dataset = dict(dataset['dataset'])
+    meta = dict(dataset.get('metainfo') or {})
+    try:
+        registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
+        cls = registry.get(dataset.get('type'))
+        defaults = dict(getattr(cls, 'METAINFO', {}) or {})
+    except Exception:  # an unknown dataset type: the config's own metainfo only
+        defaults = {}
+    defaults.update(meta)
+    return defaults or None
+
+
+def build_onnx_model(config: Union[str, Config], onnx_file: str, device: str = 'cpu',
+                     threads: Optional[int] = None,
+                     dataset_meta: Optional[dict] = None) -> OnnxModel:
+    """A model whose ``test_step(data)`` runs ``onnx_file`` (exported from ``config`` by
+    ``tools/export_onnx.py``) in ONNX Runtime and returns the toolbox's data samples:
+    ``DetDataSample.pred_instances`` (bboxes, scores, labels[, masks]) for a detector,
+    ``SegDataSample.pred_sem_seg`` / ``seg_logits`` for a segmentor, as the PyTorch model's.
+
+    Swap it into an inferencer after building that from the same config::
+
+        inferencer = DetInferencer(config, weights)
+        inferencer.model = build_onnx_model(config, 'maskrcnn.onnx')
+
+    ``threads``: ONNX Runtime's intra-op threads (default: torch's current setting, read at
+    every call). ``dataset_meta``: class
+    names and palette (default: from the config's test dataset).
+    """
+    from mmengine.registry import init_default_scope
+
+    from ..apis.config import toolbox_of
+    cfg = Config.fromfile(config) if not isinstance(config, Config) else config
+    scope = toolbox_of(cfg)
+    init_default_scope(scope)
+    import importlib
+    models = importlib.import_module(f'{scope}.registry').MODELS
+    preprocessor = models.build(cfg.model.data_preprocessor)
+    sessions = OnnxSessions(onnx_file, device, threads)
+    names = tuple(sessions.output_names)
+    if names[:2] == DETECTOR_OUTPUTS:
+        cls, expected = OnnxDetector, 'mmdet'
+    elif names == SEGMENTOR_OUTPUTS:
+        cls, expected = OnnxSegmentor, 'mmseg'
+    else:
+        raise ValueError(f'{onnx_file}: outputs {names} are neither a detector\'s '
+                         f'{DETECTOR_OUTPUTS} (+ masks) nor a segmentor\'s {SEGMENTOR_OUTPUTS}: '
+                         f'export whole models with tools/export_onnx.py')
+    if scope != expected:
+        raise ValueError(f'{onnx_file} holds an {expected} model, but the config is {scope}')
+    meta = dataset_meta if dataset_meta is not None else default_dataset_meta(cfg)
+    model = cls(sessions, preprocessor, cfg, meta)
+    return model.to(device if str(device).startswith('cuda') else 'cpu').eval()

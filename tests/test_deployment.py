@@ -1,0 +1,234 @@
+"""Whole-model deployment: ONNX export of detectors (through mmdeploy) and segmentors (own
+exporter), ONNX Runtime against PyTorch as whole test steps, fused against plain checkpoints,
+and the deployed model inside mmdet's / mmseg's inferencers. Small demo models and images,
+random weights with non-trivial BatchNorm statistics; mmdeploy missing is a failure, not a
+skip (the export raises with the install command)."""
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mmrepvit.analysis.targets import build_target, load_target_config
+from mmrepvit.deployment import build_onnx_model
+from mmrepvit.deployment.compare import LOGIT_TOL, MASK_IOU, compare_detections
+from mmrepvit.deployment.export import check_model, export_model, spread_dense_scores
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def config(*candidates):
+    """The first of ``candidates`` (paths under configs/) that exists."""
+    for name in candidates:
+        if osp.isfile(osp.join(REPO, 'configs', name)):
+            return osp.join(REPO, 'configs', name)
+    raise FileNotFoundError(f'none of {candidates} in configs/')
+
+
+MASK_RCNN = config('demo/maskrcnn_repvit_m1_1_demo.py')
+FPN = config('demo/fpn_repvit_m1_1_demo.py')
+# RetinaNet with the MoCoViT backbone (both backbone families get exported), 4 classes as the
+# demo data has (tracing an 80-class head only takes longer)
+RETINANET = config('mocovit/retinanet_mocovit_1_0x_coco.py', 'retinanet_mocovit_1_0x_coco.py')
+RETINA_OPTIONS = {'model.bbox_head.num_classes': 4}
+# 100x150 is padded to 128x160 by the data preprocessor: boxes must be clipped to the image
+DET_SIZES = [(128, 160), (100, 150), (96, 128)]
+
+
+def plain_model(config, path, cfg_options=None):
+    """Random weights with trained-like norms (and RetinaNet scores around its threshold),
+    saved as a plain (unfused, as trained) checkpoint; returns (model, path)."""
+    model = build_target(config, 'unfused', cfg_options=cfg_options)
+    spread_dense_scores(model)
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+    return model.eval(), str(path)
+
+
+def load_fused(config, plain_ckpt, work, cfg_options=None):
+    """``tools/fuse_checkpoint.py``'s fused checkpoint of ``plain_ckpt``, loaded with
+    mmengine's ``load_checkpoint`` into the model of the ordinary config."""
+    from mmengine.runner import load_checkpoint
+
+    from mmrepvit.apis.config import build_model
+    from mmrepvit.apis.fuse import fuse_checkpoint_file
+    fused_ckpt = str(work / (osp.basename(plain_ckpt) + '.fused.pth'))
+    fuse_checkpoint_file(config, plain_ckpt, fused_ckpt, cfg_options)
+    model = build_model(load_target_config(config, cfg_options))
+    load_checkpoint(model, fused_ckpt, map_location='cpu', strict=True, logger='silent')
+    return model
+
+
+def assert_all_agree(report):
+    assert report['pytorch'] > 0, report
+    assert report['onnx'] == report['pytorch'] == report['agree'] == report['leading'], report
+    assert report['min_mask_iou'] is None or report['min_mask_iou'] >= MASK_IOU, report
+
+
+def outputs_equal(path_a, path_b, sizes, extra=None, atol=1e-4):
+    from mmrepvit.deployment.runtime import ort_session
+    a, b = ort_session(path_a), ort_session(path_b)
+    for size in sizes:
+        feed = {'input': torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(5))
+                .numpy()}
+        if extra:
+            feed.update(extra(size))
+        got_a, got_b = a.run(None, feed), b.run(None, feed)
+        assert [o.shape for o in got_a] == [o.shape for o in got_b]
+        assert max(float(np.abs(p - q).max()) for p, q in zip(got_a, got_b)) <= atol
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One thread for PyTorch and ONNX Runtime here: with two OpenMP threads on this 2-core
+    machine, another busy process made a demo Mask R-CNN test step 15x slower (5 s, not
+    0.3 s); these tests compare outputs, not speed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp('deployment')
+
+
+@pytest.fixture(scope='module')
+def mask_rcnn(work):
+    """The demo Mask R-CNN: a plain checkpoint, its unfused PyTorch model, and the graph
+    exported from its fused checkpoint (loaded with mmengine's load_checkpoint)."""
+    plain, ckpt = plain_model(MASK_RCNN, work / 'mrcnn.pth')
+    fused = load_fused(MASK_RCNN, ckpt, work)
+    path = export_model(MASK_RCNN, str(work / 'mrcnn_fused.onnx'), model=fused,
+                        export_size=(128, 160), check_sizes=[])['path']
+    return dict(plain=plain, ckpt=ckpt, onnx=path)
+
+
+def test_segmentor_logits_match_pytorch_at_three_sizes(work):
+    model, ckpt = plain_model(FPN, work / 'fpn.pth')
+    report = export_model(FPN, str(work / 'fpn.onnx'), model=model, export_size=(128, 128),
+                          check_sizes=[(128, 128), (96, 160), (160, 224)])
+    assert report['passed'], report
+    for check in report['checks']:
+        assert check['max_abs_diff'] <= LOGIT_TOL, check
+        assert check['pixels_agree'] == 1.0, check
+        assert check['shape'][1:] == check['size']  # logits at the image size
+
+    # inside mmseg's own inferencer, on an image of another size
+    from mmseg.apis import MMSegInferencer
+    inferencer = MMSegInferencer(FPN, weights=ckpt, device='cpu')
+    image = scene(150, 200)
+    expected = inferencer(image, return_datasamples=True)
+    inferencer.model = build_onnx_model(FPN, report['path'])
+    got = inferencer(image, return_datasamples=True)
+    assert got.seg_logits.data.shape == (5, 150, 200)
+    assert (got.seg_logits.data - expected.seg_logits.data).abs().max() <= LOGIT_TOL
+    assert torch.equal(got.pred_sem_seg.data, expected.pred_sem_seg.data)
+    vis = inferencer(image, return_vis=True)['visualization']
+    assert (vis[0] if isinstance(vis, list) else vis).shape == (150, 200, 3)
+
+    # exported from the fused checkpoint: the same graph, up to float rounding
+    fused = export_model(FPN, str(work / 'fpn_fused.onnx'), model=load_fused(FPN, ckpt, work),
+                         export_size=(128, 128), check_sizes=[])
+    outputs_equal(report['path'], fused['path'], [(128, 128), (96, 160)], atol=1e-5)
+
+
+def test_mask_rcnn_from_fused_checkpoint_matches_plain_pytorch(mask_rcnn):
+    """Every detection of the graph exported from the fused checkpoint agrees with the plain
+    checkpoint's unfused PyTorch model: labels, boxes within 1e-3 px, scores within 1e-4,
+    masks IoU >= 0.99. mmdeploy's own post-processing would differ (one RPN NMS over all
+    levels, the argmax class's box for every class, clipping to the padding): the export
+    puts mmdet's back."""
+    for check in check_model(mask_rcnn['plain'], 'mmdet', MASK_RCNN, mask_rcnn['onnx'],
+                             DET_SIZES):
+        assert_all_agree(check)
+
+
+def test_mask_rcnn_plain_and_fused_checkpoints_export_the_same_graph(work, mask_rcnn):
+    report = export_model(MASK_RCNN, str(work / 'mrcnn_plain.onnx'), mask_rcnn['ckpt'],
+                          export_size=(96, 128), check_sizes=[(128, 160), (96, 128)])
+    assert report['passed'], report
+    for check in report['checks']:
+        assert_all_agree(check)
+    outputs_equal(report['path'], mask_rcnn['onnx'], [(128, 160), (96, 192)],
+                  extra=lambda size: {'img_shape': np.array([size[0] - 5, size[1] - 9])})
+
+
+def test_mask_rcnn_in_det_inferencer(mask_rcnn):
+    """build_onnx_model swapped into mmdet's DetInferencer: the same JSON predictions (boxes
+    in original-image pixels, RLE masks pasted at the original size) and drawing."""
+    from mmdet.apis import DetInferencer
+    inferencer = DetInferencer(MASK_RCNN, weights=mask_rcnn['ckpt'], device='cpu',
+                               show_progress=False)
+    # resized to 102x128 by the test pipeline and padded to 128x128: boxes are rescaled, masks
+    # pasted at the original size, and clipped to the image, not to the padding
+    image = scene(120, 150)
+    expected = inferencer(image, return_vis=True, return_datasamples=True)
+    inferencer.model = build_onnx_model(MASK_RCNN, mask_rcnn['onnx'])
+    got = inferencer(image, return_vis=True, return_datasamples=True)
+    a, b = expected['predictions'][0].pred_instances, got['predictions'][0].pred_instances
+    report = compare_detections(a, b)
+    assert_all_agree(report)
+    assert b.masks.shape[1:] == (120, 150) and b.masks.dtype == torch.bool
+    vis_a, vis_b = expected['visualization'][0], got['visualization'][0]
+    assert vis_a.shape == vis_b.shape == (120, 150, 3)
+    assert np.mean(vis_a != vis_b) < 0.01  # text anti-aliasing aside, the same picture
+    as_json = inferencer(image)['predictions'][0]  # mmdet's JSON-ready dict
+    assert len(as_json['bboxes']) == len(as_json['masks']) == report['onnx']
+
+
+def test_retinanet_matches_pytorch(work):
+    """Every detection agrees, also where a level has more anchors than nms_pre (128x160):
+    the export selects mmdet's (anchor, class) pairs, not mmdeploy's best anchors."""
+    _, ckpt = plain_model(RETINANET, work / 'retina.pth', RETINA_OPTIONS)
+    report = export_model(RETINANET, str(work / 'retina.onnx'), ckpt, export_size=(64, 96),
+                          cfg_options=RETINA_OPTIONS, check_sizes=[(64, 96)] + DET_SIZES[:2])
+    assert report['passed'], report
+    for check in report['checks']:
+        assert_all_agree(check)
+
+
+def test_benchmark_times_the_onnxruntime_variant():
+    from mmrepvit.analysis.benchmark import benchmark
+    report = benchmark(['m0_6'], ['fused', 'onnxruntime'], sizes=[(64, 64)], threads=[1],
+                       repeats=2, warmup=1, memory=False)
+    fused, onnx = report['results']
+    assert onnx['variant'] == 'onnxruntime' and onnx['median_ms'] > 0
+    assert onnx['outputs'] == fused['outputs']  # the same feature map shapes
+    assert onnx['vs_reference']['median_round_ratio'] > 0
+
+
+def test_mmdeploy_missing_is_an_error_naming_the_install_command(monkeypatch):
+    from mmrepvit.deployment import mmdeploy_compat
+    monkeypatch.setitem(sys.modules, 'mmdeploy', None)
+    with pytest.raises(ImportError, match='make install-deploy'):
+        mmdeploy_compat.require_mmdeploy()
+
+
+def test_shims_apply_only_inside_the_export_context():
+    import inspect
+
+    import torch.onnx.symbolic_opset9 as opset9
+
+    from mmrepvit.deployment.mmdeploy_compat import mmdeploy_context
+    original = torch.onnx.export
+    had_cast = hasattr(opset9, '_cast_Long')
+    dynamo = inspect.signature(original).parameters.get('dynamo')
+    with mmdeploy_context():
+        assert hasattr(opset9, '_cast_Long')
+        if dynamo is not None and dynamo.default is True:
+            assert torch.onnx.export is not original
+    assert torch.onnx.export is original
+    assert hasattr(opset9, '_cast_Long') == had_cast
+
+
+def scene(h, w, seed=0):
+    """A few filled discs on a textured background (uint8, BGR)."""
+    rng = np.random.default_rng(seed)
+    img = (rng.random((h, w, 3)) * 60 + 90).astype(np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    for _ in range(4):
+        cy, cx, r = rng.integers(15, h - 15), rng.integers(15, w - 15), rng.integers(8, 20)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(0, 255, 3)
+    return img
