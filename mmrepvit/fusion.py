@@ -56,8 +56,3 @@ def fuse_checkpoint(model: nn.Module, checkpoint: dict, cfg_text: Optional[str] 
         meta['cfg'] = cfg_text
     return dict(meta=meta, state_dict={k: v.detach().clone()
                                        for k, v in model.state_dict().items()})
-
-
-def is_fused_checkpoint(checkpoint: dict) -> bool:
-    meta = checkpoint.get('meta') or {}
-    return bool(meta.get(FUSED_META_KEY) or meta.get(OLD_FUSED_META_KEY))

@@ -40,23 +40,19 @@ def list_inputs(inputs: str) -> List[str]:
     return [inputs]
 
 
-def _config_of(config: Optional[str], weights: str) -> Config:
-    if config:
-        return load_config(config)
-    cfg_text = (load_checkpoint_file(weights).get('meta') or {}).get('cfg')
-    if not cfg_text:
-        raise ValueError(f'Checkpoint {weights!r} carries no config (meta["cfg"]): pass the '
-                         f'config file too')
-    return Config.fromstring(cfg_text, file_format='.py')
-
-
 def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
                      fuse: bool = False):
     """The toolbox's inferencer for ``config`` (or the config inside ``weights``), the
     checkpoint loaded strictly, the whole model fused when ``fuse``."""
-    if not osp.isfile(weights):
-        raise FileNotFoundError(f'Checkpoint {weights!r} does not exist')
-    cfg = _config_of(config, weights)
+    checkpoint = load_checkpoint_file(weights)  # read once: config, then the strict check
+    if config:
+        cfg = load_config(config)
+    else:
+        cfg_text = (checkpoint.get('meta') or {}).get('cfg')
+        if not cfg_text:
+            raise ValueError(f'Checkpoint {weights!r} carries no config (meta["cfg"]): pass '
+                             f'the config file too')
+        cfg = Config.fromstring(cfg_text, file_format='.py')
     if toolbox_of(cfg) == 'mmdet':
         from mmdet.apis import DetInferencer
         inferencer = DetInferencer(model=cfg, weights=weights, device=device,
@@ -68,7 +64,7 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
         # unless told, its visualizer names and colours classes as Cityscapes'
         meta = inferencer.model.dataset_meta
         inferencer.visualizer.set_dataset_meta(meta['classes'], meta.get('palette'))
-    load_model_checkpoint(inferencer.model, weights)
+    load_model_checkpoint(inferencer.model, checkpoint, source=f'checkpoint {weights!r}')
     if fuse:
         fuse_model(inferencer.model)
     inferencer.model.eval()

@@ -99,6 +99,8 @@ class PretrainedBackbone:
 
     def __init__(self, checkpoint: str, prefix: Optional[str] = None,
                  map_location: str = 'cpu'):
+        # map_location: accepted as mmengine's Pretrained does; weights are read on the CPU
+        # and copied into the module wherever it is
         self.checkpoint, self.prefix = checkpoint, prefix
 
     def __call__(self, module: nn.Module) -> None:
