@@ -5,6 +5,10 @@ VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip install --disable-pip-version-check -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
 MMCV_WHEEL_DIR ?= ../shared/wheels
+# e.g. make demo DEMO_ARGS='--threads 1 --work-dir work_dirs/demo_1thread'
+DEMO_ARGS ?=
+# test processes (pytest-xdist); each takes its share of the cores for torch
+TEST_WORKERS ?= 2
 # The venv interpreter's wheel tag (e.g. cp311-cp311-linux_x86_64): a prebuilt mmcv is used only
 # when its file name carries exactly this tag and SHA256SUMS vouches for it.
 WHEEL_TAG_PY := import sys, sysconfig; v = 'cp%d%d' % sys.version_info[:2]; \
@@ -39,10 +43,10 @@ $(STAMP): setup.py requirements/*.txt Makefile
 	touch $(STAMP)
 
 demo: install
-	$(VPY) tools/demo.py
+	$(VPY) tools/demo.py $(DEMO_ARGS)
 
 test: install
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) tests
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,7 +8,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / 'data'  # reference data from the original (README.md)
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# at most 2 threads per test process, fewer when pytest-xdist runs several on the same cores
+WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
 
 
 @pytest.fixture(scope='session')

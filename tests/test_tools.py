@@ -11,7 +11,7 @@ from model_steps import synthetic_det_batch, synthetic_seg_batch
 
 from mmrepvit.apis import build_model, load_config, prepare_test_cfg, prepare_train_cfg
 from mmrepvit.apis import test as run_test
-from mmrepvit.apis.demo import DEMO_CONFIGS, REPORTED, _data_options, format_summary
+from mmrepvit.apis.demo import DEMO_CONFIGS, REPORTED, _data_options, format_summary, met
 from mmrepvit.checkpoint import load_model_checkpoint
 from mmrepvit.datasets import DatasetNotFoundError
 from mmrepvit.fusion import count_batchnorms, fuse_model
@@ -19,17 +19,31 @@ from mmrepvit.fusion import count_batchnorms, fuse_model
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def test_demo_reports_metrics_and_pictures(demo_run):
+def test_demo_reports_metrics_targets_and_pictures(demo_run):
+    import cv2
     for job, row in demo_run['rows'].items():
         for name, _, _ in REPORTED[job]:
             for variant in ('unfused', 'fused'):
                 assert 0 <= row[f'{name} {variant}'] <= 100
             # fused and unfused evaluations agree (to 0.1 points)
             assert abs(row[f'{name} unfused'] - row[f'{name} fused']) <= 0.1
-        assert osp.getsize(row['picture']) > 1000
+        # a grid of the (3) tiny val images, each enlarged 3x from 160 pixels: truth beside
+        # prediction (detector), image / truth / prediction (segmentor), a legend below
+        picture = cv2.imread(row['picture'])
+        columns = 2 if job == 'maskrcnn' else 3
+        assert picture.shape[1] == columns * 480 + (columns - 1) * 6
+        assert picture.shape[0] > 3 * 480
     summary = open(osp.join(demo_run['work_dir'], 'summary.txt')).read()
-    assert 'bbox AP50' in summary and 'mIoU' in summary and 'pictures' in summary
     assert format_summary(list(demo_run['rows'].values())) in summary
+    # each targeted metric's line names its target and whether the worse of unfused / fused
+    # met it; a 3-iteration model meets neither
+    for job, metric in (('maskrcnn', 'bbox AP50'), ('fpn', 'mIoU')):
+        row = demo_run['rows'][job]
+        line = next(line for line in summary.splitlines() if f' {metric} ' in line)
+        assert '>= 50' in line and f' {met(metric, row[metric + " fused"])} ' in line + ' '
+        assert met(metric, row[metric + ' fused']) == 'NO'
+    assert met('bbox AP50', 50.0) == 'yes' and met('bbox AP', 1.0) == ''
+    assert 'scored >= 0.5' in summary
 
 
 def test_demo_segmentor_starts_from_the_demo_detector_backbone(demo_run):

@@ -15,13 +15,25 @@ def parse_args(argv=None):
     parser.add_argument('--data-root', default='data/demo', help='made here if missing')
     parser.add_argument('--jobs', nargs='+', default=['maskrcnn', 'fpn'],
                         choices=['maskrcnn', 'fpn'])
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads (default: $OMP_NUM_THREADS if set, else the CPU '
+                        'count); data loader workers are set in the configs')
     return parser.parse_args(argv)
+
+
+def default_threads():
+    value = os.environ.get('OMP_NUM_THREADS', '')
+    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
 
 
 def main(argv=None):
     args = parse_args(argv)
     import torch
-    torch.set_num_threads(os.cpu_count() or 1)
+    threads = args.threads or default_threads()
+    if threads < 1:
+        raise SystemExit(f'--threads {threads}: give a positive number of threads')
+    torch.set_num_threads(threads)
+    print(f'mmrepvit demo: {threads} torch thread(s) on {os.cpu_count()} CPU(s)', flush=True)
     from mmrepvit.apis.demo import run_demo
     return run_demo(args.work_dir, args.data_root, tuple(args.jobs))
 
