@@ -296,3 +296,19 @@ def test_train_step_study_names_a_config_without_a_mask_head():
     from fast_path_study import train_step_study
     with pytest.raises(ValueError, match='fpn_repvit_m1_1_ade20k.py.*has no roi_head.mask_head'):
         train_step_study(SEG_CFG, repeats=1, warmup=0)
+
+
+
+def test_config_step_study_times_each_variant_on_the_same_batches(demo_run, tmp_path):
+    from config_step_study import study
+
+    from mmrepvit.apis.demo import DEMO_CONFIGS
+    table = study(DEMO_CONFIGS['fpn'],
+                  [('neck 256', {'model.neck.out_channels': 256,
+                                 'model.decode_head.in_channels': [256] * 4}),
+                   ('neck 128', {})], data_root=demo_run['data_root'], batches=2, repeats=1,
+                  threads=1, work_dir=str(tmp_path))
+    rows = [line for line in table.splitlines() if line.startswith('| neck')]
+    assert [r.split('|')[1].strip() for r in rows] == ['neck 256', 'neck 128']
+    assert rows[0].endswith('| 1.00x / 1.00x |')  # the first variant is the base
+    assert float(rows[1].split('|')[2]) > 0

@@ -1,6 +1,7 @@
 """The demo's pictures: enlarged panels, truth beside prediction, only detections above the
 score threshold, colour maps with a legend."""
 import numpy as np
+import pytest
 import torch
 from mmengine.structures import InstanceData
 
@@ -58,3 +59,28 @@ def test_grid_lays_out_rows_under_column_titles():
     picture = grid(panels, ['truth', 'prediction'], legend(CLASSES, PALETTE, 66))
     assert picture.shape[1] == 30 * 2 + 6
     assert picture.shape[0] > 34 + 2 * 30
+
+
+def test_truth_masks_decode_from_every_coco_form():
+    from pycocotools import mask as mask_utils
+
+    from mmrepvit.apis.pictures import decode_mask
+    square = np.zeros((20, 30), np.uint8)
+    square[5:15, 10:20] = 1
+    rle = mask_utils.encode(np.asfortranarray(square))
+    polygon = [[10, 5, 19.99, 5, 19.99, 14.99, 10, 14.99]]
+    for form in (rle, dict(rle, counts=rle['counts'].decode()), polygon):
+        decoded = decode_mask(form, (20, 30))
+        assert decoded.shape == (20, 30)
+        assert (decoded == square).mean() > 0.97  # polygons rasterise their edges
+
+
+def test_demo_threads_come_from_the_flag_the_environment_or_the_cpus():
+    from mmrepvit.apis.demo import torch_threads
+    assert torch_threads(3, '1', 8) == 3
+    assert torch_threads(None, '2,1', 8) == 2
+    assert torch_threads(None, None, 8) == 8
+    with pytest.raises(ValueError, match="OMP_NUM_THREADS='two'"):
+        torch_threads(None, 'two', 8)
+    with pytest.raises(ValueError, match='--threads 0'):
+        torch_threads(0, None, 8)

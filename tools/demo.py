@@ -21,20 +21,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def default_threads():
-    value = os.environ.get('OMP_NUM_THREADS', '')
-    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
-
-
 def main(argv=None):
     args = parse_args(argv)
     import torch
-    threads = args.threads or default_threads()
-    if threads < 1:
-        raise SystemExit(f'--threads {threads}: give a positive number of threads')
+    from mmrepvit.apis.demo import run_demo, torch_threads
+    try:
+        threads = torch_threads(args.threads, os.environ.get('OMP_NUM_THREADS'),
+                                os.cpu_count() or 1)
+    except ValueError as error:
+        raise SystemExit(str(error))
     torch.set_num_threads(threads)
     print(f'mmrepvit demo: {threads} torch thread(s) on {os.cpu_count()} CPU(s)', flush=True)
-    from mmrepvit.apis.demo import run_demo
     return run_demo(args.work_dir, args.data_root, tuple(args.jobs))
 
 

@@ -1,7 +1,7 @@
 # The Semantic FPN RepViT-M1.1 recipe of ../fpn_repvit_m1_1_ade20k.py, scaled to the built-in
 # demo data (ADE20K layout, background + 4 shape classes): 128-pixel crops of images resized to
 # a short side of 96-192 (the recipe's 512 crops of 256-1024), an iteration schedule, no ImageNet
-# weights, and a half-width FPN neck (128 channels: 1.6x faster steps, measured interleaved).
+# weights, and a half-width FPN neck (128 channels: 1.4x faster steps, measured interleaved).
 # `make demo` starts the backbone from the demo Mask R-CNN it has just trained (the demo's
 # stand-in for ImageNet pre-training); alone, this config trains from scratch and needs a
 # longer schedule. Make the data with `python tools/make_demo_data.py`.

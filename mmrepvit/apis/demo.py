@@ -32,12 +32,28 @@ REPORTED = {
 
 
 NAMES = {'maskrcnn': 'Mask R-CNN', 'fpn': 'Semantic FPN'}
-_STARTED = [time.time()]
 
 
-def stage(text: str) -> None:
-    """A banner between the toolboxes' own progress lines, with the time spent so far."""
-    spent = time.time() - _STARTED[0]
+def torch_threads(requested: Optional[int], omp_num_threads: Optional[str],
+                  cpus: int) -> int:
+    """``requested``, else the first number of ``$OMP_NUM_THREADS`` (e.g. "2" or "2,1"), else
+    ``cpus``; anything that is not a positive number is an error naming it."""
+    if requested is None and omp_num_threads:
+        first = omp_num_threads.split(',')[0].strip()
+        if not first.isdigit() or int(first) < 1:
+            raise ValueError(f'OMP_NUM_THREADS={omp_num_threads!r} is not a positive number of '
+                             f'threads; unset it or pass --threads N')
+        return int(first)
+    threads = cpus if requested is None else requested
+    if threads < 1:
+        raise ValueError(f'--threads {threads}: give a positive number of threads')
+    return threads
+
+
+def stage(text: str, started: float) -> None:
+    """A banner between the toolboxes' own progress lines, with the time spent since
+    ``started``."""
+    spent = time.time() - started
     print_log(f'[demo {int(spent // 60):d}:{int(spent % 60):02d}] {text}', logger='current')
 
 
@@ -50,9 +66,11 @@ def _data_options(data_root, job):
     return opts
 
 
-def run_job(job: str, work_dir: str, data_root: str,
-            cfg_options: Optional[dict] = None) -> dict:
-    """Train, test, fuse, test fused, draw. Returns the row of the summary table."""
+def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict] = None,
+            started: Optional[float] = None) -> dict:
+    """Train, test, fuse, test fused, draw. Returns the row of the summary table. Stage lines
+    count time from ``started`` (default: now)."""
+    started = time.time() if started is None else started
     config = DEMO_CONFIGS[job]
     options = dict(_data_options(data_root, job), **(cfg_options or {}))
     job_dir = osp.join(work_dir, job)
@@ -61,7 +79,7 @@ def run_job(job: str, work_dir: str, data_root: str,
     start = time.time()
     cfg = prepare_train_cfg(config, work_dir=job_dir, cfg_options=options)
     cfg.experiment_name = f'{job}_train'
-    stage(f'{NAMES[job]}: training {cfg.train_cfg.max_iters} iterations')
+    stage(f'{NAMES[job]}: training {cfg.train_cfg.max_iters} iterations', started)
     runner = train(cfg)
     row['train_s'] = time.time() - start
     checkpoint = osp.join(job_dir, f'iter_{runner.iter}.pth')
@@ -73,7 +91,7 @@ def run_job(job: str, work_dir: str, data_root: str,
             ckpt = osp.join(job_dir, 'fused.pth')
             fuse_checkpoint_file(config, checkpoint, ckpt, options)
         start = time.time()
-        stage(f'{NAMES[job]}: testing the {variant} model')
+        stage(f'{NAMES[job]}: testing the {variant} model', started)
         cfg = prepare_test_cfg(config, ckpt, work_dir=job_dir, cfg_options=options)
         cfg.experiment_name = f'{job}_test_{variant}'
         metrics = test(cfg)
@@ -81,7 +99,7 @@ def run_job(job: str, work_dir: str, data_root: str,
         for name, key, scale in REPORTED[job]:
             row[f'{name} {variant}'] = metrics[key] * scale
 
-    stage(f'{NAMES[job]}: drawing {len(PICTURE_INDICES)} val images')
+    stage(f'{NAMES[job]}: drawing {len(PICTURE_INDICES)} val images', started)
     row['picture'] = draw_val_grid(
         config, osp.join(job_dir, 'fused.pth'), osp.join(work_dir, 'pictures', f'{job}_val.png'),
         PICTURE_INDICES, score_thr=PICTURE_SCORE_THR, cfg_options=options)
@@ -116,7 +134,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
              jobs: Sequence[str] = ('maskrcnn', 'fpn'), data_kwargs: Optional[dict] = None,
              cfg_options: Optional[Dict[str, dict]] = None) -> List[dict]:
     """The whole demo. ``data_kwargs`` / ``cfg_options`` shrink it (tests use a tiny run)."""
-    start = _STARTED[0] = time.time()
+    start = time.time()
     data_kwargs = dict(data_kwargs or {})
     settings = {k: v for k, v in data_kwargs.items() if k != 'progress'}
     if not demo_dataset_is_current(data_root, **settings):
@@ -132,7 +150,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
                 _delete_=True, type='Pretrained', checkpoint=rows[-1]['checkpoint']))
             print_log(f'Semantic FPN starts from the backbone of {rows[-1]["checkpoint"]}',
                       logger='current')
-        rows.append(run_job(job, work_dir, data_root, options))
+        rows.append(run_job(job, work_dir, data_root, options, started=start))
     summary = format_summary(rows) + f'\ntotal time: {(time.time() - start) / 60:.1f} min'
     with open(osp.join(work_dir, 'summary.txt'), 'w') as f:
         f.write(summary + '\n')

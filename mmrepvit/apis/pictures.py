@@ -114,20 +114,24 @@ def grid(rows: List[List[np.ndarray]], titles: Sequence[str], footer: Optional[n
     return np.concatenate(parts, axis=0)
 
 
-def _truth_instances(info: dict, shape: Tuple[int, int]):
+def decode_mask(mask, shape: Tuple[int, int]) -> np.ndarray:
+    """A COCO mask as mmdet's datasets keep it (polygons, or RLE with str / bytes / list
+    counts) -> (H, W) uint8."""
     from pycocotools import mask as mask_utils
+    if isinstance(mask, dict) and isinstance(mask.get('counts'), (str, bytes)):
+        counts = mask['counts']
+        return mask_utils.decode(dict(mask, counts=counts.encode() if isinstance(counts, str)
+                                      else counts))
+    rles = mask_utils.frPyObjects(mask, *shape)  # polygons or uncompressed RLE
+    return mask_utils.decode(mask_utils.merge(rles) if isinstance(rles, list) else rles)
+
+
+def _truth_instances(info: dict, shape: Tuple[int, int]):
     instances = [i for i in info['instances'] if not i.get('ignore_flag', 0)]
     boxes = np.array([i['bbox'] for i in instances], np.float32).reshape(-1, 4)
     labels = np.array([i['bbox_label'] for i in instances], np.int64)
-    masks = []
-    for inst in instances:
-        rle = dict(inst['mask'])
-        if isinstance(rle.get('counts'), str):
-            rle['counts'] = rle['counts'].encode()
-        masks.append(mask_utils.decode(rle) if isinstance(rle.get('counts'), bytes) else
-                     mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(
-                         inst['mask'], *shape))))
-    return boxes, labels, np.array(masks).reshape(-1, *shape)
+    masks = [decode_mask(i['mask'], shape) for i in instances]
+    return boxes, labels, np.array(masks, np.uint8).reshape(-1, *shape)
 
 
 def _truth_segmentation(info: dict, reduce_zero_label: bool) -> np.ndarray:
