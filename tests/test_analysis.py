@@ -298,7 +298,6 @@ def test_train_step_study_names_a_config_without_a_mask_head():
         train_step_study(SEG_CFG, repeats=1, warmup=0)
 
 
-
 def test_config_step_study_times_each_variant_on_the_same_batches(demo_run, tmp_path):
     from config_step_study import study
 
