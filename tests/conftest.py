@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -54,11 +55,24 @@ def tiny_options(iters=3):
 @pytest.fixture(scope='session')
 def demo_run(tmp_path_factory):
     """The demo's whole path (train, test, fuse, test fused, picture) on a tiny dataset, once
-    per session: Mask R-CNN and Semantic FPN with RepViT-M1.1 after 3 training iterations
-    (BatchNorm statistics moved off their initial values), plain and fused checkpoints."""
+    per test session: Mask R-CNN and Semantic FPN with RepViT-M1.1 after 3 training iterations
+    (BatchNorm statistics moved off their initial values), plain and fused checkpoints.
+    Built by the first pytest-xdist process that needs it, in the folder the processes share;
+    the others wait for it and read its summary."""
+    from filelock import FileLock
+
     from mmrepvit.apis.demo import run_demo
-    root = tmp_path_factory.mktemp('demo')
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        shared = shared.parent  # basetemp/popen-gwN -> basetemp, shared by the processes
+    root = shared / 'demo_run'
     data_root, work_dir = str(root / 'data'), str(root / 'work')
-    rows = run_demo(work_dir, data_root, data_kwargs=dict(num_train=6, num_val=3, progress=False),
-                    cfg_options={'maskrcnn': tiny_options(), 'fpn': tiny_options()})
+    done = root / 'rows.json'
+    with FileLock(str(shared / 'demo_run.lock')):
+        if not done.exists():
+            rows = run_demo(work_dir, data_root,
+                            data_kwargs=dict(num_train=6, num_val=3, progress=False),
+                            cfg_options={'maskrcnn': tiny_options(), 'fpn': tiny_options()})
+            done.write_text(json.dumps(rows))
+    rows = json.loads(done.read_text())
     return dict(rows={r['job']: r for r in rows}, data_root=data_root, work_dir=work_dir)
