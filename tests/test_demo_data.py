@@ -41,3 +41,13 @@ def test_demo_dataset_is_deterministic_and_in_the_real_formats(tmp_path):
             assert (label[mask > 0] == ann['category_id'] + 1).all()
     val = json.load(open(a['val']))
     assert len(val['images']) == 3 and val['annotations']
+
+
+def test_val_split_does_not_depend_on_the_number_of_train_images(tmp_path):
+    """Demo variants with more training images are judged on the very same val images."""
+    small, large = (make_demo_dataset(str(tmp_path / name), num_train=n, num_val=3,
+                                      progress=False) for name, n in (('s', 2), ('l', 5)))
+    assert open(small['val'], 'rb').read() == open(large['val'], 'rb').read()
+    assert open(small['train'], 'rb').read() != open(large['train'], 'rb').read()
+    for split in ('coco/val2017/000003.jpg', 'coco/train2017/000002.jpg'):
+        assert (tmp_path / 's' / split).read_bytes() == (tmp_path / 'l' / split).read_bytes()

@@ -11,7 +11,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('root', nargs='?', default='data/demo')
     parser.add_argument('--num-train', type=int, default=300)
-    parser.add_argument('--num-val', type=int, default=60)
+    parser.add_argument('--num-val', type=int, default=100)
     parser.add_argument('--size', type=int, default=160, help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)

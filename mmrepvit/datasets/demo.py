@@ -16,7 +16,7 @@ CLASSES = ('circle', 'triangle', 'square', 'star')
 SEG_CLASSES = ('background', ) + CLASSES
 SEG_PALETTE = [[0, 0, 0], [220, 20, 60], [0, 128, 255], [255, 200, 0], [60, 180, 75]]
 SPLITS = {'train': ('train2017', 'training'), 'val': ('val2017', 'validation')}
-GENERATOR_VERSION = 2  # bump when the scenes change, so old demo data is remade
+GENERATOR_VERSION = 3  # bump when the scenes change, so old demo data is remade
 META_FILE = 'demo_meta.json'
 
 
@@ -93,7 +93,7 @@ def demo_meta(num_train, num_val, size, seed):
                 size=list(size), seed=seed)
 
 
-def demo_dataset_is_current(root, num_train=300, num_val=60, size=(160, 160), seed=0):
+def demo_dataset_is_current(root, num_train=300, num_val=100, size=(160, 160), seed=0):
     """Whether ``root`` holds a complete demo dataset made with these settings."""
     path = osp.join(root, META_FILE)
     if not osp.exists(path):
@@ -102,7 +102,7 @@ def demo_dataset_is_current(root, num_train=300, num_val=60, size=(160, 160), se
         return json.load(f) == demo_meta(num_train, num_val, size, seed)
 
 
-def make_demo_dataset(root: str = 'data/demo', num_train: int = 300, num_val: int = 60,
+def make_demo_dataset(root: str = 'data/demo', num_train: int = 300, num_val: int = 100,
                       size: Tuple[int, int] = (160, 160), seed: int = 0,
                       progress: bool = True):
     """Write ``root/coco`` (COCO layout) and ``root/ade`` (ADE20K layout) from the same scenes.
@@ -112,11 +112,12 @@ def make_demo_dataset(root: str = 'data/demo', num_train: int = 300, num_val: in
     meta_path = osp.join(root, META_FILE)
     if osp.exists(meta_path):
         os.remove(meta_path)
-    rng = np.random.default_rng(seed)
     coco_root, ade_root = osp.join(root, 'coco'), osp.join(root, 'ade')
     os.makedirs(osp.join(coco_root, 'annotations'), exist_ok=True)
     written = {}
-    for split, count in (('train', num_train), ('val', num_val)):
+    for split_index, (split, count) in enumerate((('train', num_train), ('val', num_val))):
+        # a generator per split: the val images do not depend on how many train images there are
+        rng = np.random.default_rng([seed, split_index])
         coco_dir, ade_dir = SPLITS[split]
         for folder in (osp.join(coco_root, coco_dir), osp.join(ade_root, 'images', ade_dir),
                        osp.join(ade_root, 'annotations', ade_dir)):
