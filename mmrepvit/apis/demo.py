@@ -79,6 +79,8 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
     start = time.time()
     cfg = prepare_train_cfg(config, work_dir=job_dir, cfg_options=options)
     cfg.experiment_name = f'{job}_train'
+    # no validation inside training: the test of the trained model just below is the same one
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     stage(f'{NAMES[job]}: training {cfg.train_cfg.max_iters} iterations', started)
     runner = train(cfg)
     row['train_s'] = time.time() - start
