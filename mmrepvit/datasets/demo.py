@@ -18,6 +18,8 @@ SEG_PALETTE = [[0, 0, 0], [220, 20, 60], [0, 128, 255], [255, 200, 0], [60, 180,
 SPLITS = {'train': ('train2017', 'training'), 'val': ('val2017', 'validation')}
 GENERATOR_VERSION = 3  # bump when the scenes change, so old demo data is remade
 META_FILE = 'demo_meta.json'
+# what `make demo` uses (and tools/make_demo_data.py by default)
+NUM_TRAIN, NUM_VAL, SIZE, SEED = 300, 100, (160, 160), 0
 
 
 def _texture(rng, size):
@@ -93,7 +95,7 @@ def demo_meta(num_train, num_val, size, seed):
                 size=list(size), seed=seed)
 
 
-def demo_dataset_is_current(root, num_train=300, num_val=100, size=(160, 160), seed=0):
+def demo_dataset_is_current(root, num_train=NUM_TRAIN, num_val=NUM_VAL, size=SIZE, seed=SEED):
     """Whether ``root`` holds a complete demo dataset made with these settings."""
     path = osp.join(root, META_FILE)
     if not osp.exists(path):
@@ -102,8 +104,8 @@ def demo_dataset_is_current(root, num_train=300, num_val=100, size=(160, 160), s
         return json.load(f) == demo_meta(num_train, num_val, size, seed)
 
 
-def make_demo_dataset(root: str = 'data/demo', num_train: int = 300, num_val: int = 100,
-                      size: Tuple[int, int] = (160, 160), seed: int = 0,
+def make_demo_dataset(root: str = 'data/demo', num_train: int = NUM_TRAIN,
+                      num_val: int = NUM_VAL, size: Tuple[int, int] = SIZE, seed: int = SEED,
                       progress: bool = True):
     """Write ``root/coco`` (COCO layout) and ``root/ade`` (ADE20K layout) from the same scenes.
     Deterministic in ``seed``; returns the paths of the two annotation files. ``root`` gets a
