@@ -2,6 +2,7 @@
 ``tools/dist_test.sh`` with 2 gloo processes on a tiny Semantic FPN RepViT-M0.6 run."""
 import json
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -126,3 +127,37 @@ def test_slurm_launcher_on_cpu(two_process_run, tmp_path):
     rank0 = torch.load(slurm_work / 'rank0_state.pth', weights_only=True)
     assert_same_state(rank0, torch.load(slurm_work / 'rank1_state.pth', weights_only=True))
     assert_same_state(rank0, load_checkpoint_file(work / f'iter_{MAX_ITERS}.pth')['state_dict'])
+
+
+GLOO_EXIT_SCRIPT = r'''
+import atexit, os, sys
+import torch
+from mmengine.config import Config
+from mmrepvit.engine.distributed import setup_cpu_distributed
+
+def threads():
+    return len(os.listdir('/proc/self/task'))
+
+before = threads()
+setup_cpu_distributed(Config(dict(launcher='pytorch', model=dict(type='X'))))
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+model(torch.ones(1, 2)).sum().backward()
+model.cycle = [model]  # held only by a reference cycle, as the runner's model is at exit
+del model
+during = threads()
+atexit._run_exitfuncs()
+print(before, during, threads())
+'''
+
+
+def test_the_gloo_group_is_torn_down_before_interpreter_exit():
+    """The group ``setup_cpu_distributed`` creates is destroyed at exit with its worker
+    threads joined; a worker left alive into finalisation can abort a finished rank."""
+    env = tool_env(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1',
+                   MASTER_PORT=str(free_port()))
+    out = subprocess.run([sys.executable, '-c', GLOO_EXIT_SCRIPT], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    before, during, after = map(int, out.stdout.split()[-3:])
+    assert during > before  # gloo's transport loop and worker threads
+    assert after == before
