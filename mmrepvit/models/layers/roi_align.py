@@ -6,7 +6,7 @@ adaptive sampling (``sampling_ratio=0``) it was 27% of a fused Mask R-CNN RepViT
 sample grid: each RoI's output is ``Wy @ crop @ Wx^T`` with ``Wy`` (bins x rows) and ``Wx``
 (bins x cols) holding the interpolation weights over the few feature rows / columns the RoI
 touches. Same function as mmcv's op (its boundary rules included), float rounding aside;
-differentiable through autograd.
+differentiable with respect to the features (like mmcv's, not the boxes).
 """
 import torch
 import torch.nn as nn
@@ -65,17 +65,38 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, 
     wy, y0, ly = _axis_weights(y1, roi_h, height, out_h, sampling_ratio)
     wx, x0, lx = _axis_weights(x1, roi_w, width, out_w, sampling_ratio)
     hwc = features.permute(0, 2, 3, 1)  # a view when features are channels-last
-    if not hwc.is_contiguous():
-        hwc = hwc.contiguous()
-    outputs = []
-    windows = zip(rois[:, 0].long().tolist(), y0.tolist(), ly.tolist(), x0.tolist(),
-                  lx.tolist())
-    for k, (b, ya, yn, xa, xn) in enumerate(windows):
-        crop = hwc[b, ya:ya + yn, xa:xa + xn]  # (rows, cols, C)
-        cols = torch.matmul(wx[k, :, :xn], crop)  # (rows, out_w, C)
-        outputs.append(torch.mm(wy[k, :, :yn], cols.reshape(yn, -1)))
-    out = torch.stack(outputs).view(len(outputs), out_h, out_w, channels)
+    windows = list(zip(rois[:, 0].long().tolist(), y0.tolist(), ly.tolist(), x0.tolist(),
+                       lx.tolist()))
+    out = _WindowedMatmul.apply(hwc, wy, wx, windows)  # (K, out_h, out_w, C)
     return out.permute(0, 3, 1, 2)
+
+
+class _WindowedMatmul(torch.autograd.Function):
+    """``Wy @ crop @ Wx^T`` for every RoI's window of an (N, H, W, C) map. Written out in both
+    directions because autograd through per-RoI slices would zero-fill a map-sized gradient
+    for every RoI (a quarter of a demo training step); here the map's gradient is one buffer."""
+
+    @staticmethod
+    def forward(ctx, hwc, wy, wx, windows):
+        ctx.save_for_backward(wy, wx)
+        ctx.windows, ctx.shape = windows, hwc.shape
+        outputs = []
+        for k, (b, ya, yn, xa, xn) in enumerate(windows):
+            crop = hwc[b, ya:ya + yn, xa:xa + xn]  # (rows, cols, C)
+            cols = torch.matmul(wx[k, :, :xn], crop)  # (rows, out_w, C)
+            outputs.append(torch.mm(wy[k, :, :yn], cols.reshape(yn, -1)))
+        return torch.stack(outputs).view(len(outputs), wy.shape[1], wx.shape[1], hwc.shape[3])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        wy, wx = ctx.saved_tensors
+        grad = grad_out.new_zeros(ctx.shape)
+        _, out_h, out_w, channels = grad_out.shape
+        for k, (b, ya, yn, xa, xn) in enumerate(ctx.windows):
+            cols = torch.mm(wy[k, :, :yn].t(), grad_out[k].reshape(out_h, -1))
+            grad[b, ya:ya + yn, xa:xa + xn] += torch.matmul(
+                wx[k, :, :xn].t(), cols.view(yn, out_w, channels))
+        return grad, None, None, None
 
 
 class SeparableRoIAlign(nn.Module):
