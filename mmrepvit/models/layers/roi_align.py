@@ -65,6 +65,8 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, 
     wy, y0, ly = _axis_weights(y1, roi_h, height, out_h, sampling_ratio)
     wx, x0, lx = _axis_weights(x1, roi_w, width, out_w, sampling_ratio)
     hwc = features.permute(0, 2, 3, 1)  # a view when features are channels-last
+    if not hwc.is_contiguous():
+        hwc = hwc.contiguous()  # once, not a strided copy per RoI
     windows = list(zip(rois[:, 0].long().tolist(), y0.tolist(), ly.tolist(), x0.tolist(),
                        lx.tolist()))
     out = _WindowedMatmul.apply(hwc, wy, wx, windows)  # (K, out_h, out_w, C)
@@ -74,7 +76,7 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, 
 class _WindowedMatmul(torch.autograd.Function):
     """``Wy @ crop @ Wx^T`` for every RoI's window of an (N, H, W, C) map. Written out in both
     directions because autograd through per-RoI slices would zero-fill a map-sized gradient
-    for every RoI (a quarter of a demo training step); here the map's gradient is one buffer."""
+    for every RoI (13.6% of a profiled demo training step); here the map's gradient is one buffer."""
 
     @staticmethod
     def forward(ctx, hwc, wy, wx, windows):
