@@ -189,14 +189,80 @@ def test_retinanet_matches_pytorch(work):
         assert_all_agree(check)
 
 
-def test_benchmark_times_the_onnxruntime_variant():
+def test_benchmark_times_the_onnxruntime_variants():
     from mmrepvit.analysis.benchmark import benchmark
-    report = benchmark(['m0_6'], ['fused', 'onnxruntime'], sizes=[(64, 64)], threads=[1],
-                       repeats=2, warmup=1, memory=False)
-    fused, onnx = report['results']
-    assert onnx['variant'] == 'onnxruntime' and onnx['median_ms'] > 0
-    assert onnx['outputs'] == fused['outputs']  # the same feature map shapes
-    assert onnx['vs_reference']['median_round_ratio'] > 0
+    report = benchmark(['m0_6'], ['fused', 'onnxruntime', 'onnxruntime-int8'],
+                       sizes=[(64, 64)], threads=[1], repeats=2, warmup=1, memory=False)
+    fused, *deployed = report['results']
+    assert [r['variant'] for r in deployed] == ['onnxruntime', 'onnxruntime-int8']
+    for result in deployed:
+        assert result['median_ms'] > 0
+        assert result['outputs'] == fused['outputs']  # the same feature map shapes
+        assert result['vs_reference']['median_round_ratio'] > 0
+
+
+def demo_data_options(demo_run, job):
+    from mmrepvit.apis.demo import _data_options
+    options = _data_options(demo_run['data_root'], job)
+    for split in ('train', 'val', 'test'):
+        options[f'{split}_dataloader.num_workers'] = 0
+        options[f'{split}_dataloader.persistent_workers'] = False
+    return options
+
+
+def test_tools_test_evaluates_an_exported_segmentor_as_its_checkpoint(demo_run, tmp_path):
+    """``tools/test.py CONFIG model.onnx``: the graph exported from the fused checkpoint,
+    tested in ONNX Runtime on the val set, scores what the plain checkpoint scores."""
+    from mmrepvit.apis.test import prepare_test_cfg, test
+    job_dir = osp.join(demo_run['work_dir'], 'fpn')
+    options = demo_data_options(demo_run, 'fpn')
+    onnx_file = export_model(FPN, str(tmp_path / 'fpn.onnx'), osp.join(job_dir, 'fused.pth'),
+                             export_size=(160, 160), check_sizes=[], cfg_options=options)['path']
+    metrics = [test(prepare_test_cfg(FPN, ckpt, work_dir=str(tmp_path / name),
+                                     cfg_options=options))
+               for name, ckpt in (('pytorch', osp.join(job_dir, 'iter_3.pth')),
+                                  ('onnx', onnx_file))]
+    assert metrics[0]['mIoU'] > 0 and set(metrics[0]) == set(metrics[1])
+    for key, value in metrics[0].items():
+        assert abs(metrics[1][key] - value) <= 0.01, (key, metrics)
+
+
+def test_tools_test_evaluates_an_exported_detector_as_its_checkpoint(demo_run, tmp_path):
+    """The same for the detector, prediction by prediction: ``--out`` of the checkpoint's test
+    and of the ONNX file's hold the same detections (labels, boxes, scores) per image."""
+    import pickle
+
+    from mmengine.structures import InstanceData
+
+    from mmrepvit.apis.test import prepare_test_cfg, test
+    job_dir = osp.join(demo_run['work_dir'], 'maskrcnn')
+    options = demo_data_options(demo_run, 'maskrcnn')
+    onnx_file = export_model(MASK_RCNN, str(tmp_path / 'mrcnn.onnx'),
+                             osp.join(job_dir, 'fused.pth'), export_size=(160, 160),
+                             check_sizes=[], cfg_options=options)['path']
+    dumps = []
+    for name, ckpt in (('pytorch', osp.join(job_dir, 'iter_3.pth')), ('onnx', onnx_file)):
+        out = str(tmp_path / f'{name}.pkl')
+        metrics = test(prepare_test_cfg(MASK_RCNN, ckpt, work_dir=str(tmp_path / name),
+                                        out=out, cfg_options=options))
+        assert 'coco/bbox_mAP' in metrics and 'coco/segm_mAP' in metrics
+        with open(out, 'rb') as f:
+            dumps.append({d['img_id']: d['pred_instances'] for d in pickle.load(f)})
+    assert len(dumps[0]) == 3 and dumps[0].keys() == dumps[1].keys()
+    for img_id, expected in dumps[0].items():
+        a, b = (InstanceData(bboxes=p['bboxes'], scores=p['scores'], labels=p['labels'])
+                for p in (expected, dumps[1][img_id]))
+        assert_all_agree(compare_detections(a, b))
+
+
+def test_tools_test_refuses_a_broken_or_fused_onnx_file(tmp_path):
+    from mmrepvit.apis.test import prepare_test_cfg
+    broken = tmp_path / 'broken.onnx'
+    broken.write_text('not a graph')
+    with pytest.raises(ValueError, match='broken.onnx.*not a readable ONNX model'):
+        prepare_test_cfg(FPN, str(broken))
+    with pytest.raises(ValueError, match='--fuse with .*fused already'):
+        prepare_test_cfg(FPN, str(broken), fuse=True)
 
 
 def test_mmdeploy_missing_is_an_error_naming_the_install_command(monkeypatch):

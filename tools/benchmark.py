@@ -8,7 +8,7 @@ busy machine. Examples:
   python tools/benchmark.py m1_1 --size 224 --threads 2 --repeats 30
   python tools/benchmark.py mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py@unfused,fast \\
       configs/maskrcnn_repvit_m1_1_coco.py@fused,fast --size 800 1333 --repeats 5 --warmup 1
-  python tools/benchmark.py m1_1 --variants fused onnxruntime --size 224 --size 512
+  python tools/benchmark.py m1_1 --variants fused onnxruntime onnxruntime-int8 --size 224 --size 512
 """
 import argparse
 import json
@@ -28,14 +28,16 @@ def parse_args(argv=None):
                              'it only so; the first candidate is the reference')
     parser.add_argument('--variants', nargs='+', default=['unfused', 'fused', 'fast'],
                         choices=['unfused', 'fused-backbone', 'fused', 'fast', 'compiled',
-                                 'onnxruntime'],
+                                 'onnxruntime', 'onnxruntime-int8'],
                         help='fused-backbone: only the backbone fused (what a fused '
                              'checkpoint loads as); fused: every BatchNorm folded too; '
                              'fast: fused + channels-last; compiled: fast + TorchInductor '
                              'on the backbone (slow first call per input shape); '
                              'onnxruntime: fused, exported to ONNX (detectors through '
                              'mmdeploy) and run in ONNX Runtime, whole test step for whole '
-                             'models (docs/deployment.md)')
+                             'models (docs/deployment.md); onnxruntime-int8: that '
+                             'graph quantised to int8, calibrated on synthetic images '
+                             '(timing only)')
     parser.add_argument('--size', nargs='+', type=int, action='append', metavar='H [W]',
                         help='input size, repeatable (default 224 for a backbone, 800 1333 '
                              'for mmdet, 512 512 for mmseg)')

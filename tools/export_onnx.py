@@ -18,6 +18,11 @@ may still differ printed. Segmentor (this
 project's exporter): logits at the image size; its whole test step compared (logits within
 --tolerance). Load the ONNX file for inference with `build_onnx_model(config, onnx_file)`.
 
+--int8 PATH also writes an int8 copy (static quantisation for ONNX Runtime on CPU, calibrated
+on --calib-images images of the config's val set; detectors and segmentors), compares it with
+PyTorch as a report (int8 changes outputs), and leaves its accuracy to
+`python tools/test.py CONFIG PATH`, which tests an .onnx file like a checkpoint.
+
 Weights: random unless --checkpoint (a fused or plain checkpoint of the config / backbone).
 Backbone inputs are normalised images (the data preprocessor's mean / std / BGR->RGB not
 included); whole models are fed synthetic uint8 images through their data preprocessor.
@@ -48,6 +53,10 @@ def parse_args(argv=None):
                         '512 512 and 320 448 for a segmentor)')
     parser.add_argument('--deploy-config', help='detectors: the mmdeploy config (default: '
                         'configs/deploy/instance-seg_* or detection_*_onnxruntime_dynamic.py)')
+    parser.add_argument('--int8', metavar='PATH', help='detectors / segmentors: also write '
+                        'an int8-quantised copy of the export here (docs/deployment.md)')
+    parser.add_argument('--calib-images', type=int, default=32, help='--int8: how many '
+                        'images of the val set calibrate the activation ranges')
     parser.add_argument('--tolerance', type=float, default=1e-4)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--json', action='store_true', help='print the report as JSON')
@@ -64,6 +73,10 @@ def main(argv=None):
         sys.exit('give two or more different --check-size: a dynamic-shape export must be '
                  'checked at a size other than the one it was traced at')
     if kind == 'backbone':
+        if args.int8:
+            sys.exit('--int8 takes a detector or segmentor config: the calibration images '
+                     'come from its val set (int8 backbones: tools/benchmark.py --variants '
+                     'onnxruntime-int8)')
         report = export_backbone(args, sizes or [(224, 224), (320, 448)])
     else:
         report = export_whole_model(args, sizes)
@@ -99,7 +112,8 @@ def export_whole_model(args, sizes):
     torch.set_num_threads(args.threads)  # PyTorch's side of the check; ONNX Runtime's too
     report = export_model(args.target, args.out, args.checkpoint,
                           tuple(args.size) if args.size else None, sizes, args.deploy_config,
-                          args.cfg_options, args.threads)
+                          args.cfg_options, args.threads, int8_path=args.int8,
+                          calib_images=args.calib_images)
     if report['kind'] == 'mmseg':
         worst = max(c['max_abs_diff'] for c in report['checks'])
         report['passed'] = report['passed'] and worst <= args.tolerance
@@ -112,14 +126,24 @@ def export_whole_model(args, sizes):
           f'outputs {report["outputs"]})')
     print('ONNX Runtime vs PyTorch, whole test step (data preprocessor + network + '
           'post-processing):')
-    for c in report['checks']:
+    print_checks(report['kind'], report['checks'], report['tolerances'])
+    if report['by_design']:
+        print('What may differ (docs/deployment.md):')
+        for line in report['by_design']:
+            print(f'  - {line}')
+    if report['int8']:
+        print_int8(args, report)
+    return report
+
+
+def print_checks(kind, checks, tol):
+    for c in checks:
         size = f'{c["size"][0]}x{c["size"][1]}'
-        if report['kind'] == 'mmseg':
+        if kind == 'mmseg':
             print(f'  {size}: logits max abs diff {c["max_abs_diff"]:.2e} (logits up to '
                   f'{c["max_abs_logit"]:.2f}), predicted class agrees on '
                   f'{100 * c["pixels_agree"]:.2f}% of pixels')
             continue
-        tol = report['tolerances']
         masks = '' if c['min_mask_iou'] is None else \
             f', smallest mask IoU {c["min_mask_iou"]:.4f}'
         print(f'  {size}: {c["pytorch"]} detections in PyTorch, {c["onnx"]} in ONNX Runtime; '
@@ -127,11 +151,25 @@ def export_whole_model(args, sizes):
               f'within {tol["score"]:g}), the best {c["leading"]} in order; largest '
               f'differences of those: box {c["max_box_diff"]:.1e} px, score '
               f'{c["max_score_diff"]:.1e}{masks}')
-    if report['by_design']:
-        print('What may differ (docs/deployment.md):')
-        for line in report['by_design']:
-            print(f'  - {line}')
-    return report
+
+
+def print_int8(args, report):
+    int8 = report['int8']
+    ops = ', '.join(f'{n} {op}' for op, n in int8['int8_ops'].items()) or 'none'
+    left = ', '.join(f'{n} {op}' for op, n in int8['float_ops'].items()) or 'none'
+    print(f'wrote {int8["path"]} (int8, calibrated on {int8["calibration_inputs"]} val '
+          f'images): in int8 {ops}; left in float32: {left}')
+    vs = int8['vs_float']
+    if 'pixels_agree' in vs:
+        print(f'int8 vs float32 on {vs["images"]} of those images: predicted class agrees on '
+              f'{100 * vs["pixels_agree"]:.2f}% of pixels, logits differ by up to '
+              f'{vs["max_abs_logit_diff"]:.2f}')
+    else:
+        print(f'int8 vs float32 on {vs["images"]} of those images: {vs["also_made"]} of the '
+              f'{vs["detections"]} float detections scoring >= {vs["min_score"]:g} made in '
+              f'int8 too (same label, box IoU >= {vs["min_iou"]:g}), scores differing by up '
+              f'to {vs["max_score_diff"]:.3f}')
+    print(f'Its accuracy: python tools/test.py {args.target} {int8["path"]}')
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Test a detector (COCO AP) or segmentor (mIoU) checkpoint; flags as mmdet's tools/test.py,
-plus --fuse to evaluate the re-parameterised (deployed) model."""
+plus --fuse to evaluate the re-parameterised (deployed) model. An exported .onnx file
+(tools/export_onnx.py, float or int8) in place of the checkpoint is tested in ONNX Runtime."""
 import argparse
 import os
 import sys
@@ -12,7 +13,8 @@ def parse_args(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='Test a RepViT/MoCoViT detector or segmentor')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file (ordinary or fused)')
+    parser.add_argument('checkpoint', help='checkpoint file (ordinary or fused), or an .onnx file '
+                        'exported from this config')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
     parser.add_argument('--out', help='detection: dump results to this .pkl; '
                         'segmentation: save the predicted maps in this dir')

@@ -12,6 +12,8 @@ from .timing import num_threads, paired_ratios, summarize, time_interleaved
 
 
 ONNX_VARIANT = 'onnxruntime'
+INT8_VARIANT = 'onnxruntime-int8'
+ONNX_VARIANTS = (ONNX_VARIANT, INT8_VARIANT)
 
 
 def _label(target, variant):
@@ -40,13 +42,14 @@ def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224),
     """
     plan = candidates(targets, variants)
     kinds = {t: target_kind(t) for t, _ in plan}
-    if mode == 'tensor' and any(v == ONNX_VARIANT and kinds[t] != 'backbone' for t, v in plan):
-        raise ValueError(f'the {ONNX_VARIANT} variant runs whole models as deployed (with '
-                         f'their post-processing): use mode="predict"')
+    if mode == 'tensor' and any(v in ONNX_VARIANTS and kinds[t] != 'backbone'
+                                for t, v in plan):
+        raise ValueError(f'the {" / ".join(ONNX_VARIANTS)} variants run whole models as '
+                         f'deployed (with their post-processing): use mode="predict"')
     first = (sizes[0][0], sizes[0][-1])
     models = {_label(t, v): (t, v, build_onnx_target(t, kinds[t], first, classifier,
-                                                     cfg_options)
-                             if v == ONNX_VARIANT else
+                                                     cfg_options, int8=v == INT8_VARIANT)
+                             if v in ONNX_VARIANTS else
                              build_target(t, v, classifier=classifier, cfg_options=cfg_options))
               for t, v in plan}
     reference = next(iter(models))
@@ -68,23 +71,27 @@ def candidates(targets, variants):
     for spec in targets:
         target, _, own = spec.partition('@')
         for variant in own.split(',') if own else variants:
-            if variant not in VARIANTS + (ONNX_VARIANT, ):
+            if variant not in VARIANTS + ONNX_VARIANTS:
                 raise ValueError(f'variant {variant!r} of {spec!r}: valid are '
-                                 f'{", ".join(VARIANTS + (ONNX_VARIANT, ))}')
+                                 f'{", ".join(VARIANTS + ONNX_VARIANTS)}')
             plan.append((target, variant))
     if not plan:
         raise ValueError('need at least one target and one variant')
     return plan
 
 
-def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None):
+def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None, int8=False):
     """The ``onnxruntime`` variant: the fused model exported to ONNX (into a temporary
     folder, traced at ``size``) and run by ONNX Runtime with the calling interface of the
     PyTorch candidates. A backbone: images in, feature maps out. A detector / segmentor:
     ``build_onnx_model``, whose ``test_step`` keeps the toolbox's data preprocessor and, after
     the graph, its rescaling / mask pasting (mmdet) or resizing (mmseg), so that the whole
     test step is timed on both sides; a detector's NMS runs inside the graph, done as mmdet
-    does it (docs/deployment.md). Threads follow the group's setting, as for PyTorch."""
+    does it (docs/deployment.md). Threads follow the group's setting, as for PyTorch.
+
+    ``int8``: the export quantised (``deployment.quantize``), calibrated on four synthetic
+    images of ``size``: right for timing, not for accuracy (measure that with
+    ``tools/export_onnx.py --int8`` and ``tools/test.py``)."""
     import atexit
     import os.path as osp
     import shutil
@@ -100,12 +107,23 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None):
         from .onnx_export import export_onnx, exportable, make_traceable
         module, names = exportable(spec, cfg_options)
         export_onnx(make_traceable(module), path, names, size)
-        return OnnxBackbone(path)
+        return OnnxBackbone(_int8(path, None, kind, size) if int8 else path)
     from ..deployment.export import export_detector, export_segmentor
     from ..deployment.runtime import build_onnx_model
     model = build_target(spec, 'fused', cfg_options=cfg_options)  # the PyTorch candidates'
     (export_detector if kind == 'mmdet' else export_segmentor)(model, path, size=size)
+    if int8:
+        path = _int8(path, model, kind, size)
     return build_onnx_model(load_target_config(spec, cfg_options), path)
+
+
+def _int8(path, model, kind, size):
+    from ..deployment.quantize import quantize_onnx, synthetic_feeds
+    from ..deployment.runtime import OnnxSessions
+    int8_path = path[:-len('.onnx')] + '_int8.onnx'
+    feeds = synthetic_feeds(model, kind, size, OnnxSessions(path).input_names)
+    quantize_onnx(path, int8_path, feeds)
+    return int8_path
 
 
 def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup, mode,

@@ -17,15 +17,25 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
                      launcher: str = 'none') -> Config:
     """The config of a test run. A fused checkpoint (``tools/fuse_checkpoint.py``) needs
     nothing special (the backbone takes the form of the weights); ``fuse`` fuses the whole
-    model after loading, head norms included."""
+    model after loading, head norms included. ``checkpoint`` may also be an ``.onnx`` file
+    exported from ``config`` (``tools/export_onnx.py``, float or int8): the deployed model is
+    then what gets tested, in ONNX Runtime."""
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist')
-    load_checkpoint_file(checkpoint)  # truncated, corrupted or unsafe: say so before building
+    deployed = checkpoint.endswith('.onnx')
+    if deployed:
+        if fuse:
+            raise ValueError(f'--fuse with {checkpoint!r}: an exported ONNX model is fused '
+                             f'already')
+        check_onnx_file(checkpoint)
+    else:
+        load_checkpoint_file(checkpoint)  # truncated, corrupted or unsafe: say so first
     cfg = load_config(config, cfg_options)
     toolbox = toolbox_of(cfg)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
-    cfg.load_from = checkpoint
+    cfg.load_from = None if deployed else checkpoint
+    cfg.deployed_model = checkpoint if deployed else None
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # every weight comes from the checkpoint
     if fuse:
@@ -60,5 +70,20 @@ def test(cfg: Config) -> dict:
     check_dataset_annotations(cfg, splits=('test', ))
     with explained_errors(cfg):
         runner = build_runner(cfg)
-        load_model_checkpoint(runner.model, cfg.load_from)
+        if cfg.get('deployed_model'):
+            from ..deployment import build_onnx_model
+            runner.model = build_onnx_model(cfg, cfg.deployed_model,
+                                            dataset_meta=runner.test_dataloader.dataset.metainfo)
+        else:
+            load_model_checkpoint(runner.model, cfg.load_from)
         return runner.test()
+
+
+def check_onnx_file(path: str) -> None:
+    """Raise ValueError naming ``path`` unless it is a readable ONNX model."""
+    import onnx
+    try:
+        onnx.checker.check_model(path)
+    except Exception as error:  # DecodeError, ValidationError, OSError ...
+        raise ValueError(f'{path!r} is not a readable ONNX model ({type(error).__name__}: '
+                         f'{error}); export one with tools/export_onnx.py') from error

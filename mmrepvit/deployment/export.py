@@ -346,12 +346,16 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
                  check_sizes: Optional[Sequence[Tuple[int, int]]] = None,
                  deploy_cfg: Optional[str] = None, cfg_options: Optional[dict] = None,
                  threads: Optional[int] = None,
-                 model: Optional[nn.Module] = None) -> Dict:
+                 model: Optional[nn.Module] = None, int8_path: Optional[str] = None,
+                 calib_images: int = 32) -> Dict:
     """Export the whole model of ``config`` (detector or segmentor) to ``path`` and check it
     against PyTorch at ``check_sizes``; returns a JSON-ready report.
 
     ``model``: export this already-built PyTorch model (fused here) instead of building one
-    from ``checkpoint``."""
+    from ``checkpoint``. ``int8_path``: also write an int8 copy there (``quantize``),
+    calibrated on ``calib_images`` images of the config's validation set, and compare it
+    with the float graph (reported under ``int8``; int8 changes the outputs, so it does not
+    decide ``passed``)."""
     kind = target_kind(config)
     if kind not in DEFAULT_CHECK_SIZES:
         raise ValueError(f'{config!r} is a {kind}; export_model takes detector and segmentor '
@@ -372,9 +376,27 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
         outputs = 'logits'
     checks = check_model(model, kind, config, path, sizes, threads,
                          cfg_options=cfg_options) if sizes else []
+    int8 = None
+    if int8_path:
+        int8 = export_int8(config, path, int8_path, calib_images, cfg_options)
     return dict(target=config, path=path, kind=kind, export_size=list(export_size),
                 opset=OPSET, outputs=outputs, deploy_config=deploy_cfg, checks=checks,
                 passed=passed(kind, checks),
                 tolerances=dict(box_px=BOX_TOL, score=SCORE_TOL, mask_iou=MASK_IOU,
                                 logits=LOGIT_TOL),
-                by_design=BY_DESIGN if kind == 'mmdet' else [])
+                by_design=BY_DESIGN if kind == 'mmdet' else [], int8=int8)
+
+
+def export_int8(config: str, path: str, int8_path: str, calib_images: int = 32,
+                cfg_options: Optional[dict] = None) -> Dict:
+    """Quantise the exported ``path`` to int8 at ``int8_path``, calibrated on images of the
+    config's validation set; report how its raw outputs compare with the float graph's on
+    (up to 8 of) those images."""
+    from ..analysis.targets import load_target_config
+    from .quantize import compare_graphs, dataset_feeds, quantize_onnx
+    from .runtime import OnnxSessions
+    inputs = OnnxSessions(path).input_names
+    feeds = dataset_feeds(load_target_config(config, cfg_options), inputs, calib_images)
+    report = quantize_onnx(path, int8_path, feeds)
+    report['vs_float'] = compare_graphs(path, int8_path, feeds[:8])
+    return report

@@ -1,0 +1,221 @@
+"""Static int8 quantisation of an exported graph, for ONNX Runtime on CPU.
+
+In float32 ONNX Runtime already runs this project's convolutions close to the CPU's
+arithmetic peak (docs/deployment.md), so int8 is the one lever left. It changes the outputs:
+a quantised model is a file of its own, calibrated on real images of the config's validation
+set, and its accuracy is measured (``tools/test.py CONFIG model_int8.onnx``), not assumed.
+
+Weights are quantised per output channel (int8, symmetric), activations per tensor (uint8,
+min / max over the calibration images); only the operators that carry the multiply-adds
+(``QUANTIZED_OPS``) are quantised, so NMS, RoiAlign, resizing and the box arithmetic stay float.
+"""
+import importlib
+import os.path as osp
+import tempfile
+from collections import Counter
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm')
+WEIGHT_INPUTS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul')
+
+
+def own_initializers(model):
+    """Give every Conv / Gemm / MatMul its own copies of the constant tensors it reads (in place).
+
+    torch's exporter stores equal tensors once (the zero biases of a freshly initialised FPN,
+    RPN and mask head), and ONNX Runtime fuses a quantised Conv into one int8 ``QLinearConv``
+    only when its ``DequantizeLinear`` inputs are its own: shared biases left 16 of the 123
+    convolutions of the COCO Mask R-CNN (random weights) in float32, two thirds of its int8
+    time at 800x1344."""
+    import onnx
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    # Identity(constant) -> the constant itself (the Identity, unused then, is ONNX
+    # Runtime's to drop)
+    alias = {n.output[0]: n.input[0] for n in graph.node
+             if n.op_type == 'Identity' and n.input[0] in constants
+             and n.output[0] not in outputs}
+    seen = set()
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            name = alias.get(name, name)
+            node.input[k] = name
+            if name not in constants or node.op_type not in WEIGHT_INPUTS:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(constants[name])
+                copy.name = f'{name}.{node.name or len(graph.initializer)}'
+                graph.initializer.append(copy)
+                node.input[k] = copy.name
+            seen.add(name)
+    return model
+
+
+class _Feeds:
+    """onnxruntime's CalibrationDataReader over a list of input dicts."""
+
+    def __init__(self, feeds: Sequence[Dict[str, np.ndarray]]):
+        self._feeds: Iterator = iter(feeds)
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        return next(self._feeds, None)
+
+
+def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) -> Dict:
+    """Write ``dst``: ``src`` statically quantised to int8 (QDQ format), activation ranges
+    calibrated on ``feeds`` (the graph's inputs, as the deployed model is fed). Returns what
+    ran in int8 after ONNX Runtime's graph optimisation (``int8_coverage``)."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
+                                          QuantFormat, QuantType, quantize_static)
+    if not feeds:
+        raise ValueError('int8 calibration needs at least one input')
+
+    class Reader(_Feeds, CalibrationDataReader):
+        pass
+
+    model = own_initializers(onnx.load(src))
+    metadata = {p.key: p.value for p in model.metadata_props}
+    with tempfile.TemporaryDirectory(prefix='mmrepvit_int8_') as tmp:
+        own = osp.join(tmp, 'float.onnx')
+        onnx.save(model, own)
+        quantize_static(own, dst, Reader(feeds), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    quantised = onnx.load(dst)
+    del quantised.metadata_props[:]
+    for key, value in dict(metadata, **{'mmrepvit.quantization': (
+            f'int8 static (QDQ; weights per channel, activations uint8, min-max over '
+            f'{len(feeds)} calibration inputs)')}).items():
+        entry = quantised.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(quantised, dst)
+    return dict(path=dst, calibration_inputs=len(feeds), **int8_coverage(dst))
+
+
+def int8_coverage(path: str) -> Dict:
+    """How many convolutions / matrix products ONNX Runtime runs in int8 (``QLinearConv``,
+    ``QGemm``, ...) and how many it still runs in float after its graph optimisations."""
+    import onnx
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory(prefix='mmrepvit_int8_') as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = osp.join(tmp, 'optimised.onnx')
+        options.log_severity_level = 3
+        ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+    return dict(int8_ops={op: n for op, n in ops.items()
+                          if op in ('QLinearConv', 'QGemm', 'QLinearMatMul', 'MatMulInteger',
+                                    'ConvInteger')},
+                float_ops={op: ops[op] for op in QUANTIZED_OPS if ops[op]})
+
+
+def compare_graphs(float_path: str, int8_path: str, feeds: Sequence[Dict[str, np.ndarray]],
+                   min_score: float = 0.3, min_iou: float = 0.9) -> Dict:
+    """How an int8 graph's raw outputs follow the float graph's on ``feeds``.
+
+    Segmentor (``logits``): the share of pixels whose class agrees, the largest logit
+    difference (and the largest float logit, for scale). Detector (``dets``, ``labels``): of the float graph's detections scoring at
+    least ``min_score``, the share the int8 graph also makes (same label, box IoU >=
+    ``min_iou``, each used once), and the largest score difference of those."""
+    from .runtime import ort_session
+    reference, quantised = ort_session(float_path), ort_session(int8_path)
+    names = [o.name for o in reference.get_outputs()]
+    if names[0] == 'logits':
+        same = total = 0
+        worst = largest = 0.0
+        for feed in feeds:
+            a, b = reference.run(None, feed)[0], quantised.run(None, feed)[0]
+            same += int((a.argmax(1) == b.argmax(1)).sum())
+            total += a.shape[0] * a.shape[2] * a.shape[3]
+            worst = max(worst, float(np.abs(a - b).max()))
+            largest = max(largest, float(np.abs(a).max()))
+        return dict(images=len(feeds), pixels_agree=same / total, max_abs_logit_diff=worst,
+                    max_abs_logit=largest)
+    kept = made = 0
+    worst = 0.0
+    for feed in feeds:
+        (a, la), (b, lb) = (s.run(names[:2], feed) for s in (reference, quantised))
+        a, la, b, lb = a[0], la[0], b[0], lb[0]
+        used = set()
+        for i in np.flatnonzero(a[:, 4] >= min_score):
+            kept += 1
+            iou = _box_iou(a[i, :4], b[:, :4])
+            iou[[j for j in range(len(b)) if lb[j] != la[i] or j in used]] = 0
+            j = int(iou.argmax()) if len(b) else -1
+            if j >= 0 and iou[j] >= min_iou:
+                used.add(j)
+                made += 1
+                worst = max(worst, abs(float(a[i, 4] - b[j, 4])))
+    return dict(images=len(feeds), min_score=min_score, min_iou=min_iou, detections=kept,
+                also_made=made, max_score_diff=worst)
+
+
+def _box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt, rb = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
+
+
+def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
+                  split: str = 'val') -> List[Dict[str, np.ndarray]]:
+    """The graph's inputs for ``num_images`` images spread evenly over the config's ``split``
+    set: its test pipeline, then the model's data preprocessor, one image each (plus its
+    unpadded ``img_shape`` where the graph takes it)."""
+    import torch
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+
+    from ..apis.config import toolbox_of
+    from ..datasets.checks import check_dataset_paths
+    if num_images < 1:
+        raise ValueError(f'num_images={num_images}: int8 calibration needs at least 1 image')
+    loader = cfg.get(f'{split}_dataloader')
+    if not loader or not loader.get('dataset'):
+        raise ValueError(f'the config has no {split}_dataloader.dataset to calibrate on')
+    check_dataset_paths(cfg, splits=(split, ))
+    scope = toolbox_of(cfg)
+    init_default_scope(scope)
+    registry = importlib.import_module(f'{scope}.registry')
+    dataset = registry.DATASETS.build(loader['dataset'])
+    preprocessor = registry.MODELS.build(cfg.model.data_preprocessor)
+    picks = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, num_images).round()})
+    feeds = []
+    with torch.no_grad():
+        for i in picks:
+            data = preprocessor(pseudo_collate([dataset[i]]), False)
+            feeds.append(_feed(data, input_names))
+    return feeds
+
+
+def synthetic_feeds(model, kind: str, size, input_names: Sequence[str], count: int = 4,
+                    ) -> List[Dict[str, np.ndarray]]:
+    """Calibration inputs from synthetic images (``analysis.targets.synthetic_batch``): for
+    timing an int8 graph where no dataset is at hand; the ranges, so the accuracy, are not
+    those of real images."""
+    import torch
+
+    from ..analysis.targets import synthetic_batch
+    feeds = []
+    with torch.no_grad():
+        for seed in range(count):
+            batch = synthetic_batch(kind, size, seed=seed)
+            if kind == 'backbone':
+                feeds.append({input_names[0]: batch.numpy()})
+            else:
+                feeds.append(_feed(model.data_preprocessor(batch, False), input_names))
+    return feeds
+
+
+def _feed(data: dict, input_names: Sequence[str]) -> Dict[str, np.ndarray]:
+    feed = {input_names[0]: data['inputs'][:1].numpy().astype(np.float32)}
+    if 'img_shape' in input_names:
+        feed['img_shape'] = np.array(data['data_samples'][0].img_shape[:2], dtype=np.int64)
+    return feed
