@@ -17,8 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from mmrepvit.analysis.targets import load_target_config, synthetic_batch
 from mmrepvit.deployment import build_onnx_model
 from mmrepvit.deployment.export import export_int8, export_model
-from mmrepvit.deployment.quantize import (compare_graphs, dataset_feeds, int8_coverage,
-                                          own_initializers)
+from mmrepvit.deployment.quantize import (compare_graphs, dataset_feeds, fuse_gelu,
+                                          int8_coverage, own_initializers)
 from mmrepvit.deployment.runtime import ort_session
 
 from test_deployment import FPN, MASK_RCNN, demo_data_options, plain_model
@@ -65,6 +65,33 @@ def test_own_initializers_gives_every_conv_its_own_weights():
     np.testing.assert_array_equal(run[0], run[1])
 
 
+def test_fuse_gelu_rewrites_exported_gelus_into_one_op(tmp_path):
+    """torch exports an exact GELU as five ops; after ``fuse_gelu`` each is one
+    com.microsoft.Gelu, computing the same (a tanh-approximate GELU is left alone)."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 4, 1)
+
+        def forward(self, x):
+            y = torch.nn.functional.gelu(self.conv(x))
+            return torch.nn.functional.gelu(y) + torch.nn.functional.gelu(y, approximate='tanh')
+
+    path = str(tmp_path / 'gelu.onnx')
+    x = torch.randn(1, 2, 5, 5)
+    torch.onnx.export(Net().eval(), (x, ), path, input_names=['x'], opset_version=17,
+                      dynamo=False)
+    model = onnx.load(path)
+    assert sum(n.op_type == 'Erf' for n in model.graph.node) == 2
+    assert fuse_gelu(model) == 2
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count('Gelu') == 2 and 'Erf' not in ops and 'Tanh' in ops
+    feed = {'x': x.numpy()}
+    expected = ort_session(path).run(None, feed)[0]
+    got = ort_session_from_bytes(model.SerializeToString()).run(None, feed)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def ort_session_from_bytes(data):
     import onnxruntime as ort
     return ort.InferenceSession(data, providers=['CPUExecutionProvider'])
@@ -86,6 +113,7 @@ def test_int8_segmentor_runs_in_int8_and_follows_the_float_graph(demo_run, work)
                           int8_path=str(work / 'fpn_int8.onnx'), calib_images=8)
     int8 = report['int8']
     assert int8['calibration_inputs'] == 3  # all the tiny val set has
+    assert int8['fused_gelus'] > 0  # RepViT's channel mixers
     assert int8['float_ops'] == {}, int8
     assert int8['int8_ops']['QLinearConv'] == float_convs(report['path'])
     assert int8['vs_float']['images'] == 3

@@ -55,6 +55,68 @@ def own_initializers(model):
     return model
 
 
+def fuse_gelu(model):
+    """Rewrite every exact GELU, exported as ``0.5 * x * (1 + erf(x / sqrt(2)))`` (five ops),
+    into one ONNX Runtime ``com.microsoft.Gelu`` node (in place); returns how many.
+
+    ONNX Runtime fuses these itself in a float graph, but not in a quantised one: there each
+    consumer of ``x`` gets its own DequantizeLinear, so the pattern no longer matches, and the
+    five ops ran one by one (30% of the int8 RepViT-M1.1 backbone's time at 512x512)."""
+    from onnx import TensorProto, helper, numpy_helper
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == 'Constant' and node.attribute and node.attribute[0].name == 'value':
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    outputs = {o.name for o in graph.output}
+
+    def is_constant(name, value):
+        c = constants.get(name)
+        return c is not None and c.size == 1 and abs(float(c.reshape(())) - value) < 1e-5
+
+    def sole_consumer(name, op_type):
+        users = consumers.get(name, [])
+        if len(users) == 1 and users[0].op_type == op_type and name not in outputs:
+            return users[0]
+        return None
+
+    replaced, gelus = set(), {}
+    for erf in graph.node:
+        div = producer.get(erf.input[0]) if erf.op_type == 'Erf' else None
+        if div is None or div.op_type != 'Div' or not is_constant(div.input[1], 2 ** 0.5) \
+                or sole_consumer(div.output[0], 'Erf') is None:
+            continue
+        x = div.input[0]
+        add = sole_consumer(erf.output[0], 'Add')
+        if add is None or not any(is_constant(i, 1.0) for i in add.input):
+            continue
+        times_x = sole_consumer(add.output[0], 'Mul')
+        if times_x is None or x not in times_x.input:
+            continue
+        half = sole_consumer(times_x.output[0], 'Mul')
+        if half is None or not any(is_constant(i, 0.5) for i in half.input):
+            continue
+        replaced.update(id(n) for n in (div, erf, add, times_x))
+        gelus[id(half)] = helper.make_node('Gelu', [x], [half.output[0]], domain='com.microsoft',
+                                           name=f'{half.name or half.output[0]}/Gelu')
+    if not gelus:
+        return 0
+    nodes = [gelus.get(id(n), n) for n in graph.node if id(n) not in replaced]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for node in gelus.values():  # typed, so that the calibrator collects their ranges
+        graph.value_info.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT,
+                                                              None))
+    if not any(o.domain == 'com.microsoft' for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid('com.microsoft', 1))
+    return len(gelus)
+
+
 class _Feeds:
     """onnxruntime's CalibrationDataReader over a list of input dicts."""
 
@@ -67,8 +129,9 @@ class _Feeds:
 
 def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) -> Dict:
     """Write ``dst``: ``src`` statically quantised to int8 (QDQ format), activation ranges
-    calibrated on ``feeds`` (the graph's inputs, as the deployed model is fed). Returns what
-    ran in int8 after ONNX Runtime's graph optimisation (``int8_coverage``)."""
+    calibrated on ``feeds`` (the graph's inputs, as the deployed model is fed), GELUs as
+    ONNX Runtime's fused op (``fuse_gelu``; the file is for ONNX Runtime). Returns what ran
+    in int8 after ONNX Runtime's graph optimisation (``int8_coverage``)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
                                           QuantFormat, QuantType, quantize_static)
@@ -79,6 +142,7 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) ->
         pass
 
     model = own_initializers(onnx.load(src))
+    gelus = fuse_gelu(model)
     metadata = {p.key: p.value for p in model.metadata_props}
     with tempfile.TemporaryDirectory(prefix='mmrepvit_int8_') as tmp:
         own = osp.join(tmp, 'float.onnx')
@@ -95,7 +159,8 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) ->
         entry = quantised.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(quantised, dst)
-    return dict(path=dst, calibration_inputs=len(feeds), **int8_coverage(dst))
+    return dict(path=dst, calibration_inputs=len(feeds), fused_gelus=gelus,
+                **int8_coverage(dst))
 
 
 def int8_coverage(path: str) -> Dict:
