@@ -158,7 +158,8 @@ def print_int8(args, report):
     ops = ', '.join(f'{n} {op}' for op, n in int8['int8_ops'].items()) or 'none'
     left = ', '.join(f'{n} {op}' for op, n in int8['float_ops'].items()) or 'none'
     print(f'wrote {int8["path"]} (int8, calibrated on {int8["calibration_inputs"]} val '
-          f'images): in int8 {ops}; left in float32: {left}')
+          f'images; {int8["fused_gelus"]} GELUs as one op): in int8 {ops}; left in float32: '
+          f'{left}')
     vs = int8['vs_float']
     if 'pixels_agree' in vs:
         print(f'int8 vs float32 on {vs["images"]} of those images: predicted class agrees on '

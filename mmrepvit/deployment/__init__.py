@@ -1,6 +1,7 @@
 """Whole-model deployment to ONNX Runtime: export (``export_model``; detectors through
-mmdeploy, segmentors through this project's exporter) and deployed inference
-(``build_onnx_model``: an ONNX file behind the PyTorch model's ``test_step``).
+mmdeploy, segmentors through this project's exporter), int8 copies for ONNX Runtime on CPU
+(``quantize``) and deployed inference (``build_onnx_model``: an ONNX file behind the PyTorch
+model's ``test_step``).
 
 Not imported by ``import mmrepvit``; mmdeploy and onnxruntime are imported only when used.
 """
