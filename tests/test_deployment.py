@@ -210,14 +210,24 @@ def demo_data_options(demo_run, job):
     return options
 
 
-def test_tools_test_evaluates_an_exported_segmentor_as_its_checkpoint(demo_run, tmp_path):
+@pytest.fixture(scope='module')
+def demo_exports(demo_run, work):
+    """The demo run's fused checkpoints (3 training iterations) exported, {job: onnx path}."""
+    return {job: export_model(cfg, str(work / f'demo_{job}.onnx'),
+                              osp.join(demo_run['work_dir'], job, 'fused.pth'),
+                              export_size=(160, 160), check_sizes=[],
+                              cfg_options=demo_data_options(demo_run, job))['path']
+            for job, cfg in (('fpn', FPN), ('maskrcnn', MASK_RCNN))}
+
+
+def test_tools_test_evaluates_an_exported_segmentor_as_its_checkpoint(demo_run, demo_exports,
+                                                                      tmp_path):
     """``tools/test.py CONFIG model.onnx``: the graph exported from the fused checkpoint,
     tested in ONNX Runtime on the val set, scores what the plain checkpoint scores."""
     from mmrepvit.apis.test import prepare_test_cfg, test
     job_dir = osp.join(demo_run['work_dir'], 'fpn')
     options = demo_data_options(demo_run, 'fpn')
-    onnx_file = export_model(FPN, str(tmp_path / 'fpn.onnx'), osp.join(job_dir, 'fused.pth'),
-                             export_size=(160, 160), check_sizes=[], cfg_options=options)['path']
+    onnx_file = demo_exports['fpn']
     metrics = [test(prepare_test_cfg(FPN, ckpt, work_dir=str(tmp_path / name),
                                      cfg_options=options))
                for name, ckpt in (('pytorch', osp.join(job_dir, 'iter_3.pth')),
@@ -227,7 +237,8 @@ def test_tools_test_evaluates_an_exported_segmentor_as_its_checkpoint(demo_run, 
         assert abs(metrics[1][key] - value) <= 0.01, (key, metrics)
 
 
-def test_tools_test_evaluates_an_exported_detector_as_its_checkpoint(demo_run, tmp_path):
+def test_tools_test_evaluates_an_exported_detector_as_its_checkpoint(demo_run, demo_exports,
+                                                                     tmp_path):
     """The same for the detector, prediction by prediction: ``--out`` of the checkpoint's test
     and of the ONNX file's hold the same detections (labels, boxes, scores) per image."""
     import pickle
@@ -237,9 +248,7 @@ def test_tools_test_evaluates_an_exported_detector_as_its_checkpoint(demo_run, t
     from mmrepvit.apis.test import prepare_test_cfg, test
     job_dir = osp.join(demo_run['work_dir'], 'maskrcnn')
     options = demo_data_options(demo_run, 'maskrcnn')
-    onnx_file = export_model(MASK_RCNN, str(tmp_path / 'mrcnn.onnx'),
-                             osp.join(job_dir, 'fused.pth'), export_size=(160, 160),
-                             check_sizes=[], cfg_options=options)['path']
+    onnx_file = demo_exports['maskrcnn']
     dumps = []
     for name, ckpt in (('pytorch', osp.join(job_dir, 'iter_3.pth')), ('onnx', onnx_file)):
         out = str(tmp_path / f'{name}.pkl')
@@ -253,6 +262,38 @@ def test_tools_test_evaluates_an_exported_detector_as_its_checkpoint(demo_run, t
         a, b = (InstanceData(bboxes=p['bboxes'], scores=p['scores'], labels=p['labels'])
                 for p in (expected, dumps[1][img_id]))
         assert_all_agree(compare_detections(a, b))
+
+
+def test_infer_tool_runs_an_exported_detector_as_its_checkpoint(demo_run, demo_exports,
+                                                               tmp_path):
+    """``tools/infer.py FOLDER CONFIG --weights model.onnx``: for every image the same JSON
+    detections (classes, boxes, scores, masks) and a picture of the same size as with the
+    checkpoint; the config is required (an ONNX file carries none)."""
+    import json
+
+    import cv2
+
+    from mmrepvit.apis.infer import infer
+    folder = osp.join(demo_run['data_root'], 'coco', 'val2017')
+    ckpt = osp.join(demo_run['work_dir'], 'maskrcnn', 'iter_3.pth')
+    runs = {}
+    for name, weights in (('pytorch', ckpt), ('onnx', demo_exports['maskrcnn'])):
+        written = infer(folder, MASK_RCNN, weights, str(tmp_path / name), score_thr=0.0)
+        runs[name] = sorted(written)
+    assert len(runs['onnx']) == len(runs['pytorch']) == 6  # 3 pictures, 3 JSON files
+    for a, b in zip(runs['pytorch'], runs['onnx']):
+        if a.endswith('.png'):
+            assert cv2.imread(a).shape == cv2.imread(b).shape
+            continue
+        got, expected = json.load(open(b))['detections'], json.load(open(a))['detections']
+        assert len(expected) > 0 and len(got) == len(expected)
+        for x, y in zip(expected, got):
+            assert (x['label'], x['class_name']) == (y['label'], y['class_name'])
+            assert max(abs(p - q) for p, q in zip(x['bbox'], y['bbox'])) <= 0.011
+            assert abs(x['score'] - y['score']) <= 1e-4
+            assert x['mask_rle']['size'] == y['mask_rle']['size']
+    with pytest.raises(ValueError, match='carries no config'):
+        infer(folder, None, demo_exports['maskrcnn'], str(tmp_path / 'none'))
 
 
 def test_tools_test_refuses_a_broken_or_fused_onnx_file(tmp_path):

@@ -5,6 +5,10 @@ images or a video: pictures in OUT_DIR/vis, predictions as JSON in OUT_DIR/preds
   python tools/infer.py demo.jpg configs/maskrcnn_repvit_m1_1_coco.py --weights epoch_12.pth
   python tools/infer.py images/ --weights fused.pth          # the config inside the checkpoint
   python tools/infer.py clip.mp4 configs/fpn_repvit_m1_1_ade20k.py --weights iter_40000.pth --fuse
+  python tools/infer.py images/ configs/maskrcnn_repvit_m1_1_coco.py --weights maskrcnn_int8.onnx
+
+An exported .onnx file (tools/export_onnx.py, float32 or int8) runs in ONNX Runtime with the
+same pre-processing, pictures and JSON; it needs the config it was exported from.
 """
 import argparse
 import os
@@ -19,7 +23,8 @@ def parse_args(argv=None):
     parser.add_argument('inputs', help='an image, a folder of images, or a video file')
     parser.add_argument('config', nargs='?', help='config file (default: the config saved in '
                         'the checkpoint)')
-    parser.add_argument('--weights', required=True, help='checkpoint (plain or fused)')
+    parser.add_argument('--weights', required=True, help='checkpoint (plain or fused), or an '
+                        'exported .onnx file')
     parser.add_argument('--out-dir', default='outputs', help='where to write vis/ and preds/')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
     parser.add_argument('--score-thr', type=float, default=0.3,

@@ -43,8 +43,21 @@ def list_inputs(inputs: str) -> List[str]:
 def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
                      fuse: bool = False):
     """The toolbox's inferencer for ``config`` (or the config inside ``weights``), the
-    checkpoint loaded strictly, the whole model fused when ``fuse``."""
-    checkpoint = load_checkpoint_file(weights)  # read once: config, then the strict check
+    checkpoint loaded strictly, the whole model fused when ``fuse``. ``weights`` may be an
+    ``.onnx`` file exported from ``config`` (float32 or int8): the inferencer then runs it in
+    ONNX Runtime (``deployment.build_onnx_model``), same pipeline, pictures and JSON."""
+    deployed = weights.endswith('.onnx')
+    if deployed:
+        if not config:
+            raise ValueError(f'{weights!r} is an ONNX model, which carries no config: pass the '
+                             f'config it was exported from')
+        if fuse:
+            raise ValueError(f'--fuse with {weights!r}: an exported ONNX model is fused already')
+        from .test import check_onnx_file
+        check_onnx_file(weights)
+        checkpoint = None
+    else:
+        checkpoint = load_checkpoint_file(weights)  # read once: config, then the strict check
     if config:
         cfg = load_config(config)
     else:
@@ -53,20 +66,29 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
             raise ValueError(f'Checkpoint {weights!r} carries no config (meta["cfg"]): pass '
                              f'the config file too')
         cfg = Config.fromstring(cfg_text, file_format='.py')
+    if deployed and cfg.model.get('backbone', {}).get('init_cfg') is not None:
+        cfg.model.backbone.init_cfg = None  # the PyTorch model is only a placeholder
+    torch_weights = None if deployed else weights
     if toolbox_of(cfg) == 'mmdet':
         from mmdet.apis import DetInferencer
-        inferencer = DetInferencer(model=cfg, weights=weights, device=device,
+        inferencer = DetInferencer(model=cfg, weights=torch_weights, device=device,
                                    show_progress=False)
     else:
         from mmseg.apis import MMSegInferencer
-        inferencer = MMSegInferencer(model=cfg, weights=weights, device=device)
+        inferencer = MMSegInferencer(model=cfg, weights=torch_weights, device=device)
         inferencer.show_progress = False  # one bar over all inputs is ours
-        # unless told, its visualizer names and colours classes as Cityscapes'
-        meta = inferencer.model.dataset_meta
-        inferencer.visualizer.set_dataset_meta(meta['classes'], meta.get('palette'))
-    load_model_checkpoint(inferencer.model, checkpoint, source=f'checkpoint {weights!r}')
+    if deployed:
+        from ..deployment import build_onnx_model
+        inferencer.model = build_onnx_model(cfg, weights, device)
+        # the placeholder PyTorch model's (COCO's) classes are not the config's
+        inferencer.visualizer.dataset_meta = inferencer.model.dataset_meta
+    else:
+        load_model_checkpoint(inferencer.model, checkpoint, source=f'checkpoint {weights!r}')
     if fuse:
         fuse_model(inferencer.model)
+    if toolbox_of(cfg) == 'mmseg':  # unless told, its visualizer uses Cityscapes' classes
+        meta = inferencer.model.dataset_meta
+        inferencer.visualizer.set_dataset_meta(meta['classes'], meta.get('palette'))
     inferencer.model.eval()
     return inferencer
 

@@ -186,9 +186,10 @@ def compare_graphs(float_path: str, int8_path: str, feeds: Sequence[Dict[str, np
     """How an int8 graph's raw outputs follow the float graph's on ``feeds``.
 
     Segmentor (``logits``): the share of pixels whose class agrees, the largest logit
-    difference (and the largest float logit, for scale). Detector (``dets``, ``labels``): of the float graph's detections scoring at
-    least ``min_score``, the share the int8 graph also makes (same label, box IoU >=
-    ``min_iou``, each used once), and the largest score difference of those."""
+    difference (and the largest float logit, for scale). Detector (``dets``, ``labels``):
+    of the float graph's detections scoring at least ``min_score``, how many the int8 graph
+    also makes (same label, box IoU >= ``min_iou``, each used once), and the largest score
+    difference of those."""
     from .runtime import ort_session
     reference, quantised = ort_session(float_path), ort_session(int8_path)
     names = [o.name for o in reference.get_outputs()]
@@ -209,7 +210,7 @@ def compare_graphs(float_path: str, int8_path: str, feeds: Sequence[Dict[str, np
         (a, la), (b, lb) = (s.run(names[:2], feed) for s in (reference, quantised))
         a, la, b, lb = a[0], la[0], b[0], lb[0]
         used = set()
-        for i in np.flatnonzero(a[:, 4] >= min_score):
+        for i in np.flatnonzero((a[:, 4] >= min_score) & (a[:, 4] > 0)):  # 0: padding
             kept += 1
             iou = _box_iou(a[i, :4], b[:, :4])
             iou[[j for j in range(len(b)) if lb[j] != la[i] or j in used]] = 0
@@ -222,11 +223,16 @@ def compare_graphs(float_path: str, int8_path: str, feeds: Sequence[Dict[str, np
                 also_made=made, max_score_diff=worst)
 
 
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * \
+        np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
+
+
 def _box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt, rb = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(1)
-    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
+    """IoU of one (x1, y1, x2, y2) box with each of ``boxes``."""
+    inter = np.clip(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]),
+                    0, None).prod(1)
+    return inter / np.maximum(_area(box) + _area(boxes) - inter, 1e-12)
 
 
 def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
