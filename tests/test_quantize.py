@@ -187,3 +187,28 @@ def test_calibration_without_the_val_set_names_the_missing_path(tmp_path):
         dataset_feeds(cfg, ['input'], 4)
     with pytest.raises(ValueError, match='num_images=0'):
         dataset_feeds(cfg, ['input'], 0)
+
+
+def test_calibration_session_takes_the_callers_threads_without_spinning(monkeypatch):
+    """onnxruntime's calibrator would open its session on every core with spinning threads
+    (which starved the other test process here): inside ``calibration_threads`` it gets the
+    given thread count and no spinning; afterwards the calibrator is as it was."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import calibrate
+
+    from mmrepvit.deployment.quantize import calibration_threads
+    original = calibrate.CalibraterBase.create_inference_session
+    seen = {}
+
+    def session(path, options, providers):
+        seen.update(threads=options.intra_op_num_threads,
+                    spinning=options.get_session_config_entry('session.intra_op.allow_spinning'))
+
+    class Calibrator:
+        augmented_model_path, execution_providers = 'augmented.onnx', ['CPUExecutionProvider']
+
+    monkeypatch.setattr(ort, 'InferenceSession', session)
+    with calibration_threads(1):
+        calibrate.CalibraterBase.create_inference_session(Calibrator())
+    assert seen == dict(threads=1, spinning='0')
+    assert calibrate.CalibraterBase.create_inference_session is original

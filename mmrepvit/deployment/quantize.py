@@ -9,6 +9,7 @@ Weights are quantised per output channel (int8, symmetric), activations per tens
 min / max over the calibration images); only the operators that carry the multiply-adds
 (``QUANTIZED_OPS``) are quantised, so NMS, RoiAlign, resizing and the box arithmetic stay float.
 """
+import contextlib
 import importlib
 import os.path as osp
 import tempfile
@@ -144,7 +145,7 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) ->
     model = own_initializers(onnx.load(src))
     gelus = fuse_gelu(model)
     metadata = {p.key: p.value for p in model.metadata_props}
-    with tempfile.TemporaryDirectory(prefix='mmrepvit_int8_') as tmp:
+    with tempfile.TemporaryDirectory(prefix='mmrepvit_int8_') as tmp, calibration_threads():
         own = osp.join(tmp, 'float.onnx')
         onnx.save(model, own)
         quantize_static(own, dst, Reader(feeds), quant_format=QuantFormat.QDQ,
@@ -163,6 +164,39 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) ->
                 **int8_coverage(dst))
 
 
+@contextlib.contextmanager
+def calibration_threads(threads: Optional[int] = None):
+    """While quantising, onnxruntime's calibrator runs its session with ``threads`` intra-op
+    threads (default: torch's setting) and without thread spinning.
+
+    It opens that session with default options: every core, and pool threads that keep
+    spinning after each run, which starved the other processes of this 2-core machine (a
+    neighbouring test's Mask R-CNN setup took 55 s instead of 8). Undone on exit; left alone
+    if the installed onnxruntime calibrates differently."""
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import calibrate
+    base = getattr(calibrate, 'CalibraterBase', None)
+    original = getattr(base, 'create_inference_session', None)
+    if original is None:
+        yield
+        return
+
+    def create_inference_session(self):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        self.infer_session = ort.InferenceSession(self.augmented_model_path, options,
+                                                  providers=self.execution_providers)
+
+    base.create_inference_session = create_inference_session
+    try:
+        yield
+    finally:
+        base.create_inference_session = original
+
+
 def int8_coverage(path: str) -> Dict:
     """How many convolutions / matrix products ONNX Runtime runs in int8 (``QLinearConv``,
     ``QGemm``, ...) and how many it still runs in float after its graph optimisations."""
@@ -173,6 +207,8 @@ def int8_coverage(path: str) -> Dict:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.optimized_model_filepath = osp.join(tmp, 'optimised.onnx')
         options.log_severity_level = 3
+        options.intra_op_num_threads = 1  # only optimised, never run
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
         ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
     return dict(int8_ops={op: n for op, n in ops.items()
