@@ -94,7 +94,10 @@ def test_fuse_gelu_rewrites_exported_gelus_into_one_op(tmp_path):
 
 def ort_session_from_bytes(data):
     import onnxruntime as ort
-    return ort.InferenceSession(data, providers=['CPUExecutionProvider'])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    return ort.InferenceSession(data, options, providers=['CPUExecutionProvider'])
 
 
 @pytest.fixture(scope='module')

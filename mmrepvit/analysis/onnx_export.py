@@ -90,6 +90,8 @@ def check_onnx(path, module, sizes, threads=2, seed=1):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # spinning pool threads would slow the PyTorch runs in between (deployment.runtime)
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     results = []
     for size in sizes:
