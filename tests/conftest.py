@@ -42,6 +42,17 @@ def randomise_bn(model, seed=0):
     return model
 
 
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """One thread for PyTorch (and ONNX Runtime, which follows it) in a module: with two
+    OpenMP threads on this 2-core machine, another busy process made a demo Mask R-CNN test
+    step 15x slower (5 s, not 0.3 s); the deployment tests compare outputs, not speed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_options(iters=3):
     """Config overrides that shrink a demo job to ``iters`` iterations in-process."""
     opts = {'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,

@@ -16,6 +16,7 @@ from mmrepvit.deployment.compare import LOGIT_TOL, MASK_IOU, compare_detections
 from mmrepvit.deployment.export import check_model, export_model, spread_dense_scores
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def config(*candidates):
@@ -76,17 +77,6 @@ def outputs_equal(path_a, path_b, sizes, extra=None, atol=1e-4):
         got_a, got_b = a.run(None, feed), b.run(None, feed)
         assert [o.shape for o in got_a] == [o.shape for o in got_b]
         assert max(float(np.abs(p - q).max()) for p, q in zip(got_a, got_b)) <= atol
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One thread for PyTorch and ONNX Runtime here: with two OpenMP threads on this 2-core
-    machine, another busy process made a demo Mask R-CNN test step 15x slower (5 s, not
-    0.3 s); these tests compare outputs, not speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')

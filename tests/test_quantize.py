@@ -24,12 +24,7 @@ from mmrepvit.deployment.runtime import ort_session
 from test_deployment import FPN, MASK_RCNN, demo_data_options, plain_model
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def float_convs(path):

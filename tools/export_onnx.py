@@ -19,8 +19,8 @@ project's exporter): logits at the image size; its whole test step compared (log
 --tolerance). Load the ONNX file for inference with `build_onnx_model(config, onnx_file)`.
 
 --int8 PATH also writes an int8 copy (static quantisation for ONNX Runtime on CPU, calibrated
-on --calib-images images of the config's val set; detectors and segmentors), compares it with
-PyTorch as a report (int8 changes outputs), and leaves its accuracy to
+on --calib-images images of the config's val set; detectors and segmentors), reports how it
+follows the float32 graph on those images (int8 changes outputs), and leaves its accuracy to
 `python tools/test.py CONFIG PATH`, which tests an .onnx file like a checkpoint.
 
 Weights: random unless --checkpoint (a fused or plain checkpoint of the config / backbone).

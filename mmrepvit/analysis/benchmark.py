@@ -118,10 +118,9 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None, int8
 
 
 def _int8(path, model, kind, size):
-    from ..deployment.quantize import quantize_onnx, synthetic_feeds
-    from ..deployment.runtime import OnnxSessions
+    from ..deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
     int8_path = path[:-len('.onnx')] + '_int8.onnx'
-    feeds = synthetic_feeds(model, kind, size, OnnxSessions(path).input_names)
+    feeds = synthetic_feeds(model, kind, size, graph_inputs(path))
     quantize_onnx(path, int8_path, feeds)
     return int8_path
 

@@ -51,10 +51,8 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
         if not config:
             raise ValueError(f'{weights!r} is an ONNX model, which carries no config: pass the '
                              f'config it was exported from')
-        if fuse:
-            raise ValueError(f'--fuse with {weights!r}: an exported ONNX model is fused already')
         from .test import check_onnx_file
-        check_onnx_file(weights)
+        check_onnx_file(weights, fuse)
         checkpoint = None
     else:
         checkpoint = load_checkpoint_file(weights)  # read once: config, then the strict check

@@ -24,10 +24,7 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
         raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist')
     deployed = checkpoint.endswith('.onnx')
     if deployed:
-        if fuse:
-            raise ValueError(f'--fuse with {checkpoint!r}: an exported ONNX model is fused '
-                             f'already')
-        check_onnx_file(checkpoint)
+        check_onnx_file(checkpoint, fuse)
     else:
         load_checkpoint_file(checkpoint)  # truncated, corrupted or unsafe: say so first
     cfg = load_config(config, cfg_options)
@@ -79,8 +76,11 @@ def test(cfg: Config) -> dict:
         return runner.test()
 
 
-def check_onnx_file(path: str) -> None:
-    """Raise ValueError naming ``path`` unless it is a readable ONNX model."""
+def check_onnx_file(path: str, fuse: bool = False) -> None:
+    """Raise ValueError naming ``path`` unless it is a readable ONNX model, or if asked to
+    ``fuse`` it (an exported model is fused already)."""
+    if fuse:
+        raise ValueError(f'--fuse with {path!r}: an exported ONNX model is fused already')
     import onnx
     try:
         onnx.checker.check_model(path)

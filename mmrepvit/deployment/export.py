@@ -393,10 +393,9 @@ def export_int8(config: str, path: str, int8_path: str, calib_images: int = 32,
     config's validation set; report how its raw outputs compare with the float graph's on
     (up to 8 of) those images."""
     from ..analysis.targets import load_target_config
-    from .quantize import compare_graphs, dataset_feeds, quantize_onnx
-    from .runtime import OnnxSessions
-    inputs = OnnxSessions(path).input_names
-    feeds = dataset_feeds(load_target_config(config, cfg_options), inputs, calib_images)
+    from .quantize import compare_graphs, dataset_feeds, graph_inputs, quantize_onnx
+    feeds = dataset_feeds(load_target_config(config, cfg_options), graph_inputs(path),
+                          calib_images)
     report = quantize_onnx(path, int8_path, feeds)
     report['vs_float'] = compare_graphs(path, int8_path, feeds[:8])
     return report

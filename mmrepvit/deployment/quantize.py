@@ -14,7 +14,7 @@ import importlib
 import os.path as osp
 import tempfile
 from collections import Counter
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -118,16 +118,6 @@ def fuse_gelu(model):
     return len(gelus)
 
 
-class _Feeds:
-    """onnxruntime's CalibrationDataReader over a list of input dicts."""
-
-    def __init__(self, feeds: Sequence[Dict[str, np.ndarray]]):
-        self._feeds: Iterator = iter(feeds)
-
-    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
-        return next(self._feeds, None)
-
-
 def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) -> Dict:
     """Write ``dst``: ``src`` statically quantised to int8 (QDQ format), activation ranges
     calibrated on ``feeds`` (the graph's inputs, as the deployed model is fed), GELUs as
@@ -139,8 +129,12 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) ->
     if not feeds:
         raise ValueError('int8 calibration needs at least one input')
 
-    class Reader(_Feeds, CalibrationDataReader):
-        pass
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(feeds)
+
+        def get_next(self):
+            return next(self.feeds, None)
 
     model = own_initializers(onnx.load(src))
     gelus = fuse_gelu(model)
@@ -148,7 +142,7 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) ->
     with tempfile.TemporaryDirectory(prefix='mmrepvit_int8_') as tmp, calibration_threads():
         own = osp.join(tmp, 'float.onnx')
         onnx.save(model, own)
-        quantize_static(own, dst, Reader(feeds), quant_format=QuantFormat.QDQ,
+        quantize_static(own, dst, Reader(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
@@ -271,10 +265,18 @@ def _box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(_area(box) + _area(boxes) - inter, 1e-12)
 
 
+def graph_inputs(path: str) -> List[str]:
+    """The names of the graph's inputs (initializers listed as inputs left out)."""
+    import onnx
+    graph = onnx.load(path, load_external_data=False).graph
+    constants = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name not in constants]
+
+
 def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
                   split: str = 'val') -> List[Dict[str, np.ndarray]]:
     """The graph's inputs for ``num_images`` images spread evenly over the config's ``split``
-    set: its test pipeline, then the model's data preprocessor, one image each (plus its
+    set: that dataset's pipeline, then the model's data preprocessor, one image each (plus its
     unpadded ``img_shape`` where the graph takes it)."""
     import torch
     from mmengine.dataset import pseudo_collate
