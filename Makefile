@@ -14,7 +14,7 @@ TEST_WORKERS ?= 2
 WHEEL_TAG_PY := import sys, sysconfig; v = 'cp%d%d' % sys.version_info[:2]; \
   print(f'{v}-{v}{sys.abiflags}-' + sysconfig.get_platform().replace('-', '_').replace('.', '_'))
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo test lint clean-venv
 
 install: $(STAMP)
 
@@ -35,7 +35,8 @@ $(STAMP): setup.py requirements/*.txt Makefile
 	       "from source (about 12 minutes on 2 cores)"; \
 	  MMCV_WITH_OPS=1 MAX_JOBS=$$(nproc) $(PIP) --no-build-isolation mmcv==2.1.0; \
 	fi
-	$(PIP) -q -r requirements/runtime.txt -r requirements/optional.txt -r requirements/tests.txt
+	$(PIP) -q -r requirements/runtime.txt -r requirements/optional.txt -r requirements/tests.txt \
+	  -r requirements/lint.txt
 	$(PIP) -q --no-deps -r requirements/deploy.txt  # mmdeploy: never allowed to touch torch
 	$(PIP) -q --no-build-isolation --no-deps -e .
 	$(VPY) -c "import mmrepvit, mmcv.ops, mmdet, mmseg, pycocotools, mmdeploy, torch; \
@@ -47,6 +48,10 @@ demo: install
 
 test: install
 	$(VPY) -m pytest -q -n $(TEST_WORKERS) tests
+
+# ruff with the rules in pyproject.toml (E, F, W, I, B); CI runs it before the tests
+lint: install
+	$(VENV)/bin/ruff check .
 
 clean-venv:
 	rm -rf $(VENV)

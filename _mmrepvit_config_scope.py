@@ -29,9 +29,7 @@ class AddScopeAfterImport:
         for finder in sys.meta_path:
             spec = getattr(finder, 'find_spec', lambda *a: None)(name, path, target)
             if spec is not None and spec.loader is not None:
-                exec_module = spec.loader.exec_module
-
-                def exec_then_add_scope(module):
+                def exec_then_add_scope(module, exec_module=spec.loader.exec_module):
                     exec_module(module)
                     add_scope(module)
 

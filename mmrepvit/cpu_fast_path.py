@@ -8,8 +8,10 @@ import weakref
 
 import torch
 import torch.nn as nn
+from mmcv.ops import RoIAlign
 
 from .fusion import fuse_model
+from .models.layers import SeparableRoIAlign
 
 
 class ContiguousInputs:
@@ -41,9 +43,7 @@ class ContiguousInputs:
 def use_separable_roi_align(model: nn.Module) -> nn.Module:
     """Swap every average-pooling ``mmcv.ops.RoIAlign`` in ``model`` for
     ``SeparableRoIAlign`` (same outputs, several times faster on CPU); returns ``model``."""
-    from mmcv.ops import RoIAlign
 
-    from .models.layers import SeparableRoIAlign
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, RoIAlign) and child.pool_mode == 'avg':

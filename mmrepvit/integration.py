@@ -15,6 +15,13 @@
 """
 import os
 
+import _mmrepvit_config_scope
+
+from .checkpoint.mmengine_loader import register_safe_checkpoint_loader
+from .checkpoint.safe_load import register_safe_globals
+from .registry import register_into_toolboxes
+from .utils.compat import check_versions
+
 PROCESS_WIDE_ENV = 'MMREPVIT_PROCESS_WIDE'
 
 
@@ -24,16 +31,11 @@ def process_wide_enabled() -> bool:
 
 def apply() -> None:
     """Apply 1-5 above (idempotent)."""
-    from .registry import register_into_toolboxes
-    from .utils.compat import check_versions
     check_versions()
     register_into_toolboxes()
     if not process_wide_enabled():
         return
-    import _mmrepvit_config_scope
 
-    from .checkpoint.safe_load import register_safe_globals
-    from .engine.resume import register_safe_checkpoint_loader
     register_safe_globals()
     register_safe_checkpoint_loader()
     _mmrepvit_config_scope.add_scope()

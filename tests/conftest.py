@@ -72,7 +72,7 @@ def demo_run(tmp_path_factory):
     the others wait for it and read its summary."""
     from filelock import FileLock
 
-    from mmrepvit.apis.demo import run_demo
+    from mmrepvit.demo.run import run_demo
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get('PYTEST_XDIST_WORKER'):
         shared = shared.parent  # basetemp/popen-gwN -> basetemp, shared by the processes

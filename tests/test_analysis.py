@@ -10,12 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrepvit.analysis import (PUBLISHED, RepViTClassifier, benchmark, build_target,
-                               count, export_and_check, model_complexity, synthetic_batch,
-                               time_interleaved)
-from mmrepvit.analysis.targets import randomize_norms
+from mmrepvit.analysis import (
+    PUBLISHED,
+    RepViTClassifier,
+    benchmark,
+    build_target,
+    count,
+    export_and_check,
+    model_complexity,
+    synthetic_batch,
+    time_interleaved,
+)
 from mmrepvit.cpu_fast_path import ContiguousInputs, optimize_for_cpu
 from mmrepvit.fusion import count_batchnorms
+from mmrepvit.targets import randomize_norms
 
 # a one-off study kept out of the package (tools/analysis_tools), importable for its tests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools'))
@@ -270,8 +278,8 @@ def test_cpu_speed_hook_trains_the_same_model_faster_layout():
     from model_steps import synthetic_det_batch
 
     from mmrepvit.apis import build_model
-    from mmrepvit.analysis.targets import load_target_config
     from mmrepvit.engine import CPUSpeedHook
+    from mmrepvit.targets import load_target_config
 
     cfg = load_target_config(DET_CFG, SMALL)
     torch.manual_seed(0)
@@ -301,7 +309,7 @@ def test_train_step_study_names_a_config_without_a_mask_head():
 def test_config_step_study_times_each_variant_on_the_same_batches(demo_run, tmp_path):
     from config_step_study import study
 
-    from mmrepvit.apis.demo import DEMO_CONFIGS
+    from mmrepvit.demo.run import DEMO_CONFIGS
     table = study(DEMO_CONFIGS['fpn'],
                   [('neck 256', {'model.neck.out_channels': 256,
                                  'model.decode_head.in_channels': [256] * 4}),

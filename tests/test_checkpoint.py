@@ -14,10 +14,17 @@ from conftest import DATA, REPO
 from mmengine.logging import HistoryBuffer, MMLogger
 from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
 
-from mmrepvit.checkpoint import (CheckpointFormatError, CheckpointMismatchError,
-                                 convert_checkpoint, convert_official, convert_timm,
-                                 extract_backbone_weights, load_backbone_checkpoint,
-                                 load_backbone_weights, timm_depths)
+from mmrepvit.checkpoint import (
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    convert_checkpoint,
+    convert_official,
+    convert_timm,
+    extract_backbone_weights,
+    load_backbone_checkpoint,
+    load_backbone_weights,
+    timm_depths,
+)
 from mmrepvit.models import RepViT
 from mmrepvit.models.backbones.repvit import ARCH_ZOO
 

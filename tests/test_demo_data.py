@@ -6,8 +6,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mmrepvit.datasets import DEMO_CLASSES, make_demo_dataset
-from mmrepvit.datasets.demo import demo_dataset_is_current
+from mmrepvit.demo.data import CLASSES as DEMO_CLASSES
+from mmrepvit.demo.data import demo_dataset_is_current, make_demo_dataset
 
 
 def test_demo_dataset_is_deterministic_and_in_the_real_formats(tmp_path):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from mmrepvit.analysis.targets import build_target, load_target_config
 from mmrepvit.deployment import build_onnx_model
 from mmrepvit.deployment.compare import LOGIT_TOL, MASK_IOU, compare_detections
 from mmrepvit.deployment.export import check_model, export_model, spread_dense_scores
+from mmrepvit.targets import build_target, load_target_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -51,8 +51,8 @@ def load_fused(config, plain_ckpt, work, cfg_options=None):
     mmengine's ``load_checkpoint`` into the model of the ordinary config."""
     from mmengine.runner import load_checkpoint
 
-    from mmrepvit.apis.config import build_model
     from mmrepvit.apis.fuse import fuse_checkpoint_file
+    from mmrepvit.config import build_model
     fused_ckpt = str(work / (osp.basename(plain_ckpt) + '.fused.pth'))
     fuse_checkpoint_file(config, plain_ckpt, fused_ckpt, cfg_options)
     model = build_model(load_target_config(config, cfg_options))
@@ -192,7 +192,7 @@ def test_benchmark_times_the_onnxruntime_variants():
 
 
 def demo_data_options(demo_run, job):
-    from mmrepvit.apis.demo import _data_options
+    from mmrepvit.demo.run import _data_options
     options = _data_options(demo_run['data_root'], job)
     for split in ('train', 'val', 'test'):
         options[f'{split}_dataloader.num_workers'] = 0

@@ -17,9 +17,9 @@ from mmengine.runner import load_checkpoint
 
 from mmrepvit.apis import build_model, load_config, prepare_test_cfg
 from mmrepvit.apis import test as run_test
-from mmrepvit.apis.demo import DEMO_CONFIGS, _data_options
 from mmrepvit.apis.infer import infer
 from mmrepvit.checkpoint import convert_checkpoint, load_checkpoint_file, load_model_checkpoint
+from mmrepvit.demo.run import DEMO_CONFIGS, _data_options
 from mmrepvit.errors import CheckpointMismatchError
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -37,7 +37,7 @@ def installed(tmp_path_factory):
 def test_package_and_its_configs_come_from_site_packages(installed):
     out = run([installed['python'], '-c', textwrap.dedent('''
         import mmrepvit
-        from mmrepvit.apis.demo import DEMO_CONFIGS
+        from mmrepvit.demo.run import DEMO_CONFIGS
         from mmrepvit.apis import load_config
         print(mmrepvit.__file__)
         for path in DEMO_CONFIGS.values():

@@ -4,18 +4,21 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from conftest import randomise_bn
 from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
 from mmengine.registry import DefaultScope
 from model_steps import train_and_test_step
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from conftest import randomise_bn
-
 from mmrepvit.apis import load_config
-from mmrepvit.models import MoCoViT
-from mmrepvit.models.backbones.mocovit import MoCoViTClassifier
-from mmrepvit.models.layers import (GhostBottleneck, GhostModule, MobileSelfAttention,
-                                    MobileTransformerBlock, TokenAttention)
+from mmrepvit.models import MoCoViT, MoCoViTClassifier
+from mmrepvit.models.layers import (
+    GhostBottleneck,
+    GhostModule,
+    MobileSelfAttention,
+    MobileTransformerBlock,
+    TokenAttention,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 GHOSTNET_1_0X = dict(widen_factor=1.0, transformer_blocks=0)

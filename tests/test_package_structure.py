@@ -1,95 +1,167 @@
-"""The package's shape: no import circles, the model core independent of the tools around it,
-every module importable on its own."""
+"""The package's shape: its parts in one dependency order (docs/architecture.md), every import
+going down that order (imports inside functions counted), imports inside functions only for
+optional dependencies, and every module importable on its own."""
 import ast
+import os
 import os.path as osp
-import pkgutil
+import re
 import subprocess
 import sys
+import textwrap
 
 import mmrepvit
 
 PACKAGE_DIR = osp.dirname(mmrepvit.__file__)
-# the model core may use the registry and the error types, nothing that is built around it
-CORE = 'mmrepvit.models'
-NOT_FOR_CORE = ('mmrepvit.apis', 'mmrepvit.engine', 'mmrepvit.analysis', 'mmrepvit.checkpoint',
-                'mmrepvit.datasets', 'mmrepvit.deployment')
+REPO = osp.dirname(PACKAGE_DIR)
+# The parts of the package, lowest first: a part imports only parts of lower layers.
+# A part is a subpackage or a top-level module; the package's own __init__ is the top.
+LAYERS = (
+    ('errors', 'version', 'registry', 'utils'),
+    ('models', ),
+    ('fusion', ),
+    ('cpu_fast_path', ),
+    ('checkpoint', ),
+    ('datasets', ),
+    ('engine', ),
+    ('config', ),
+    ('targets', ),
+    ('deployment', ),
+    ('analysis', ),
+    ('apis', ),
+    ('demo', ),
+    ('integration', ),
+    ('__init__', ),
+)
+# What a function may import inside itself: dependencies a user may not have installed
+# (mmdet / mmseg are each optional extras, the deployment runtimes and mmdeploy too).
+OPTIONAL_IMPORTS = ('mmdet', 'mmseg', 'mmdeploy', 'onnx', 'onnxruntime', 'openvino', 'nncf')
 
 
-def modules():
-    return sorted(m.name for m in pkgutil.walk_packages([PACKAGE_DIR], 'mmrepvit.'))
+def python_files(package_dir):
+    for root, _, files in os.walk(package_dir):
+        for name in files:
+            if name.endswith('.py'):
+                yield osp.join(root, name)
 
 
-def source_of(name):
-    base = osp.join(osp.dirname(PACKAGE_DIR), *name.split('.'))
-    return base + '/__init__.py' if osp.isdir(base) else base + '.py'
+def part_of(path, package_dir):
+    """The part a file belongs to: its first folder under the package, or its module name."""
+    rel = osp.relpath(path, package_dir).split(os.sep)
+    return rel[0] if len(rel) > 1 else rel[0][:-len('.py')]
 
 
-def imports_of(name):
-    """The ``mmrepvit`` modules ``name`` imports anywhere in its file (inside functions too),
-    as the nearest existing module of each imported name."""
-    path = source_of(name)
-    package = name if path.endswith('__init__.py') else name.rsplit('.', 1)[0]
-    known = set(modules()) | {'mmrepvit'}
-    found = set()
+def imported_parts(path, package_dir, package):
+    """``{part: [line, ...]}`` of the package's parts ``path`` imports, at any depth."""
+    module_dir = osp.dirname(path)
+    found = {}
     for node in ast.walk(ast.parse(open(path).read())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split('.')
-                base = '.'.join(parts[:len(parts) - node.level + 1])
-                base = f'{base}.{node.module}' if node.module else base
-            else:
-                base = node.module or ''
-            targets = [f'{base}.{a.name}' for a in node.names] + [base]
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = module_dir
+            for _ in range(node.level - 1):
+                base = osp.dirname(base)
+            rel = osp.relpath(base, package_dir).split(os.sep)
+            names = [p for p in rel if p != '.'] + (node.module.split('.') if node.module else [])
+            targets = [names] if names else [[a.name] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or '').split('.')[0] == package:
+            names = node.module.split('.')[1:]
+            targets = [names] if names else [[a.name] for a in node.names]
         elif isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
+            targets = [a.name.split('.')[1:] for a in node.names
+                       if a.name.split('.')[0] == package]
         else:
             continue
-        for target in targets:
-            if target.split('.')[0] != 'mmrepvit':
-                continue
-            while target not in known:
-                target = target.rsplit('.', 1)[0]
-            if target != name:
-                found.add(target)
-                break
+        for names in targets:
+            part = names[0] if names else '__init__'
+            found.setdefault(part, []).append(node.lineno)
     return found
 
 
-def test_no_import_circles():
-    graph = {name: imports_of(name) for name in modules()}
-    # a package's __init__ gathering its own submodules is not a circle of theirs
-    edges = {a: {b for b in bs if not (osp.basename(source_of(a)) == '__init__.py'
-                                       and b.startswith(a + '.'))}
-             for a, bs in graph.items()}
-    circles = []
-
-    def visit(node, path):
-        for nxt in edges.get(node, ()):
-            if nxt in path:
-                circles.append(path[path.index(nxt):] + [nxt])
-            elif len(path) < 12:
-                visit(nxt, path + [nxt])
-
-    for start in edges:
-        visit(start, [start])
-    assert not circles, f'import circles: {circles[:5]}'
+def layer_violations(package_dir, layers):
+    """``[(file, line, part, imported part)]`` for each import that does not go down."""
+    rank = {part: i for i, layer in enumerate(layers) for part in layer}
+    package = osp.basename(package_dir)
+    bad = []
+    for path in python_files(package_dir):
+        part = part_of(path, package_dir)
+        for target, lines in imported_parts(path, package_dir, package).items():
+            if target != part and not rank.get(target, -1) < rank.get(part, -1):
+                bad += [(osp.relpath(path, package_dir), line, part, target) for line in lines]
+    return sorted(bad)
 
 
-def test_model_core_imports_nothing_built_around_it():
-    offending = {name: sorted(t for t in imports_of(name) if t.startswith(NOT_FOR_CORE))
-                 for name in modules() if name.startswith(CORE)}
-    assert not any(offending.values()), offending
+def function_level_imports(package_dir):
+    """``[(file, line, module)]`` of the imports written inside functions."""
+    found = []
+    for path in python_files(package_dir):
+        for fn in ast.walk(ast.parse(open(path).read())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.Import):
+                        found += [(path, node.lineno, a.name) for a in node.names]
+                    elif isinstance(node, ast.ImportFrom):
+                        found.append((path, node.lineno,
+                                      '.' * node.level + (node.module or '')))
+    return found
+
+
+def test_every_part_is_in_the_layer_order():
+    parts = {part_of(path, PACKAGE_DIR) for path in python_files(PACKAGE_DIR)}
+    listed = {part for layer in LAYERS for part in layer}
+    assert parts == listed, f'not in LAYERS: {parts - listed}; gone: {listed - parts}'
+
+
+def test_imports_go_down_the_layer_order():
+    assert layer_violations(PACKAGE_DIR, LAYERS) == []
+
+
+def test_imports_inside_functions_are_only_optional_dependencies():
+    offending = [(osp.relpath(p, REPO), line, name)
+                 for p, line, name in function_level_imports(PACKAGE_DIR)
+                 if name.split('.')[0] not in OPTIONAL_IMPORTS]
+    assert offending == []
+
+
+def test_the_layer_check_sees_a_circle_through_a_function_level_import(tmp_path):
+    """A package whose lower part imports a higher one inside a function: a circle that a
+    check of module-level imports alone would miss."""
+    pkg = tmp_path / 'toy'
+    (pkg / 'low').mkdir(parents=True)
+    (pkg / 'high').mkdir()
+    (pkg / '__init__.py').write_text('')
+    (pkg / 'low' / '__init__.py').write_text('')
+    (pkg / 'low' / 'core.py').write_text(textwrap.dedent('''\
+        def helper():
+            from ..high.tool import run  # the circle: low -> high
+            return run
+        '''))
+    (pkg / 'high' / '__init__.py').write_text('from ..low.core import helper\n')
+    (pkg / 'high' / 'tool.py').write_text('from toy.low import core\n\n\ndef run():\n    pass\n')
+    layers = (('low', ), ('high', ), ('__init__', ))
+    assert layer_violations(str(pkg), layers) == [('low/core.py', 2, 'low', 'high')]
+    (pkg / 'low' / 'core.py').write_text('def helper():\n    return None\n')
+    assert layer_violations(str(pkg), layers) == []
+
+
+def test_the_architecture_page_lists_the_same_order():
+    text = open(osp.join(REPO, 'docs', 'architecture.md')).read()
+    m = re.search(r'```text\n(.*?)```', text, re.S)
+    assert m, 'docs/architecture.md: no ```text block with the layer order'
+    written = [tuple(re.findall(r'[a-z_]+', line)) for line in m.group(1).splitlines()
+               if line.strip()]
+    assert written == [layer for layer in LAYERS if layer != ('__init__', )]
 
 
 def test_every_module_imports_in_a_fresh_interpreter():
     """``import mmrepvit.<x>`` always runs the package's ``__init__`` first, so one fresh
     interpreter importing each module in turn (deepest first) sees what each would alone."""
-    names = sorted(modules(), key=lambda n: -n.count('.'))
+    names = sorted({('mmrepvit.' + osp.relpath(p, PACKAGE_DIR)[:-3].replace(os.sep, '.'))
+                    .replace('.__init__', '') for p in python_files(PACKAGE_DIR)},
+                   key=lambda n: -n.count('.'))
     code = ('import importlib, sys\n'
             f'for name in {names!r}:\n'
             '    importlib.import_module(name)\n'
             'print("imported", len(sys.modules))\n')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            cwd=osp.dirname(osp.dirname(PACKAGE_DIR)), timeout=300)
+                            cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(names) > 40

@@ -5,8 +5,14 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 
-from mmrepvit.apis.pictures import (IGNORE_COLOUR, colour_map, detection_row, draw_instances,
-                                    grid, legend)
+from mmrepvit.demo.pictures import (
+    IGNORE_COLOUR,
+    colour_map,
+    detection_row,
+    draw_instances,
+    grid,
+    legend,
+)
 
 CLASSES = ('circle', 'triangle')
 PALETTE = [(220, 20, 60), (0, 128, 255)]
@@ -64,7 +70,7 @@ def test_grid_lays_out_rows_under_column_titles():
 def test_truth_masks_decode_from_every_coco_form():
     from pycocotools import mask as mask_utils
 
-    from mmrepvit.apis.pictures import decode_mask
+    from mmrepvit.demo.pictures import decode_mask
     square = np.zeros((20, 30), np.uint8)
     square[5:15, 10:20] = 1
     rle = mask_utils.encode(np.asfortranarray(square))
@@ -76,7 +82,7 @@ def test_truth_masks_decode_from_every_coco_form():
 
 
 def test_demo_threads_come_from_the_flag_the_environment_or_the_cpus():
-    from mmrepvit.apis.demo import torch_threads
+    from mmrepvit.demo.run import torch_threads
     assert torch_threads(3, '1', 8) == 3
     assert torch_threads(None, '2,1', 8) == 2
     assert torch_threads(None, None, 8) == 8

@@ -6,23 +6,25 @@ float32, which is where the speed comes from), the calibration reads the config'
 the int8 graph keeps dynamic input sizes and the deployed model's interface, and it follows
 the float graph closely. Its accuracy on a trained model is measured with tools/test.py
 (docs/deployment.md), not here."""
-import os.path as osp
 
 import numpy as np
 import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-
-from mmrepvit.analysis.targets import load_target_config, synthetic_batch
-from mmrepvit.deployment import build_onnx_model
-from mmrepvit.deployment.export import export_int8, export_model
-from mmrepvit.deployment.quantize import (compare_graphs, dataset_feeds, fuse_gelu,
-                                          int8_coverage, own_initializers)
-from mmrepvit.deployment.runtime import ort_session
-
 from test_deployment import FPN, MASK_RCNN, demo_data_options, plain_model
 
+from mmrepvit.deployment import build_onnx_model
+from mmrepvit.deployment.export import export_int8, export_model
+from mmrepvit.deployment.quantize import (
+    compare_graphs,
+    dataset_feeds,
+    fuse_gelu,
+    int8_coverage,
+    own_initializers,
+)
+from mmrepvit.deployment.runtime import ort_session
+from mmrepvit.targets import load_target_config, synthetic_batch
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 

@@ -1,6 +1,9 @@
 """weights_only loading (issue 8): mmengine Runner checkpoints resume, anything else is refused."""
 import contextlib
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,8 +15,12 @@ from mmengine.runner import Runner
 from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
 from torch.utils.data import Dataset
 
-from mmrepvit.checkpoint import (ALLOWED_GLOBAL_NAMES, UnsafeCheckpointError,
-                                 load_backbone_checkpoint, load_checkpoint_file)
+from mmrepvit.checkpoint import (
+    ALLOWED_GLOBAL_NAMES,
+    UnsafeCheckpointError,
+    load_backbone_checkpoint,
+    load_checkpoint_file,
+)
 from mmrepvit.models import RepViT
 
 CALLS = []
@@ -186,3 +193,40 @@ def test_object_arrays_are_refused_numeric_ones_allowed(tmp_path):
     torch.save({'meta': {'anything': np.array([1, 'two'], dtype=object)}}, objects)
     with pytest.raises(UnsafeCheckpointError, match='ObjectDType'):
         load_checkpoint_file(objects)
+
+
+OPT_OUT_SCRIPT = '''
+import sys
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader
+
+def state():
+    return (sorted(map(repr, torch.serialization.get_safe_globals())),
+            dict(CheckpointLoader._schemes))
+
+before = state()
+import mmrepvit
+from mmrepvit.checkpoint import load_checkpoint_file, load_model_checkpoint
+checkpoint = load_checkpoint_file(sys.argv[1])
+assert checkpoint['meta']['iter'] == 4, checkpoint['meta']
+model = torch.nn.Sequential()
+model.add_module('linear', torch.nn.Linear(2, 1))
+model.add_module('bn', torch.nn.BatchNorm1d(1))
+load_model_checkpoint(model, sys.argv[1])
+after = state()
+assert after == before, (before, after)
+try:
+    torch.load(sys.argv[1], weights_only=True)
+except Exception as e:
+    print('torch alone refuses:', type(e).__name__)
+'''
+
+
+def test_opting_out_leaves_torch_and_mmengine_as_they_were(runner_checkpoint):
+    """With MMREPVIT_PROCESS_WIDE=0, the project's own loads still read mmengine checkpoints,
+    and torch's allow-list and mmengine's loaders are unchanged afterwards."""
+    result = subprocess.run([sys.executable, '-c', OPT_OUT_SCRIPT, str(runner_checkpoint)],
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, MMREPVIT_PROCESS_WIDE='0'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'torch alone refuses: UnpicklingError' in result.stdout

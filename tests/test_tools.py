@@ -11,9 +11,9 @@ from model_steps import synthetic_det_batch, synthetic_seg_batch
 
 from mmrepvit.apis import build_model, load_config, prepare_test_cfg, prepare_train_cfg
 from mmrepvit.apis import test as run_test
-from mmrepvit.apis.demo import DEMO_CONFIGS, REPORTED, _data_options, format_summary, met
 from mmrepvit.checkpoint import load_model_checkpoint
 from mmrepvit.datasets import DatasetNotFoundError
+from mmrepvit.demo.run import DEMO_CONFIGS, REPORTED, _data_options, format_summary, met
 from mmrepvit.fusion import count_batchnorms, fuse_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmrepvit.datasets import make_demo_dataset
+from mmrepvit.demo import make_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

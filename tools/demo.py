@@ -24,12 +24,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import torch
-    from mmrepvit.apis.demo import run_demo, torch_threads
+
+    from mmrepvit.demo.run import run_demo, torch_threads
     try:
         threads = torch_threads(args.threads, os.environ.get('OMP_NUM_THREADS'),
                                 os.cpu_count() or 1)
     except ValueError as error:
-        raise SystemExit(str(error))
+        raise SystemExit(str(error)) from error
     torch.set_num_threads(threads)
     print(f'mmrepvit demo: {threads} torch thread(s) on {os.cpu_count()} CPU(s)', flush=True)
     return run_demo(args.work_dir, args.data_root, tuple(args.jobs))

@@ -66,7 +66,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmrepvit.analysis.targets import target_kind
+    from mmrepvit.targets import target_kind
     kind = target_kind(args.target)
     sizes = [tuple(s) for s in args.check_size] if args.check_size else None
     if sizes is not None and len(set(sizes)) < 2:
@@ -90,7 +90,7 @@ def main(argv=None):
 
 
 def export_backbone(args, sizes):
-    from mmrepvit.analysis.onnx_export import export_and_check
+    from mmrepvit.deployment.export import export_and_check
     report = export_and_check(args.target, args.out, tuple(args.size or (224, 224)), sizes,
                               args.cfg_options, args.threads, args.checkpoint)
     worst = max(c['max_abs_diff'] for c in report['checks'])

@@ -41,9 +41,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmrepvit.analysis.complexity import (compare_published, format_complexity,
-                                              format_published, model_complexity)
-    from mmrepvit.analysis.targets import target_kind
+    from mmrepvit.analysis.complexity import (
+        compare_published,
+        format_complexity,
+        format_published,
+        model_complexity,
+    )
+    from mmrepvit.targets import target_kind
     default = {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}
     out = dict(reports=[])
     for target in args.targets:

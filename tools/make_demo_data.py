@@ -8,8 +8,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None):
-    from mmrepvit.datasets import make_demo_dataset
-    from mmrepvit.datasets.demo import NUM_TRAIN, NUM_VAL, SEED, SIZE
+    from mmrepvit.demo import make_demo_dataset
+    from mmrepvit.demo.data import NUM_TRAIN, NUM_VAL, SEED, SIZE
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('root', nargs='?', default='data/demo')
     parser.add_argument('--num-train', type=int, default=NUM_TRAIN)

@@ -1,11 +1,18 @@
 """Speed, size and export: what tools/benchmark.py, get_flops.py and export_onnx.py run."""
+from ..deployment.compare import check_onnx
+from ..deployment.export import export_and_check, export_onnx
+from ..models import RepViTClassifier
+from ..targets import VARIANTS, build_target, synthetic_batch, target_kind
 from .benchmark import benchmark, format_table
-from .classifier import RepViTClassifier
-from .complexity import (PUBLISHED, compare_published, count, format_complexity,
-                         format_published, model_complexity)
+from .complexity import (
+                         PUBLISHED,
+                         compare_published,
+                         count,
+                         format_complexity,
+                         format_published,
+                         model_complexity,
+)
 from .memory import peak_allocated_bytes, weight_bytes
-from .onnx_export import check_onnx, export_and_check, export_onnx
-from .targets import VARIANTS, build_target, synthetic_batch, target_kind
 from .timing import paired_ratios, summarize, time_interleaved
 
 __all__ = ['benchmark', 'format_table', 'RepViTClassifier', 'PUBLISHED', 'compare_published',

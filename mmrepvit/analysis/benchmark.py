@@ -1,15 +1,35 @@
 """Latency, throughput and peak memory of backbones and whole models, every candidate timed
 interleaved with the others (see ``timing``) so that ratios between them hold on a busy CPU."""
+import atexit
 import os
+import os.path as osp
 import platform
+import shutil
+import tempfile
 
+import mmengine
 import torch
 
+from ..deployment.export import (
+    export_detector,
+    export_onnx,
+    export_segmentor,
+    exportable,
+    make_traceable,
+)
+from ..deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
+from ..deployment.runtime import OnnxBackbone, build_onnx_model
+from ..targets import (
+    VARIANTS,
+    build_target,
+    describe_outputs,
+    load_target_config,
+    make_call,
+    synthetic_batch,
+    target_kind,
+)
 from .memory import peak_allocated_bytes, weight_bytes
-from .targets import (VARIANTS, build_target, describe_outputs, load_target_config,
-                      make_call, synthetic_batch, target_kind)
 from .timing import num_threads, paired_ratios, summarize, time_interleaved
-
 
 ONNX_VARIANT = 'onnxruntime'
 INT8_VARIANT = 'onnxruntime-int8'
@@ -92,10 +112,6 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None, int8
     ``int8``: the export quantised (``deployment.quantize``), calibrated on four synthetic
     images of ``size``: right for timing, not for accuracy (measure that with
     ``tools/export_onnx.py --int8`` and ``tools/test.py``)."""
-    import atexit
-    import os.path as osp
-    import shutil
-    import tempfile
     if classifier:
         raise ValueError(f'the {ONNX_VARIANT} variant exports backbones without the '
                          f'classifier head')
@@ -103,13 +119,9 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None, int8
     atexit.register(shutil.rmtree, folder, True)  # kept till then: sessions per thread count
     path = osp.join(folder, f'{osp.splitext(osp.basename(spec))[0]}.onnx')
     if kind == 'backbone':
-        from ..deployment.runtime import OnnxBackbone
-        from .onnx_export import export_onnx, exportable, make_traceable
         module, names = exportable(spec, cfg_options)
         export_onnx(make_traceable(module), path, names, size)
         return OnnxBackbone(_int8(path, None, kind, size) if int8 else path)
-    from ..deployment.export import export_detector, export_segmentor
-    from ..deployment.runtime import build_onnx_model
     model = build_target(spec, 'fused', cfg_options=cfg_options)  # the PyTorch candidates'
     (export_detector if kind == 'mmdet' else export_segmentor)(model, path, size=size)
     if int8:
@@ -118,7 +130,6 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None, int8
 
 
 def _int8(path, model, kind, size):
-    from ..deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
     int8_path = path[:-len('.onnx')] + '_int8.onnx'
     feeds = synthetic_feeds(model, kind, size, graph_inputs(path))
     quantize_onnx(path, int8_path, feeds)
@@ -161,7 +172,6 @@ def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup,
 
 
 def environment():
-    import mmengine
     return dict(torch=torch.__version__, mmengine=mmengine.__version__,
                 python=platform.python_version(), machine=platform.machine(),
                 processor=platform.processor() or None, cpu_count=os.cpu_count())

@@ -9,8 +9,9 @@ import copy
 
 import torch
 import torch.nn as nn
+from mmengine.analysis import FlopAnalyzer
 
-from .targets import build_target, synthetic_batch, target_kind
+from ..targets import build_target, synthetic_batch, target_kind
 
 # The RepViT paper's ImageNet figures: fused, 1000-class head, 224x224 (params, multiply-adds).
 PUBLISHED = {'m0_9': (5.1e6, 0.8e9), 'm1_0': (6.8e6, 1.1e9), 'm1_1': (8.2e6, 1.3e9),
@@ -33,7 +34,6 @@ def count(model, inputs, parts=None, prefix=''):
     """``{'params', 'macs', 'parts': {name: {'params', 'macs'}}, 'uncounted'}`` of ``model``
     run on ``inputs``; ``parts`` are child-module names (default: every child), and an
     ``other`` part holds what no listed part does, so the parts always sum to the total."""
-    from mmengine.analysis import FlopAnalyzer
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)

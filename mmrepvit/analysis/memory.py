@@ -9,6 +9,8 @@ import contextlib
 import os
 import sys
 
+from torch.profiler import ProfilerActivity, profile
+
 
 @contextlib.contextmanager
 def _quiet_stderr():
@@ -32,7 +34,6 @@ def weight_bytes(model):
 def peak_allocated_bytes(fn):
     """Highest bytes held at once by allocations made during ``fn()`` (None if the profiler
     does not report memory events on this PyTorch)."""
-    from torch.profiler import ProfilerActivity, profile
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU],
                                   profile_memory=True) as prof:
         fn()

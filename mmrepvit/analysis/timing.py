@@ -6,6 +6,7 @@ import sys
 import time
 
 import torch
+from mmengine.utils import ProgressBar
 
 
 @contextlib.contextmanager
@@ -34,7 +35,6 @@ def time_interleaved(candidates, repeats=30, warmup=5, progress=False, desc='tim
         raise ValueError(f'repeats={repeats!r} must be >= 1 and warmup={warmup!r} >= 0')
     bar = None
     if progress:
-        from mmengine.utils import ProgressBar
         print(f'{desc}: {len(names)} candidates x ({warmup} warm-up + {repeats} timed)',
               file=sys.stderr)
         bar = ProgressBar(len(names) * (warmup + repeats), file=sys.stderr)

@@ -1,4 +1,4 @@
-from .config import build_model, load_config, toolbox_of
+from ..config import build_model, load_config, toolbox_of
 from .fuse import fuse_checkpoint_file
 from .test import prepare_test_cfg, test
 from .train import build_runner, prepare_train_cfg, train

@@ -12,10 +12,12 @@ import inspect
 import re
 from contextlib import contextmanager
 
+import mmengine.registry as registries
 from mmengine.registry import Registry
+from torch.utils.data import DataLoader
 
+from ..config import toolbox_of
 from ..datasets import explain_empty_dataset
-from .config import toolbox_of
 
 UNKNOWN_TYPE = re.compile(r'^(?P<name>\S+) is not in the (?P<scope>\S+?)::(?P<registry>.+?) '
                           r'registry')
@@ -47,7 +49,6 @@ def _walk(node, path=''):
 
 
 def _root_registries():
-    import mmengine.registry as registries
     return [r for r in vars(registries).values() if isinstance(r, Registry) and r.parent is None]
 
 
@@ -142,7 +143,6 @@ def _class_named(class_name, error):
     if found is not None:
         return found
     if class_name == 'DataLoader':  # built by mmengine's Runner.build_dataloader, not a registry
-        from torch.utils.data import DataLoader
         return DataLoader
     for root in _root_registries():
         for registry in _descendants(root):

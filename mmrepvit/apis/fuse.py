@@ -6,8 +6,8 @@ from typing import Optional
 import torch
 
 from ..checkpoint import load_model_checkpoint
+from ..config import build_model, load_config
 from ..fusion import fuse_checkpoint
-from .config import build_model, load_config
 
 
 def fuse_checkpoint_file(config: str, checkpoint: str, out: str,

@@ -9,14 +9,17 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional
 
+import cv2
 import mmcv
 import numpy as np
 from mmengine.config import Config
 from mmengine.utils import ProgressBar
+from pycocotools import mask as mask_utils
 
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint
+from ..config import load_config, toolbox_of
+from ..deployment import build_onnx_model, check_onnx_file
 from ..fusion import fuse_model
-from .config import load_config, toolbox_of
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
@@ -51,7 +54,6 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
         if not config:
             raise ValueError(f'{weights!r} is an ONNX model, which carries no config: pass the '
                              f'config it was exported from')
-        from .test import check_onnx_file
         check_onnx_file(weights, fuse)
         checkpoint = None
     else:
@@ -76,7 +78,6 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
         inferencer = MMSegInferencer(model=cfg, weights=torch_weights, device=device)
         inferencer.show_progress = False  # one bar over all inputs is ours
     if deployed:
-        from ..deployment import build_onnx_model
         inferencer.model = build_onnx_model(cfg, weights, device)
         # the placeholder PyTorch model's (COCO's) classes are not the config's
         inferencer.visualizer.dataset_meta = inferencer.model.dataset_meta
@@ -99,7 +100,6 @@ def predict(inferencer, image: np.ndarray):
 
 
 def detections_to_json(sample, classes, score_thr: float) -> List[dict]:
-    from pycocotools import mask as mask_utils
     pred = sample.pred_instances
     keep = pred.scores >= score_thr
     out = []
@@ -188,7 +188,6 @@ def _write_json(out_dir: str, name: str, data: dict) -> str:
 
 
 def _infer_video(inferencer, path, name, out_dir, to_json, score_thr) -> List[str]:
-    import cv2
     video = mmcv.VideoReader(path)
     if len(video) == 0:
         raise ValueError(f'Video {path!r} has no readable frames')

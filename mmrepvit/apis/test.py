@@ -5,8 +5,9 @@ from typing import Optional
 from mmengine.config import Config
 
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint
+from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
-from .config import default_work_dir, load_config, toolbox_of
+from ..deployment import build_onnx_model, check_onnx_file
 from .diagnose import explained_errors
 from .train import build_runner
 
@@ -68,22 +69,8 @@ def test(cfg: Config) -> dict:
     with explained_errors(cfg):
         runner = build_runner(cfg)
         if cfg.get('deployed_model'):
-            from ..deployment import build_onnx_model
             runner.model = build_onnx_model(cfg, cfg.deployed_model,
                                             dataset_meta=runner.test_dataloader.dataset.metainfo)
         else:
             load_model_checkpoint(runner.model, cfg.load_from)
         return runner.test()
-
-
-def check_onnx_file(path: str, fuse: bool = False) -> None:
-    """Raise ValueError naming ``path`` unless it is a readable ONNX model, or if asked to
-    ``fuse`` it (an exported model is fused already)."""
-    if fuse:
-        raise ValueError(f'--fuse with {path!r}: an exported ONNX model is fused already')
-    import onnx
-    try:
-        onnx.checker.check_model(path)
-    except Exception as error:  # DecodeError, ValidationError, OSError ...
-        raise ValueError(f'{path!r} is not a readable ONNX model ({type(error).__name__}: '
-                         f'{error}); export one with tools/export_onnx.py') from error

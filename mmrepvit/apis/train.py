@@ -4,12 +4,13 @@ from typing import Optional
 
 import torch
 from mmengine.config import Config
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
 from ..engine.distributed import setup_cpu_distributed
 from ..engine.resume import find_resumable_checkpoint
-from .config import default_work_dir, load_config, toolbox_of
 from .diagnose import explained_errors
 
 # Added to every training run (unless the config has them): exact resume, and ranks that agree
@@ -62,7 +63,6 @@ def add_hooks(cfg, types):
 def build_runner(cfg: Config) -> Runner:
     setup_cpu_distributed(cfg)
     if 'runner_type' in cfg:
-        from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
 

@@ -10,10 +10,10 @@ from typing import Optional
 import torch
 from mmengine.logging import print_log
 
+from ..errors import CheckpointMismatchError
 from ..models.backbones.base import shapes_of
 from ..models.backbones.repvit import ARCH_ZOO, RepViT
 from ..version import __version__
-from ..errors import CheckpointMismatchError
 from .loading import extract_backbone_weights, load_backbone_weights
 from .safe_load import load_checkpoint_file
 

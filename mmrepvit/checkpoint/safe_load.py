@@ -12,8 +12,10 @@ checkpoint (``meta``, ``state_dict``, ``message_hub``, ``optimizer``, ``param_sc
 - ``numpy.core.multiarray.scalar`` (numpy scalars in ``runtime_info``, e.g. ``eta``);
 - ``builtins.getattr``, used as ``getattr(HistoryBuffer, 'min')`` for its statistics methods.
 
-Those are allow-listed here, once, when ``mmrepvit.checkpoint`` is imported, so mmengine's own
-``load_checkpoint`` and ``runner.resume()`` work under torch's default ``weights_only=True``.
+The project's own loads allow exactly those, for their duration only (``allowed_globals``).
+``import mmrepvit`` also allow-lists them process-wide (``register_safe_globals``, opt-out in
+``integration.py``), so that mmengine's own ``load_checkpoint`` and ``runner.resume()`` work
+under torch's default ``weights_only=True``.
 ``getattr`` is not allowed as such: the name ``builtins.getattr`` is bound to a function that
 only looks up HistoryBuffer's statistics methods. Unpickled ``numpy.dtype`` objects must also be
 built, which needs their classes: the numeric ones (bool, integers, floats) are allowed --
@@ -22,6 +24,7 @@ returns numpy scalars; object and string dtypes are not. ``collections.OrderedDi
 (and ``collections.Counter``, in MultiStepLR's state) are already allowed by torch. Anything
 else is refused, naming the global.
 """
+import contextlib
 import os
 import os.path as osp
 import pickle
@@ -78,10 +81,28 @@ NUMPY_DTYPE_CLASSES = tuple(
 ALLOWED_GLOBAL_NAMES = frozenset(name for _, name in MMENGINE_CHECKPOINT_GLOBALS)
 
 
+def _safe_globals():
+    return list(MMENGINE_CHECKPOINT_GLOBALS) + list(NUMPY_DTYPE_CLASSES)
+
+
 def register_safe_globals():
-    """Allow-list the objects above for every ``torch.load(weights_only=True)``. Idempotent."""
-    torch.serialization.add_safe_globals(
-        list(MMENGINE_CHECKPOINT_GLOBALS) + list(NUMPY_DTYPE_CLASSES))
+    """Allow-list the objects above for every ``torch.load(weights_only=True)`` of the
+    process. Idempotent."""
+    torch.serialization.add_safe_globals(_safe_globals())
+
+
+@contextlib.contextmanager
+def allowed_globals():
+    """Allow-list the objects above inside the ``with`` block only; torch's list is as it was
+    afterwards. (``torch.serialization.safe_globals`` would remove them on exit even where
+    the process had allow-listed them before.)"""
+    saved = torch.serialization.get_safe_globals()
+    torch.serialization.add_safe_globals(_safe_globals())
+    try:
+        yield
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(saved)
 
 
 def _file_kind(path):
@@ -142,7 +163,6 @@ def load_checkpoint_file(path: str, map_location: str = 'cpu') -> dict:
     """``torch.load(path, weights_only=True)`` with the allow-list, and errors that say whether
     the file is missing, truncated, not a checkpoint, or unsafe."""
     path = resolve_checkpoint_path(path)
-    register_safe_globals()
     kind = _file_kind(path)
     if kind is None or (kind == 'zip' and not zipfile.is_zipfile(path)):
         size = osp.getsize(path)
@@ -152,7 +172,8 @@ def load_checkpoint_file(path: str, map_location: str = 'cpu') -> dict:
                 'is not a PyTorch checkpoint (neither a torch zip archive nor a pickle)')
         raise CheckpointFormatError(f'Checkpoint file {path!r} {what}')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with allowed_globals():
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _torch_reason(str(e))
         if kind == 'zip' or any(mark in reason for mark in REFUSAL_MARKS):

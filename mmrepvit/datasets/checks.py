@@ -4,6 +4,8 @@ import json
 import os
 import os.path as osp
 
+from mmengine.dataset import BaseDataset
+
 # Where each dataset type expects its files, and where users get them.
 DATASET_HELP = {
     'CocoDataset': (
@@ -45,7 +47,7 @@ def required_paths(dataset_cfg):
         root = ds.get('data_root', '') or ''
         if ds.get('ann_file'):
             paths.append((ds.get('type', '?'), _join(root, ds['ann_file'])))
-        for key, prefix in (ds.get('data_prefix') or {}).items():
+        for prefix in (ds.get('data_prefix') or {}).values():
             if prefix:
                 paths.append((ds.get('type', '?'), _join(root, prefix)))
         if not ds.get('ann_file') and not ds.get('data_prefix') and root:
@@ -158,7 +160,6 @@ DATASET_INIT_STEPS = ('__init__', 'full_init', '_serialize_data', 'filter_data')
 
 def _empty_dataset_in(error):
     """The mmengine dataset whose initialisation raised ``error`` with no samples, if any."""
-    from mmengine.dataset import BaseDataset
     tb = error.__traceback__
     while tb is not None:
         frame = tb.tb_frame

@@ -5,12 +5,7 @@ model's ``test_step``).
 
 Not imported by ``import mmrepvit``; mmdeploy and onnxruntime are imported only when used.
 """
-from .runtime import build_onnx_model
+from .export import export_model
+from .runtime import build_onnx_model, check_onnx_file
 
-__all__ = ['build_onnx_model', 'export_model']
-
-
-def export_model(*args, **kwargs):
-    """See ``mmrepvit.deployment.export.export_model``."""
-    from .export import export_model as export
-    return export(*args, **kwargs)
+__all__ = ['build_onnx_model', 'check_onnx_file', 'export_model']

@@ -1,7 +1,12 @@
-"""Comparing a deployed model's predictions with the PyTorch model's, sample by sample."""
-from typing import Dict, List
+"""Comparing a deployed model with the PyTorch model it came from (raw graph outputs, and
+predictions sample by sample), and an int8 graph with its float graph."""
+from typing import Dict, List, Sequence
 
+import numpy as np
 import torch
+
+from ..targets import synthetic_batch
+from .runtime import ort_session
 
 BOX_TOL = 1e-3  # pixels
 SCORE_TOL = 1e-4
@@ -65,3 +70,80 @@ def compare_segmentations(reference, other) -> Dict:
     same = (reference.pred_sem_seg.data == other.pred_sem_seg.data).float().mean()
     return dict(shape=list(a.shape), max_abs_diff=float((a - b).abs().max()),
                 max_abs_logit=float(a.abs().max()), pixels_agree=float(same))
+
+
+def check_onnx(path, module, sizes, threads=2, seed=1):
+    """Run the ONNX file under ONNX Runtime and ``module`` in PyTorch at every size; returns
+    ``[{'size', 'max_abs_diff', 'max_abs_output', 'output_shapes'}]`` (worst over the
+    outputs; the largest output magnitude puts the difference in scale)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # spinning pool threads would slow the PyTorch runs in between (deployment.runtime)
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    results = []
+    for size in sizes:
+        x = synthetic_batch('backbone', tuple(size), seed=seed)
+        with torch.no_grad():
+            expected = module(x)
+        expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+        got = session.run(None, {'input': x.numpy()})
+        diff = max(float((torch.from_numpy(g) - e).abs().max()) for g, e in zip(got, expected))
+        results.append(dict(size=list(size), max_abs_diff=diff,
+                            max_abs_output=max(float(e.abs().max()) for e in expected),
+                            output_shapes=[list(g.shape) for g in got]))
+    return results
+
+
+def compare_graphs(float_path: str, int8_path: str, feeds: Sequence[Dict[str, np.ndarray]],
+                   min_score: float = 0.3, min_iou: float = 0.9) -> Dict:
+    """How an int8 graph's raw outputs follow the float graph's on ``feeds``.
+
+    Segmentor (``logits``): the share of pixels whose class agrees, the largest logit
+    difference (and the largest float logit, for scale). Detector (``dets``, ``labels``):
+    of the float graph's detections scoring at least ``min_score``, how many the int8 graph
+    also makes (same label, box IoU >= ``min_iou``, each used once), and the largest score
+    difference of those."""
+    reference, quantised = ort_session(float_path), ort_session(int8_path)
+    names = [o.name for o in reference.get_outputs()]
+    if names[0] == 'logits':
+        same = total = 0
+        worst = largest = 0.0
+        for feed in feeds:
+            a, b = reference.run(None, feed)[0], quantised.run(None, feed)[0]
+            same += int((a.argmax(1) == b.argmax(1)).sum())
+            total += a.shape[0] * a.shape[2] * a.shape[3]
+            worst = max(worst, float(np.abs(a - b).max()))
+            largest = max(largest, float(np.abs(a).max()))
+        return dict(images=len(feeds), pixels_agree=same / total, max_abs_logit_diff=worst,
+                    max_abs_logit=largest)
+    kept = made = 0
+    worst = 0.0
+    for feed in feeds:
+        (a, la), (b, lb) = (s.run(names[:2], feed) for s in (reference, quantised))
+        a, la, b, lb = a[0], la[0], b[0], lb[0]
+        used = set()
+        for i in np.flatnonzero((a[:, 4] >= min_score) & (a[:, 4] > 0)):  # 0: padding
+            kept += 1
+            iou = _box_iou(a[i, :4], b[:, :4])
+            iou[[j for j in range(len(b)) if lb[j] != la[i] or j in used]] = 0
+            j = int(iou.argmax()) if len(b) else -1
+            if j >= 0 and iou[j] >= min_iou:
+                used.add(j)
+                made += 1
+                worst = max(worst, abs(float(a[i, 4] - b[j, 4])))
+    return dict(images=len(feeds), min_score=min_score, min_iou=min_iou, detections=kept,
+                also_made=made, max_score_diff=worst)
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * \
+        np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
+
+
+def _box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (x1, y1, x2, y2) box with each of ``boxes``."""
+    inter = np.clip(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]),
+                    0, None).prod(1)
+    return inter / np.maximum(_area(box) + _area(boxes) - inter, 1e-12)

@@ -4,7 +4,7 @@
   post-processing, NMS included, into the graph; ``configs/deploy/``), with this project's
   compatibility shims (``mmdeploy_compat``) and mmdet's post-processing put back where
   mmdeploy's differs (``DetectorWithImageShape``).
-- Segmentors go through this project's own exporter (``analysis.onnx_export``: image ->
+- Segmentors go through this project's own exporter (``export_onnx``: image ->
   logits at the image size; no post-processing is needed in the graph), which is simpler and
   has no extra dependency.
 
@@ -20,12 +20,24 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from ..analysis.targets import build_target, synthetic_batch, target_kind
-from ..apis.config import config_path
+from ..config import config_path
 from ..fusion import fuse_model
-from .compare import (BOX_TOL, LOGIT_TOL, MASK_IOU, SCORE_TOL, compare_detections,
-                      compare_segmentations)
+from ..targets import build_target, load_target_config, synthetic_batch, target_kind
+from .compare import (
+    BOX_TOL,
+    LOGIT_TOL,
+    MASK_IOU,
+    SCORE_TOL,
+    check_onnx,
+    compare_detections,
+    compare_graphs,
+    compare_segmentations,
+)
+from .mmdeploy_compat import mmdeploy_context
+from .quantize import dataset_feeds, graph_inputs, quantize_onnx
+from .runtime import build_onnx_model
 
 OPSET = 17
 
@@ -56,12 +68,83 @@ BY_DESIGN = [
 ]
 
 
+class SegmentorLogits(nn.Module):
+    """A segmentor's ``encode_decode`` without metadata: normalised image (N, 3, H, W) ->
+    class logits (N, K, H, W), the decode head's output resized to the input as mmseg does."""
+
+    def __init__(self, segmentor):
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, inputs):
+        logits = self.segmentor._forward(inputs)
+        return F.interpolate(logits, size=inputs.shape[2:], mode='bilinear',
+                             align_corners=self.segmentor.align_corners)
+
+
+class ScaleUpsample(nn.Module):
+    """mmseg's ``Upsample`` by a scale factor, without turning the input size into Python
+    ints (which the tracer would freeze into the graph): same output, dynamic in ONNX."""
+
+    def __init__(self, upsample):
+        super().__init__()
+        self.scale_factor = upsample.scale_factor
+        self.mode, self.align_corners = upsample.mode, upsample.align_corners
+
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode,
+                             align_corners=self.align_corners)
+
+
+def make_traceable(module):
+    """Swap every size-freezing mmseg ``Upsample`` (scale factor, no fixed size) in place."""
+    try:
+        from mmseg.models.utils import Upsample
+    except ImportError:
+        return module
+    for name, child in module.named_children():
+        if isinstance(child, Upsample) and not child.size and child.scale_factor:
+            setattr(module, name, ScaleUpsample(child))
+        else:
+            make_traceable(child)
+    return module
+
+
+def exportable(spec, cfg_options=None, checkpoint=None):
+    """The fused module to export for ``spec`` and its output names."""
+    kind = target_kind(spec)
+    if kind not in ('backbone', 'mmseg'):
+        raise ValueError(f'{spec!r} is a {kind} config; ONNX export covers backbones and '
+                         f'segmentors (detectors need their post-processing exported too)')
+    model = build_target(spec, 'fused', cfg_options=cfg_options, checkpoint=checkpoint)
+    if kind == 'mmseg':
+        return SegmentorLogits(model).eval(), ['logits']
+    with torch.no_grad():
+        n = len(model(synthetic_batch('backbone', (64, 64))))
+    return model, [f'feat{i}' for i in range(n)]
+
+
+def export_onnx(module, path, output_names, size=(224, 224), opset=OPSET):
+    """Export ``module`` (one image tensor in, tensors out) with dynamic H and W."""
+    example = synthetic_batch('backbone', size)
+    axes = {2: 'height', 3: 'width'}
+    dynamic = {'input': axes}
+    dynamic.update({name: {2: f'{name}_height', 3: f'{name}_width'} for name in output_names})
+    with torch.no_grad():
+        torch.onnx.export(module, (example, ), path, input_names=['input'],
+                          output_names=output_names, dynamic_axes=dynamic,
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+    import onnx
+    onnx.checker.check_model(onnx.load(path))
+    return path
+
+
 def load_model(config: str, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
                seed: int = 0) -> nn.Module:
     """The fused PyTorch model of ``config`` (eval mode, CPU) that gets exported.
 
     ``checkpoint``: a plain (trained) or fused checkpoint; without one, random weights with
-    trained-like BatchNorm statistics (``analysis.targets.build_target``) and, in dense
+    trained-like BatchNorm statistics (``targets.build_target``) and, in dense
     detection heads, scores spread around their threshold (``spread_dense_scores``)."""
     model = build_target(config, 'fused', cfg_options=cfg_options, checkpoint=checkpoint,
                          seed=seed)
@@ -201,7 +284,6 @@ class DetectorWithImageShape(nn.Module):
         NonMaxSuppression takes one box per candidate), which changes the boxes of
         second-choice classes and what NMS suppresses. Here each pair is its own candidate,
         scored only in its class's column."""
-        import torch.nn.functional as F
         from mmdeploy.mmcv.ops import multiclass_nms
         roi_head = self.detector.roi_head
         bbox_head, cfg = roi_head.bbox_head, roi_head.test_cfg
@@ -261,7 +343,6 @@ def export_detector(model: nn.Module, path: str, deploy_cfg: Optional[str] = Non
     """Export a (fused) mmdet detector with mmdeploy to ``path``: one image (1, 3, H, W),
     normalised and padded as by the data preprocessor, and its unpadded ``img_shape`` in
     (``DetectorWithImageShape``); ``dets`` / ``labels`` (/ ``masks``) out."""
-    from .mmdeploy_compat import mmdeploy_context
     deploy_cfg = deploy_cfg or default_deploy_config(model)
     with mmdeploy_context(), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # tracer warnings about Python values in mmdet code
@@ -293,7 +374,6 @@ def export_detector(model: nn.Module, path: str, deploy_cfg: Optional[str] = Non
 def export_segmentor(model: nn.Module, path: str, size: Tuple[int, int] = (512, 512)) -> str:
     """Export a (fused) mmseg segmentor with this project's exporter: one normalised image in,
     ``logits`` at the image's size out."""
-    from ..analysis.onnx_export import SegmentorLogits, export_onnx, make_traceable
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         export_onnx(make_traceable(copy.deepcopy(SegmentorLogits(model))).eval(), path,
@@ -311,8 +391,6 @@ def check_model(model: nn.Module, kind: str, config: str, path: str,
                 cfg_options: Optional[dict] = None) -> list:
     """Run ``path`` (through ``build_onnx_model``) and ``model`` (PyTorch ``test_step``) on
     the same synthetic images at every size; one comparison per size (see ``compare``)."""
-    from ..analysis.targets import load_target_config
-    from .runtime import build_onnx_model
     onnx_model = build_onnx_model(load_target_config(config, cfg_options), path,
                                   threads=threads)
     results = []
@@ -359,7 +437,7 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
     kind = target_kind(config)
     if kind not in DEFAULT_CHECK_SIZES:
         raise ValueError(f'{config!r} is a {kind}; export_model takes detector and segmentor '
-                         f'configs (backbones: analysis.onnx_export.export_and_check)')
+                         f'configs (backbones: export_and_check)')
     if model is None:
         model = load_model(config, checkpoint, cfg_options)
     else:
@@ -392,10 +470,17 @@ def export_int8(config: str, path: str, int8_path: str, calib_images: int = 32,
     """Quantise the exported ``path`` to int8 at ``int8_path``, calibrated on images of the
     config's validation set; report how its raw outputs compare with the float graph's on
     (up to 8 of) those images."""
-    from ..analysis.targets import load_target_config
-    from .quantize import compare_graphs, dataset_feeds, graph_inputs, quantize_onnx
     feeds = dataset_feeds(load_target_config(config, cfg_options), graph_inputs(path),
                           calib_images)
     report = quantize_onnx(path, int8_path, feeds)
     report['vs_float'] = compare_graphs(path, int8_path, feeds[:8])
     return report
+
+
+def export_and_check(spec, path, export_size=(224, 224), check_sizes=((224, 224), (320, 448)),
+                     cfg_options=None, threads=2, checkpoint=None):
+    """Export ``spec`` fused to ``path`` and compare ONNX Runtime with PyTorch."""
+    module, names = exportable(spec, cfg_options, checkpoint)
+    export_onnx(make_traceable(copy.deepcopy(module)), path, names, export_size)
+    return dict(target=spec, path=path, export_size=list(export_size), opset=OPSET,
+                outputs=names, checks=check_onnx(path, module, check_sizes, threads))

@@ -20,7 +20,7 @@ shim   needed for                   what goes wrong without it
                                     exported Semantic FPN is silently wrong at any other input
                                     size. Not used through mmdeploy here: this project exports
                                     segmentors itself, through
-                                    ``mmrepvit.analysis.onnx_export.make_traceable`` (which
+                                    ``mmrepvit.deployment.export.make_traceable`` (which
                                     swaps those modules for ``F.interpolate(scale_factor=)``).
 =====  ===========================  =======================================================
 
@@ -30,9 +30,11 @@ is ignored: nothing on the ONNX Runtime path uses protobuf through mmdeploy.
 """
 import contextlib
 import functools
+import warnings
 from typing import Iterator
 
 import torch
+import torch.onnx.symbolic_opset9 as opset9
 
 MMDEPLOY_VERSION = '1.3.1'
 INSTALL_COMMAND = ('make install-deploy   (or: pip install --no-deps mmdeploy==1.3.1 '
@@ -53,9 +55,8 @@ def require_mmdeploy():
             f'Exporting a detector needs mmdeploy=={MMDEPLOY_VERSION}, which is not installed. '
             f'Install it without touching torch: {INSTALL_COMMAND}') from e
     if mmdeploy.__version__ != MMDEPLOY_VERSION:
-        import warnings
         warnings.warn(f'mmdeploy {mmdeploy.__version__} found; the shims in '
-                      f'{__name__} were written for {MMDEPLOY_VERSION}')
+                      f'{__name__} were written for {MMDEPLOY_VERSION}', stacklevel=2)
     return mmdeploy
 
 
@@ -69,7 +70,6 @@ def _cast_long(g, input, non_blocking=False):
 def mmdeploy_context() -> Iterator[None]:
     """Apply the shims the installed torch needs (see the module docstring); undo on exit."""
     require_mmdeploy()
-    import torch.onnx.symbolic_opset9 as opset9
     restore = []
     if _torch_at_least(2, 9):  # shim 1: dynamo became the default exporter
         original = torch.onnx.export

@@ -17,6 +17,13 @@ from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+
+from ..config import toolbox_of
+from ..datasets.checks import check_dataset_paths
+from ..targets import synthetic_batch
 
 QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm')
 WEIGHT_INPUTS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul')
@@ -124,8 +131,13 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) ->
     ONNX Runtime's fused op (``fuse_gelu``; the file is for ONNX Runtime). Returns what ran
     in int8 after ONNX Runtime's graph optimisation (``int8_coverage``)."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
-                                          QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     if not feeds:
         raise ValueError('int8 calibration needs at least one input')
 
@@ -168,7 +180,6 @@ def calibration_threads(threads: Optional[int] = None):
     neighbouring test's Mask R-CNN setup took 55 s instead of 8). Undone on exit; left alone
     if the installed onnxruntime calibrates differently."""
     import onnxruntime as ort
-    import torch
     from onnxruntime.quantization import calibrate
     base = getattr(calibrate, 'CalibraterBase', None)
     original = getattr(base, 'create_inference_session', None)
@@ -211,60 +222,6 @@ def int8_coverage(path: str) -> Dict:
                 float_ops={op: ops[op] for op in QUANTIZED_OPS if ops[op]})
 
 
-def compare_graphs(float_path: str, int8_path: str, feeds: Sequence[Dict[str, np.ndarray]],
-                   min_score: float = 0.3, min_iou: float = 0.9) -> Dict:
-    """How an int8 graph's raw outputs follow the float graph's on ``feeds``.
-
-    Segmentor (``logits``): the share of pixels whose class agrees, the largest logit
-    difference (and the largest float logit, for scale). Detector (``dets``, ``labels``):
-    of the float graph's detections scoring at least ``min_score``, how many the int8 graph
-    also makes (same label, box IoU >= ``min_iou``, each used once), and the largest score
-    difference of those."""
-    from .runtime import ort_session
-    reference, quantised = ort_session(float_path), ort_session(int8_path)
-    names = [o.name for o in reference.get_outputs()]
-    if names[0] == 'logits':
-        same = total = 0
-        worst = largest = 0.0
-        for feed in feeds:
-            a, b = reference.run(None, feed)[0], quantised.run(None, feed)[0]
-            same += int((a.argmax(1) == b.argmax(1)).sum())
-            total += a.shape[0] * a.shape[2] * a.shape[3]
-            worst = max(worst, float(np.abs(a - b).max()))
-            largest = max(largest, float(np.abs(a).max()))
-        return dict(images=len(feeds), pixels_agree=same / total, max_abs_logit_diff=worst,
-                    max_abs_logit=largest)
-    kept = made = 0
-    worst = 0.0
-    for feed in feeds:
-        (a, la), (b, lb) = (s.run(names[:2], feed) for s in (reference, quantised))
-        a, la, b, lb = a[0], la[0], b[0], lb[0]
-        used = set()
-        for i in np.flatnonzero((a[:, 4] >= min_score) & (a[:, 4] > 0)):  # 0: padding
-            kept += 1
-            iou = _box_iou(a[i, :4], b[:, :4])
-            iou[[j for j in range(len(b)) if lb[j] != la[i] or j in used]] = 0
-            j = int(iou.argmax()) if len(b) else -1
-            if j >= 0 and iou[j] >= min_iou:
-                used.add(j)
-                made += 1
-                worst = max(worst, abs(float(a[i, 4] - b[j, 4])))
-    return dict(images=len(feeds), min_score=min_score, min_iou=min_iou, detections=kept,
-                also_made=made, max_score_diff=worst)
-
-
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * \
-        np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
-
-
-def _box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (x1, y1, x2, y2) box with each of ``boxes``."""
-    inter = np.clip(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]),
-                    0, None).prod(1)
-    return inter / np.maximum(_area(box) + _area(boxes) - inter, 1e-12)
-
-
 def graph_inputs(path: str) -> List[str]:
     """The names of the graph's inputs (initializers listed as inputs left out)."""
     import onnx
@@ -278,12 +235,7 @@ def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
     """The graph's inputs for ``num_images`` images spread evenly over the config's ``split``
     set: that dataset's pipeline, then the model's data preprocessor, one image each (plus its
     unpadded ``img_shape`` where the graph takes it)."""
-    import torch
-    from mmengine.dataset import pseudo_collate
-    from mmengine.registry import init_default_scope
 
-    from ..apis.config import toolbox_of
-    from ..datasets.checks import check_dataset_paths
     if num_images < 1:
         raise ValueError(f'num_images={num_images}: int8 calibration needs at least 1 image')
     loader = cfg.get(f'{split}_dataloader')
@@ -306,12 +258,10 @@ def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
 
 def synthetic_feeds(model, kind: str, size, input_names: Sequence[str], count: int = 4,
                     ) -> List[Dict[str, np.ndarray]]:
-    """Calibration inputs from synthetic images (``analysis.targets.synthetic_batch``): for
+    """Calibration inputs from synthetic images (``targets.synthetic_batch``): for
     timing an int8 graph where no dataset is at hand; the ranges, so the accuracy, are not
     those of real images."""
-    import torch
 
-    from ..analysis.targets import synthetic_batch
     feeds = []
     with torch.no_grad():
         for seed in range(count):

@@ -8,6 +8,7 @@ and after, the same rescaling and mask pasting (mmdet) or padding crop and resiz
 original image (mmseg). What runs inside the graph is the network and, for detectors,
 mmdeploy's NMS post-processing (docs/deployment.md lists how it differs from mmdet's).
 """
+import importlib
 import os
 from typing import List, Optional, Sequence, Union
 
@@ -15,6 +16,10 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.model import BaseModel
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+
+from ..config import toolbox_of
 
 DETECTOR_OUTPUTS = ('dets', 'labels')  # + 'masks' (mmdeploy's end2end layout)
 SEGMENTOR_OUTPUTS = ('logits', )  # mmrepvit's own export: logits at the input size
@@ -123,7 +128,6 @@ class OnnxDetector(OnnxModel):
         self.mask_thr_binary = rcnn.get('mask_thr_binary', 0.5)
 
     def predict_one(self, image, data_sample):
-        from mmengine.structures import InstanceData
         meta = data_sample.metainfo
         h, w = meta['img_shape'][:2]
         extra = {}
@@ -190,7 +194,6 @@ class OnnxSegmentor(OnnxModel):
 def default_dataset_meta(cfg: Config) -> Optional[dict]:
     """The classes / palette an inferencer draws with: the test dataset's metainfo in the
     config, else its dataset class's defaults (e.g. COCO, ADE20K)."""
-    import importlib
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}
     dataset = dict(loader.get('dataset') or {})
     while 'dataset' in dataset and 'metainfo' not in dataset:  # wrappers (RepeatDataset...)
@@ -204,6 +207,19 @@ def default_dataset_meta(cfg: Config) -> Optional[dict]:
         defaults = {}
     defaults.update(meta)
     return defaults or None
+
+
+def check_onnx_file(path: str, fuse: bool = False) -> None:
+    """Raise ValueError naming ``path`` unless it is a readable ONNX model, or if asked to
+    ``fuse`` it (an exported model is fused already)."""
+    if fuse:
+        raise ValueError(f'--fuse with {path!r}: an exported ONNX model is fused already')
+    import onnx
+    try:
+        onnx.checker.check_model(path)
+    except Exception as error:  # DecodeError, ValidationError, OSError ...
+        raise ValueError(f'{path!r} is not a readable ONNX model ({type(error).__name__}: '
+                         f'{error}); export one with tools/export_onnx.py') from error
 
 
 def build_onnx_model(config: Union[str, Config], onnx_file: str, device: str = 'cpu',
@@ -223,13 +239,10 @@ def build_onnx_model(config: Union[str, Config], onnx_file: str, device: str = '
     every call). ``dataset_meta``: class
     names and palette (default: from the config's test dataset).
     """
-    from mmengine.registry import init_default_scope
 
-    from ..apis.config import toolbox_of
     cfg = Config.fromfile(config) if not isinstance(config, Config) else config
     scope = toolbox_of(cfg)
     init_default_scope(scope)
-    import importlib
     models = importlib.import_module(f'{scope}.registry').MODELS
     preprocessor = models.build(cfg.model.data_preprocessor)
     sessions = OnnxSessions(onnx_file, device, threads)

@@ -12,6 +12,7 @@ exception"; about 1 in 12 two-process test runs here before this).
 import atexit
 import gc
 import os
+import subprocess
 
 import torch
 import torch.distributed as dist
@@ -28,7 +29,6 @@ def _slurm_env():
     os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
     os.environ.setdefault('MASTER_PORT', '29500')
     if 'MASTER_ADDR' not in os.environ:
-        import subprocess
         nodes = os.environ['SLURM_NODELIST']
         os.environ['MASTER_ADDR'] = subprocess.getoutput(
             f'scontrol show hostname {nodes} | head -n1')

@@ -2,6 +2,7 @@
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from ..cpu_fast_path import use_channels_last, use_separable_roi_align
 from ..fusion import count_batchnorms, fuse_model
 from ..registry import HOOKS
 
@@ -33,7 +34,6 @@ class CPUSpeedHook(Hook):
         self.channels_last = channels_last
 
     def before_run(self, runner):
-        from ..cpu_fast_path import use_channels_last, use_separable_roi_align
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if any(p.is_cuda for p in model.parameters()):
             return

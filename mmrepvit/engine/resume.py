@@ -1,7 +1,7 @@
 """Resuming a killed run exactly where its last checkpoint left it.
 
 mmengine's checkpoint already holds the weights, optimiser, LR schedulers, message hub and
-iteration, and ``IterBasedTrainLoop`` replays the seeded sampler up to that iteration. Three
+iteration, and ``IterBasedTrainLoop`` replays the seeded sampler up to that iteration. Two
 things are added here:
 
 - :class:`RandomStateHook` saves each rank's Python / NumPy / torch random states in the
@@ -10,14 +10,9 @@ things are added here:
   iterations after a resume draw different random numbers.)
 - :func:`find_resumable_checkpoint` picks the newest complete checkpoint of a work dir, skipping
   one that a kill left truncated or that ``last_checkpoint`` names but no longer exists.
-- :func:`register_safe_checkpoint_loader` makes mmengine read local checkpoints (``resume``,
-  ``load_from``) through :func:`mmrepvit.checkpoint.load_checkpoint_file`, which is
-  ``weights_only=True`` and names the file when it is truncated, corrupted or unsafe. It uses
-  mmengine's public ``CheckpointLoader.register_scheme``.
 """
 import glob
 import os.path as osp
-import pickle
 import random
 import re
 import zipfile
@@ -27,9 +22,8 @@ import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.runner import IterBasedTrainLoop
 
-from ..checkpoint import UnsafeCheckpointError, load_checkpoint_file
 from ..registry import HOOKS
 
 RNG_META_KEY = 'rng_states'
@@ -176,7 +170,6 @@ class _RestoreBeforeFetch:
 
 
 def _iter_based(runner):
-    from mmengine.runner import IterBasedTrainLoop
     return isinstance(runner.train_loop, IterBasedTrainLoop)
 
 
@@ -217,20 +210,3 @@ def find_resumable_checkpoint(work_dir):
         print_log(f'Not resuming from {path!r}: it is missing, empty or truncated (was the run '
                   f'killed while saving it?)', logger='current', level=30)
     return None
-
-
-class UnsafeCheckpointUnpicklingError(UnsafeCheckpointError, pickle.UnpicklingError):
-    """What mmengine's loaders raise for an unsafe file: still the ``pickle.UnpicklingError``
-    that torch's own refusal is, for code that catches that."""
-
-
-def _load_local_checkpoint(filename, map_location=None):
-    try:
-        return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
-    except UnsafeCheckpointError as e:
-        raise UnsafeCheckpointUnpicklingError(str(e)) from None
-
-
-def register_safe_checkpoint_loader():
-    """Route mmengine's local-file checkpoint loading through ``load_checkpoint_file``."""
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)

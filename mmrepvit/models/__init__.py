@@ -1,1 +1,4 @@
-from .backbones import *  # noqa: F401,F403
+from .backbones import MoCoViT, RepViT
+from .classifiers import MoCoViTClassifier, RepViTClassifier
+
+__all__ = ['MoCoViT', 'MoCoViTClassifier', 'RepViT', 'RepViTClassifier']

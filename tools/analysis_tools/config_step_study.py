@@ -20,10 +20,9 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmrepvit.analysis.timing import (num_threads, paired_ratios, summarize,  # noqa: E402
-                                      time_interleaved)
-from mmrepvit.apis.demo import _data_options  # noqa: E402
+from mmrepvit.analysis.timing import num_threads, paired_ratios, summarize, time_interleaved  # noqa: E402
 from mmrepvit.apis.train import build_runner, prepare_train_cfg  # noqa: E402
+from mmrepvit.demo.run import _data_options  # noqa: E402
 
 
 def build_step(config, overrides, work_dir, checkpoint=None):
@@ -96,7 +95,8 @@ def main(argv=None):
         try:
             overrides = ast.literal_eval(text)
         except (ValueError, SyntaxError) as error:
-            raise SystemExit(f'--variant {name!r}: {text!r} is not a Python dict ({error})')
+            raise SystemExit(
+                f'--variant {name!r}: {text!r} is not a Python dict ({error})') from error
         if not isinstance(overrides, dict):
             raise SystemExit(f'--variant {name!r}: {text!r} is not a dict of overrides')
         variants.append((name, overrides))

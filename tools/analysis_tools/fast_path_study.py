@@ -18,11 +18,10 @@ import torch.nn as nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmrepvit.analysis.targets import build_target, synthetic_batch  # noqa: E402
-from mmrepvit.analysis.timing import (num_threads, paired_ratios, summarize,  # noqa: E402
-                                      time_interleaved)
+from mmrepvit.analysis.timing import num_threads, paired_ratios, summarize, time_interleaved  # noqa: E402
 from mmrepvit.cpu_fast_path import optimize_for_cpu  # noqa: E402
 from mmrepvit.models.layers import SqueezeExcite  # noqa: E402
+from mmrepvit.targets import build_target, synthetic_batch  # noqa: E402
 
 
 class PooledSqueezeExcite(nn.Module):
@@ -108,9 +107,9 @@ def train_step_study(config, size=128, batch_size=4, objects=4, threads=2, repea
     from mmdet.testing import demo_mm_inputs
     from mmengine.optim import build_optim_wrapper
 
-    from mmrepvit.apis.config import build_model
+    from mmrepvit.config import build_model
     from mmrepvit.cpu_fast_path import use_channels_last, use_separable_roi_align
-    from mmrepvit.analysis.targets import load_target_config
+    from mmrepvit.targets import load_target_config
     cfg = load_target_config(config)
     if 'mask_head' not in cfg.model.get('roi_head', {}):
         raise ValueError(f'--train-step times a Mask R-CNN training step; {config!r} has no '

@@ -12,10 +12,9 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmrepvit.analysis.timing import (num_threads, paired_ratios, summarize,  # noqa: E402
-                                      time_interleaved)
-from mmrepvit.apis.demo import DEMO_CONFIGS, _data_options  # noqa: E402
+from mmrepvit.analysis.timing import num_threads, paired_ratios, summarize, time_interleaved  # noqa: E402
 from mmrepvit.apis.train import build_runner, prepare_train_cfg  # noqa: E402
+from mmrepvit.demo.run import DEMO_CONFIGS, _data_options  # noqa: E402
 from mmrepvit.models.layers.roi_align import _WindowedMatmul  # noqa: E402
 
 

@@ -53,7 +53,8 @@ class MoCoViT(MobileBackbone):
         num_heads (int): attention heads in MoSA (the paper's form: 1, d = channels).
         attention_ghost_relu (bool): ReLU inside MoSA's Ghost modules (default: linear, as
             the projections they replace).
-        norm_cfg (dict): the norm after every conv (BN; SyncBN when training from scratch).
+        norm_cfg (dict, optional): the norm after every conv (default BN; SyncBN when training
+            from scratch).
         with_cp (bool): gradient checkpointing per block, to save memory while training.
         drop_path_rate (float): stochastic depth over the MTB residual branches.
         deploy (bool): build the fused (BN-folded) form directly. Either form loads either
@@ -65,7 +66,7 @@ class MoCoViT(MobileBackbone):
     def __init__(self, arch: Union[str, dict] = '1.0x',
                  out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3), frozen_stages: int = -1,
                  norm_eval: bool = False, num_heads: int = 1, attention_ghost_relu: bool = False,
-                 norm_cfg: dict = dict(type='BN'), with_cp: bool = False,
+                 norm_cfg: Optional[dict] = None, with_cp: bool = False,
                  drop_path_rate: float = 0.0, deploy: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
@@ -73,7 +74,7 @@ class MoCoViT(MobileBackbone):
         self.widen_factor = float(arch['widen_factor'])
         self.transformer_blocks = arch['transformer_blocks']
         self.num_heads, self.attention_ghost_relu = num_heads, attention_ghost_relu
-        self.norm_cfg = norm_cfg
+        self.norm_cfg = norm_cfg or dict(type='BN')
         with self.building(deploy):
             self._build_layers(num_heads, attention_ghost_relu, norm_cfg, drop_path_rate)
         self.out_channels = [self.channels[i] for i in self.out_indices]
@@ -151,38 +152,3 @@ class MoCoViT(MobileBackbone):
 
     def frozen_modules(self) -> List[nn.Module]:
         return [self.stem, *self.stages[:self.frozen_stages]]
-
-
-class ClassificationHead(nn.Module):
-    """GhostNet's ImageNet head, for size counting: Conv1x1 (-> 960 at 1.0x) BN ReLU, global
-    pooling, Conv1x1 -> 1280 ReLU, dropout, FC. Not part of the detection backbone."""
-
-    def __init__(self, in_channels, mid_channels, num_classes=1000, feat_channels=1280,
-                 dropout=0.2, norm_cfg=dict(type='BN')):
-        super().__init__()
-        self.expand = nn.Sequential(ConvBN(in_channels, mid_channels, 1, norm_cfg=norm_cfg),
-                                    nn.ReLU(inplace=True))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.feat = nn.Sequential(nn.Conv2d(mid_channels, feat_channels, 1, bias=True),
-                                  nn.ReLU(inplace=True))
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(feat_channels, num_classes)
-
-    def forward(self, x):
-        x = self.feat(self.pool(self.expand(x))).flatten(1)
-        return self.fc(self.dropout(x))
-
-
-class MoCoViTClassifier(nn.Module):
-    """Backbone (last stage only) + ``ClassificationHead``: the ImageNet model the paper's
-    parameter and FLOP figures refer to. Used by tests and tools, not registered."""
-
-    def __init__(self, arch='1.0x', num_classes=1000, **backbone_kwargs):
-        super().__init__()
-        self.backbone = MoCoViT(arch, out_indices=(3, ), **backbone_kwargs)
-        last_hidden = STAGES[-1][-1][1]
-        self.head = ClassificationHead(self.backbone.channels[-1],
-                                       self.backbone.widen(last_hidden), num_classes)
-
-    def forward(self, x):
-        return self.head(self.backbone(x)[-1])

@@ -59,7 +59,7 @@ class RepViTBlock(nn.Module):
     then a residual channel mixer."""
 
     def __init__(self, in_channels, out_channels, stride, use_se, legacy=False,
-                 expand_ratio=2, drop_path=0.0, norm_cfg=dict(type='BN')):
+                 expand_ratio=2, drop_path=0.0, norm_cfg=None):
         super().__init__()
         if stride == 1:
             assert in_channels == out_channels, 'a stride-1 RepViT block keeps its width'
@@ -101,7 +101,7 @@ class RepViT(MobileBackbone):
     def __init__(self, arch: Union[str, dict] = 'm1_1',
                  out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  taps: str = 'segmentation', frozen_stages: int = -1, norm_eval: bool = False,
-                 norm_cfg: dict = dict(type='BN'), with_cp: bool = False,
+                 norm_cfg: Optional[dict] = None, with_cp: bool = False,
                  drop_path_rate: float = 0.0, deploy: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
@@ -109,7 +109,7 @@ class RepViT(MobileBackbone):
         self.channels = tuple(arch['channels'])
         self.se_pattern = tuple(arch['se'])
         self.legacy = bool(arch.get('legacy', False))
-        self.norm_cfg = norm_cfg
+        self.norm_cfg = norm_cfg or dict(type='BN')
         self.drop_path_rate = drop_path_rate
         self.depths = tuple(len(p) for p in self.se_pattern)
         self.stage_ends = tuple(sum(self.depths[:i + 1]) for i in range(4))  # row indices

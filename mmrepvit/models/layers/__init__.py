@@ -1,7 +1,6 @@
 from .conv_bn import ConvBN, fuse_conv_bn_weights
 from .ghost import GhostBottleneck, GhostModule, ghost_divisible, ghost_se
-from .mobile_attention import (MobileFFN, MobileSelfAttention, MobileTransformerBlock,
-                               TokenAttention)
+from .mobile_attention import MobileFFN, MobileSelfAttention, MobileTransformerBlock, TokenAttention
 from .rep_dwconv import RepDWConv
 from .roi_align import SeparableRoIAlign, roi_align
 from .squeeze_excite import SqueezeExcite, make_divisible

@@ -19,11 +19,11 @@ class ConvBN(nn.Sequential):
     """Bias-free conv followed by a norm layer; ``fuse()`` returns the equivalent conv."""
 
     def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, padding=0,
-                 groups=1, bn_weight_init=1.0, norm_cfg=dict(type='BN')):
+                 groups=1, bn_weight_init=1.0, norm_cfg=None):
         super().__init__()
         self.add_module('conv', nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                                           padding, groups=groups, bias=False))
-        self.add_module('bn', build_norm_layer(norm_cfg, out_channels)[1])
+        self.add_module('bn', build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1])
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.zeros_(self.bn.bias)
 

@@ -19,7 +19,7 @@ class GhostModule(nn.Module):
     from them ("ghost" features). Both convs carry a norm; ``relu`` adds ReLU after each."""
 
     def __init__(self, in_channels, out_channels, relu=True, cheap_kernel=3,
-                 norm_cfg=dict(type='BN')):
+                 norm_cfg=None):
         super().__init__()
         self.out_channels = out_channels
         primary = math.ceil(out_channels / 2)
@@ -47,7 +47,7 @@ class GhostBottleneck(nn.Module):
     plus a shortcut: identity, or depthwise kxk + 1x1 conv when the shape changes."""
 
     def __init__(self, in_channels, hidden_channels, out_channels, kernel_size=3, stride=1,
-                 use_se=False, norm_cfg=dict(type='BN')):
+                 use_se=False, norm_cfg=None):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f'stride={stride!r} is not valid for a Ghost bottleneck; valid: 1, 2')

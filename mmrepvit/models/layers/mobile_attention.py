@@ -41,7 +41,7 @@ class MobileSelfAttention(nn.Module):
     """
 
     def __init__(self, channels, num_heads=1, ghost_relu=False, local_kernel=3,
-                 norm_cfg=dict(type='BN')):
+                 norm_cfg=None):
         super().__init__()
         self.shared = GhostModule(channels, channels, relu=ghost_relu, norm_cfg=norm_cfg)
         self.attention = TokenAttention(channels, num_heads)
@@ -58,7 +58,7 @@ class MobileFFN(nn.Module):
     """MoFFN: the MLP's two linear layers become Ghost modules (the first with ReLU, the
     second linear, as in a Ghost bottleneck), with an optional SE gate between them."""
 
-    def __init__(self, channels, hidden_channels, use_se=False, norm_cfg=dict(type='BN')):
+    def __init__(self, channels, hidden_channels, use_se=False, norm_cfg=None):
         super().__init__()
         self.expand = GhostModule(channels, hidden_channels, relu=True, norm_cfg=norm_cfg)
         self.se = ghost_se(hidden_channels) if use_se else nn.Identity()
@@ -73,7 +73,7 @@ class MobileTransformerBlock(nn.Module):
     ends in BN, and none is drawn in the paper)."""
 
     def __init__(self, channels, hidden_channels, use_se=False, num_heads=1, ghost_relu=False,
-                 drop_path=0.0, norm_cfg=dict(type='BN')):
+                 drop_path=0.0, norm_cfg=None):
         super().__init__()
         self.mosa = MobileSelfAttention(channels, num_heads, ghost_relu, norm_cfg=norm_cfg)
         self.moffn = MobileFFN(channels, hidden_channels, use_se, norm_cfg=norm_cfg)

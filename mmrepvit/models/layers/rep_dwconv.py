@@ -14,7 +14,7 @@ class RepDWConv(nn.Module):
     carries its own norm and there is no outer norm.
     """
 
-    def __init__(self, channels, legacy=False, norm_cfg=dict(type='BN')):
+    def __init__(self, channels, legacy=False, norm_cfg=None):
         super().__init__()
         self.legacy = legacy
         self.dw3x3 = ConvBN(channels, channels, 3, 1, 1, groups=channels, norm_cfg=norm_cfg)
@@ -23,7 +23,7 @@ class RepDWConv(nn.Module):
             self.bn = nn.Identity()
         else:
             self.dw1x1 = nn.Conv2d(channels, channels, 1, groups=channels, bias=True)
-            self.bn = build_norm_layer(norm_cfg, channels)[1]
+            self.bn = build_norm_layer(norm_cfg or dict(type='BN'), channels)[1]
 
     def forward(self, x):
         return self.bn(self.dw3x3(x) + self.dw1x1(x) + x)

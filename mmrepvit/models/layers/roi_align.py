@@ -76,7 +76,8 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, 
 class _WindowedMatmul(torch.autograd.Function):
     """``Wy @ crop @ Wx^T`` for every RoI's window of an (N, H, W, C) map. Written out in both
     directions because autograd through per-RoI slices would zero-fill a map-sized gradient
-    for every RoI (13.6% of a profiled demo training step); here the map's gradient is one buffer."""
+    for every RoI (docs/speed.md measures what that costs); here the map's gradient is one
+    buffer."""
 
     @staticmethod
     def forward(ctx, hwc, wy, wx, windows):

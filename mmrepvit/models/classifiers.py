@@ -1,10 +1,13 @@
-"""RepViT's ImageNet model (backbone + distilled classifier head), for counting the published
-parameter and multiply-add figures. Not registered: detection / segmentation never build it."""
+"""The ImageNet models of the backbones (backbone + classifier head): what the published
+parameter and multiply-add figures count, and what the classifier checkpoints hold. Not
+registered: detection / segmentation never build them."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.backbones.repvit import RepViT
+from .backbones.mocovit import STAGES, MoCoViT
+from .backbones.repvit import RepViT
+from .layers import ConvBN
 
 
 class BNLinear(nn.Sequential):
@@ -65,3 +68,38 @@ class RepViTClassifier(nn.Module):
         self.backbone.switch_to_deploy()
         if isinstance(self.classifier, DistilledHead):
             self.classifier = self.classifier.fuse()
+
+
+class ClassificationHead(nn.Module):
+    """GhostNet's ImageNet head, for size counting: Conv1x1 (-> 960 at 1.0x) BN ReLU, global
+    pooling, Conv1x1 -> 1280 ReLU, dropout, FC. Not part of the detection backbone."""
+
+    def __init__(self, in_channels, mid_channels, num_classes=1000, feat_channels=1280,
+                 dropout=0.2, norm_cfg=None):
+        super().__init__()
+        self.expand = nn.Sequential(ConvBN(in_channels, mid_channels, 1, norm_cfg=norm_cfg),
+                                    nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feat = nn.Sequential(nn.Conv2d(mid_channels, feat_channels, 1, bias=True),
+                                  nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(feat_channels, num_classes)
+
+    def forward(self, x):
+        x = self.feat(self.pool(self.expand(x))).flatten(1)
+        return self.fc(self.dropout(x))
+
+
+class MoCoViTClassifier(nn.Module):
+    """Backbone (last stage only) + ``ClassificationHead``: the ImageNet model the paper's
+    parameter and FLOP figures refer to. Used by tests and tools, not registered."""
+
+    def __init__(self, arch='1.0x', num_classes=1000, **backbone_kwargs):
+        super().__init__()
+        self.backbone = MoCoViT(arch, out_indices=(3, ), **backbone_kwargs)
+        last_hidden = STAGES[-1][-1][1]
+        self.head = ClassificationHead(self.backbone.channels[-1],
+                                       self.backbone.widen(last_hidden), num_classes)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)[-1])

@@ -1,13 +1,15 @@
 """Loading a config and telling a detection config from a segmentation one."""
+import importlib
 import os.path as osp
 from typing import Optional
 
 import torch.nn as nn
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction for the CLIs)
+from mmengine.registry import init_default_scope
 
 TOOLBOXES = {'mmdet': 'detection', 'mmseg': 'segmentation'}
 # installed with the package, as mmdet / mmseg install theirs (a link to configs/ in a checkout)
-CONFIGS_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), '.mim', 'configs')
+CONFIGS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs')
 
 
 def config_path(name: str) -> str:
@@ -46,9 +48,7 @@ def default_work_dir(config_file: str) -> str:
 
 def build_model(cfg: Config) -> nn.Module:
     """Build ``cfg.model`` in its toolbox's registry (default scope set as the runner does)."""
-    import importlib
 
-    from mmengine.registry import init_default_scope
     scope = toolbox_of(cfg)
     init_default_scope(scope)
     return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)

@@ -11,6 +11,8 @@ from typing import Tuple
 
 import cv2
 import numpy as np
+from mmengine.utils import ProgressBar
+from pycocotools import mask as mask_utils
 
 CLASSES = ('circle', 'triangle', 'square', 'star')
 SEG_CLASSES = ('background', ) + CLASSES
@@ -82,7 +84,6 @@ def render_scene(rng, size=(160, 160), max_objects=5, min_visible=0.4):
 
 
 def _coco_annotation(mask, label, image_id, ann_id):
-    from pycocotools import mask as mask_utils
     rle = mask_utils.encode(np.asfortranarray(mask))
     x, y, bw, bh = mask_utils.toBbox(rle).tolist()
     rle['counts'] = rle['counts'].decode('ascii')
@@ -110,7 +111,6 @@ def make_demo_dataset(root: str = 'data/demo', num_train: int = NUM_TRAIN,
     """Write ``root/coco`` (COCO layout) and ``root/ade`` (ADE20K layout) from the same scenes.
     Deterministic in ``seed``; returns the paths of the two annotation files. ``root`` gets a
     ``demo_meta.json`` last, so an interrupted run is remade."""
-    from mmengine.utils import ProgressBar
     meta_path = osp.join(root, META_FILE)
     if osp.exists(meta_path):
         os.remove(meta_path)

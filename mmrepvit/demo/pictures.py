@@ -1,12 +1,20 @@
 """Pictures a person can read: a grid of val images, enlarged, the truth beside the prediction,
 class names in a legible font, detections above a score threshold only, colour maps with a
 legend. Drawn with OpenCV at the enlarged size, so text stays sharp however small the images."""
+import importlib
 import os
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
+import mmcv
 import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+from pycocotools import mask as mask_utils
+
+from ..checkpoint import load_model_checkpoint
+from ..config import build_model, load_config, toolbox_of
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 IGNORE_COLOUR = (128, 128, 128)
@@ -117,7 +125,6 @@ def grid(rows: List[List[np.ndarray]], titles: Sequence[str], footer: Optional[n
 def decode_mask(mask, shape: Tuple[int, int]) -> np.ndarray:
     """A COCO mask as mmdet's datasets keep it (polygons, or RLE with str / bytes / list
     counts) -> (H, W) uint8."""
-    from pycocotools import mask as mask_utils
     if isinstance(mask, dict) and isinstance(mask.get('counts'), (str, bytes)):
         counts = mask['counts']
         return mask_utils.decode(dict(mask, counts=counts.encode() if isinstance(counts, str)
@@ -165,14 +172,6 @@ def draw_val_grid(config: str, checkpoint: str, out_file: str,
                   score_thr: float = 0.5, cfg_options: Optional[dict] = None) -> str:
     """Predict val images ``indices`` with ``checkpoint`` (strictly loaded) and write one
     picture: per image, the truth beside the prediction, ``scale`` times enlarged."""
-    import importlib
-
-    import mmcv
-    import torch
-    from mmengine.dataset import pseudo_collate
-
-    from ..checkpoint import load_model_checkpoint
-    from .config import build_model, load_config, toolbox_of
     cfg = load_config(config, cfg_options)
     cfg.model.backbone.init_cfg = None
     model = build_model(cfg).eval()  # sets the toolbox's default scope

@@ -8,12 +8,12 @@ from typing import Dict, List, Optional, Sequence
 
 from mmengine.logging import print_log
 
-from ..datasets.demo import demo_dataset_is_current, make_demo_dataset
-from .config import config_path
-from .fuse import fuse_checkpoint_file
+from ..apis.fuse import fuse_checkpoint_file
+from ..apis.test import prepare_test_cfg, test
+from ..apis.train import prepare_train_cfg, train
+from ..config import config_path
+from .data import demo_dataset_is_current, make_demo_dataset
 from .pictures import draw_val_grid
-from .test import prepare_test_cfg, test
-from .train import prepare_train_cfg, train
 
 DEMO_CONFIGS = {
     'maskrcnn': config_path('demo/maskrcnn_repvit_m1_1_demo.py'),

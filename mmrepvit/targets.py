@@ -8,31 +8,36 @@ random (no pretrained file is read): size does not depend on them, speed hardly 
 post-processing does depends on the scores, so the benchmark reports the detections made).
 """
 import copy
+import logging
 import os.path as osp
 
 import torch
+from mmengine.hub import get_config
+from mmengine.logging import MMLogger
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..cpu_fast_path import optimize_for_cpu
-from ..fusion import fuse_backbones, fuse_model
+from .checkpoint import (
+    extract_backbone_weights,
+    load_backbone_weights,
+    load_checkpoint_file,
+    load_model_checkpoint,
+)
+from .config import build_model, load_config, toolbox_of
+from .cpu_fast_path import optimize_for_cpu
+from .fusion import fuse_backbones, fuse_model
+from .models import MoCoViT, MoCoViTClassifier, RepViT, RepViTClassifier
 
 # fused-backbone: what a fused checkpoint loads as (head norms kept); fused: everything folded
 VARIANTS = ('unfused', 'fused-backbone', 'fused', 'fast', 'compiled')
 MOCOVIT_PREFIX = 'mocovit-'
 
 
-def _backbone_classes():
-    from ..models import MoCoViT, RepViT
-    return RepViT, MoCoViT
-
-
 def target_kind(spec):
     """'backbone' for an arch name, else the config's toolbox ('mmdet' or 'mmseg')."""
-    RepViT, MoCoViT = _backbone_classes()
     if spec in RepViT.arch_zoo or (spec.startswith(MOCOVIT_PREFIX)
                                    and spec[len(MOCOVIT_PREFIX):] in MoCoViT.arch_zoo):
         return 'backbone'
     if osp.isfile(spec) or '::' in spec:
-        from ..apis.config import toolbox_of
         return toolbox_of(load_target_config(spec))
     raise ValueError(f'{spec!r} is neither a backbone (RepViT: {", ".join(RepViT.arch_zoo)}; '
                      f'MoCoViT: {", ".join(MOCOVIT_PREFIX + a for a in MoCoViT.arch_zoo)}) '
@@ -43,11 +48,9 @@ def target_kind(spec):
 def load_target_config(spec, cfg_options=None):
     """A config file, or a toolbox's own config (``mmdet::...``), with every pretrained
     initialisation removed."""
-    from ..apis.config import load_config
     if osp.isfile(spec):
         cfg = load_config(spec, cfg_options)
     else:
-        from mmengine.hub import get_config
         cfg = get_config(spec)
         if cfg_options:
             cfg.merge_from_dict(cfg_options)
@@ -61,15 +64,12 @@ def load_target_config(spec, cfg_options=None):
 
 def build_backbone(spec, classifier=False, **kwargs):
     """A backbone by arch name; ``classifier=True``: its ImageNet model (1000-class head)."""
-    RepViT, MoCoViT = _backbone_classes()
     if spec.startswith(MOCOVIT_PREFIX):
         arch = spec[len(MOCOVIT_PREFIX):]
         if classifier:
-            from ..models.backbones.mocovit import MoCoViTClassifier
             return MoCoViTClassifier(arch, **kwargs)
         return MoCoViT(arch, **kwargs)
     if classifier:
-        from .classifier import RepViTClassifier
         return RepViTClassifier(spec, **kwargs)
     return RepViT(spec, **kwargs)
 
@@ -94,7 +94,6 @@ def build_target(spec, variant='unfused', classifier=False, cfg_options=None, se
     elif kind == 'backbone':
         model = build_backbone(spec, classifier=classifier)
     else:
-        from ..apis.config import build_model
         model = build_model(load_target_config(spec, cfg_options))
         _quiet_init_weights(model)  # the toolbox's own initialisers (heads, FPN)
     if checkpoint is None:
@@ -110,9 +109,7 @@ def build_target(spec, variant='unfused', classifier=False, cfg_options=None, se
 
 
 def _quiet_init_weights(model):
-    import logging
 
-    from mmengine.logging import MMLogger
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)
@@ -124,8 +121,6 @@ def _quiet_init_weights(model):
 
 def _load_weights(spec, kind, path, classifier, cfg_options):
     """Build ``spec`` in the structure ``path`` holds (fused or not) and load it strictly."""
-    from ..checkpoint import (extract_backbone_weights, load_backbone_weights,
-                              load_checkpoint_file)
     checkpoint = load_checkpoint_file(path)
     if kind == 'backbone':
         if classifier:
@@ -138,8 +133,6 @@ def _load_weights(spec, kind, path, classifier, cfg_options):
             load_backbone_weights(model, extract_backbone_weights(
                 checkpoint, source=f'checkpoint {str(path)!r}'))
         return model
-    from ..apis.config import build_model
-    from ..checkpoint import load_model_checkpoint
     cfg = load_target_config(spec, cfg_options)
     model = build_model(cfg)
     load_model_checkpoint(model, checkpoint, source=f'checkpoint {str(path)!r}')
@@ -153,7 +146,6 @@ def randomize_norms(model, kind='backbone', seed=0, size=(128, 128)):
     Norms built with zero scale (residual-branch ends, e.g. RepViT's channel mixer) get
     scales in [0, 0.25): full-strength branches would make activations grow with depth far
     beyond a trained network's, and every float32 comparison with them."""
-    from torch.nn.modules.batchnorm import _BatchNorm
     g = torch.Generator().manual_seed(seed)
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not norms:
