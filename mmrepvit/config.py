@@ -25,7 +25,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     if not osp.isfile(path):
         raise FileNotFoundError(f'Config file {path!r} does not exist')
     # mmengine reformats its own printout with yapf each time a runner logs, dumps or records
-    # the config (~0.25 s a time, several times per runner here), and the text comes out the same
+    # the config, several times per runner, and the text comes out the same
     cfg = Config.fromfile(path, format_python_code=False)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

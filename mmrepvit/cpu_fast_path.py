@@ -18,10 +18,9 @@ class ContiguousInputs:
     """Forward pre-hook giving a module contiguous (NCHW) copies of channels-last inputs.
 
     One copy per input tensor, shared by every hooked module while that tensor lives (Mask
-    R-CNN's box and mask RoI extractors read the same FPN maps: copying each map once instead
-    of per extractor measured 4% of the whole model). A copy is dropped with its source; an
-    in-place change of the source after copying would not be seen (no mmdet / mmseg head
-    does that).
+    R-CNN's box and mask RoI extractors read the same FPN maps, so each map is copied once). A
+    copy is dropped with its source; an in-place change of the source after copying would not
+    be seen (no mmdet / mmseg head does that).
     """
 
     def __init__(self):

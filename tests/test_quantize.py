@@ -15,9 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 from test_deployment import FPN, MASK_RCNN, demo_data_options, plain_model
 
 from mmrepvit.deployment import build_onnx_model
+from mmrepvit.deployment.compare import compare_graphs
 from mmrepvit.deployment.export import export_int8, export_model
 from mmrepvit.deployment.quantize import (
-    compare_graphs,
     dataset_feeds,
     fuse_gelu,
     int8_coverage,

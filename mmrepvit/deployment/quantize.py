@@ -34,9 +34,8 @@ def own_initializers(model):
 
     torch's exporter stores equal tensors once (the zero biases of a freshly initialised FPN,
     RPN and mask head), and ONNX Runtime fuses a quantised Conv into one int8 ``QLinearConv``
-    only when its ``DequantizeLinear`` inputs are its own: shared biases left 16 of the 123
-    convolutions of the COCO Mask R-CNN (random weights) in float32, two thirds of its int8
-    time at 800x1344."""
+    only when its ``DequantizeLinear`` inputs are its own: with shared biases, those
+    convolutions stay in float32 (docs/deployment.md)."""
     import onnx
     graph = model.graph
     constants = {t.name: t for t in graph.initializer}
@@ -69,7 +68,7 @@ def fuse_gelu(model):
 
     ONNX Runtime fuses these itself in a float graph, but not in a quantised one: there each
     consumer of ``x`` gets its own DequantizeLinear, so the pattern no longer matches, and the
-    five ops ran one by one (30% of the int8 RepViT-M1.1 backbone's time at 512x512)."""
+    five ops would run one by one (docs/deployment.md measures the cost)."""
     from onnx import TensorProto, helper, numpy_helper
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
@@ -176,9 +175,8 @@ def calibration_threads(threads: Optional[int] = None):
     threads (default: torch's setting) and without thread spinning.
 
     It opens that session with default options: every core, and pool threads that keep
-    spinning after each run, which starved the other processes of this 2-core machine (a
-    neighbouring test's Mask R-CNN setup took 55 s instead of 8). Undone on exit; left alone
-    if the installed onnxruntime calibrates differently."""
+    spinning after each run, which starve every other process on a small machine. Undone on
+    exit; left alone if the installed onnxruntime calibrates differently."""
     import onnxruntime as ort
     from onnxruntime.quantization import calibrate
     base = getattr(calibrate, 'CalibraterBase', None)

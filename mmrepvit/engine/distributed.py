@@ -7,7 +7,7 @@ place of SyncBN (torch's SyncBatchNorm runs on accelerators only). The group we 
 destroy at exit, and collect it, so that its worker threads are joined while the interpreter is
 whole: a worker left to release a finished collective during finalisation cannot take the GIL
 and aborts the rank after its work is done (SIGABRT, "terminate called without an active
-exception"; about 1 in 12 two-process test runs here before this).
+exception"; docs/reliability.md).
 """
 import atexit
 import gc

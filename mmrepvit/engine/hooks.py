@@ -24,9 +24,9 @@ class FuseModelHook(Hook):
 @HOOKS.register_module()
 class CPUSpeedHook(Hook):
     """Train and test a model on CPU faster without changing what it computes (float rounding
-    aside): ``SeparableRoIAlign`` in place of mmcv's single-threaded RoIAlign (a demo Mask
-    R-CNN training step 1.33x faster) and, optionally, channels-last convolutions (1.40x with
-    both; docs/speed.md). A model on a GPU is left as it is."""
+    aside): ``SeparableRoIAlign`` in place of mmcv's single-threaded RoIAlign and, optionally,
+    channels-last convolutions (docs/speed.md measures both). A model on a GPU is left as it
+    is."""
     priority = 'VERY_HIGH'
 
     def __init__(self, separable_roi_align=True, channels_last=False):

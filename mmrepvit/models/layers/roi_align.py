@@ -1,12 +1,12 @@
 """RoIAlign (average pooling) as two small matrix products per RoI.
 
-mmcv's CPU RoIAlign is one thread walking every sample point of every bin; with mmdet's
-adaptive sampling (``sampling_ratio=0``) it was 27% of a fused Mask R-CNN RepViT-M1.1 at
-800x1333 (docs/speed.md). Bilinear sampling is separable, and so is the average over a bin's
-sample grid: each RoI's output is ``Wy @ crop @ Wx^T`` with ``Wy`` (bins x rows) and ``Wx``
-(bins x cols) holding the interpolation weights over the few feature rows / columns the RoI
-touches. Same function as mmcv's op (its boundary rules included), float rounding aside;
-differentiable with respect to the features (like mmcv's, not the boxes).
+mmcv's CPU RoIAlign is one thread walking every sample point of every bin, a large share
+of a fused Mask R-CNN's time on CPU (docs/speed.md). Bilinear sampling is separable, and so is
+the average over a bin's sample grid: each RoI's output is ``Wy @ crop @ Wx^T`` with ``Wy``
+(bins x rows) and ``Wx`` (bins x cols) holding the interpolation weights over the few feature
+rows / columns the RoI touches. Same function as mmcv's op (its boundary rules included),
+float rounding aside; differentiable with respect to the features (like mmcv's, not the
+boxes).
 """
 import torch
 import torch.nn as nn
