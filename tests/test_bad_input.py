@@ -11,6 +11,7 @@ from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
 from tiny_runs import REPO, make_data, write_det_config, write_seg_config
 
 from mmrepvit.apis import load_config, prepare_test_cfg, prepare_train_cfg, train
+from mmrepvit.apis import test as run_test
 from mmrepvit.checkpoint import CheckpointFormatError, UnsafeCheckpointError
 from mmrepvit.datasets import DatasetAnnotationError, UnreadableFileError
 from mmrepvit.engine import NonFiniteLossError
@@ -58,7 +59,8 @@ def test_testing_a_truncated_checkpoint_names_the_file(data, tmp_path):
     config = write_seg_config(tmp_path / 'seg.py', data)
     truncated = truncated_checkpoint(tmp_path / 'model.pth')
     with pytest.raises(CheckpointFormatError, match=f"'{truncated}' is truncated"):
-        prepare_test_cfg(config, truncated, work_dir=str(tmp_path / 'work'))
+        run_test(prepare_test_cfg(config, truncated, work_dir=str(tmp_path / 'work')))
+    assert not (tmp_path / 'work').exists()  # said before the runner was built
 
 
 def test_every_mmengine_checkpoint_load_goes_through_the_safe_loader(tmp_path):

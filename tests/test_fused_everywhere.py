@@ -4,8 +4,10 @@ and through tools/infer.py. Each must give the plain checkpoint's predictions; a
 that does not fit must be an error naming what does not fit, never a silent half-load."""
 import glob
 import json
+import os
 import os.path as osp
 import pickle
+import runpy
 import subprocess
 import sys
 
@@ -318,3 +320,39 @@ def test_infer_tool_on_image_folder_and_video(user, job, tmp_path):
     assert len(frames) == num_frames
     assert cv2.VideoCapture(str(tmp_path / 'video_plain' / 'vis' / 'clip.mp4')).get(
         cv2.CAP_PROP_FRAME_COUNT) == num_frames
+
+
+# -- one read per checkpoint -------------------------------------------------------------------
+
+@pytest.fixture
+def counted_reads(monkeypatch):
+    """The files ``torch.load`` reads from here on, in order."""
+    reads = []
+    torch_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):
+            reads.append(osp.realpath(f))
+        return torch_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', counting_load)
+    return reads
+
+
+@pytest.mark.parametrize('form', ['plain', 'fused'])
+def test_the_test_and_infer_tools_read_the_checkpoint_once(user, form, counted_reads,
+                                                           tmp_path):
+    """tools/test.py and tools/infer.py as the command lines run them (their ``main``):
+    the checkpoint file is unpickled once, and still loaded (metrics, predictions)."""
+    paths = user['fpn']
+    checkpoint = paths[form]
+    tool = {name: runpy.run_path(osp.join(REPO, 'tools', f'{name}.py'))['main']
+            for name in ('test', 'infer')}
+    metrics = tool['test']([paths['config'], checkpoint, '--work-dir', str(tmp_path / 'test')])
+    assert counted_reads.count(osp.realpath(checkpoint)) == 1, counted_reads
+    assert metrics['mIoU'] > 0
+    counted_reads.clear()
+    written = tool['infer']([paths['images'][0], paths['config'], '--weights', checkpoint,
+                             '--out-dir', str(tmp_path / 'infer')])
+    assert counted_reads.count(osp.realpath(checkpoint)) == 1, counted_reads
+    assert any(f.endswith('.json') for f in written)

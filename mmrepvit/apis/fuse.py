@@ -1,7 +1,7 @@
 """What ``tools/fuse_checkpoint.py`` does."""
 import os
 import os.path as osp
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -10,10 +10,11 @@ from ..config import build_model, load_config
 from ..fusion import fuse_checkpoint
 
 
-def fuse_checkpoint_file(config: str, checkpoint: str, out: str,
+def fuse_checkpoint_file(config: str, checkpoint: Union[str, dict], out: str,
                          cfg_options: Optional[dict] = None) -> dict:
-    """Fuse the backbone of ``checkpoint`` (trained with ``config``, loaded strictly) and save
-    the fused checkpoint to ``out``; it loads with ``config`` itself, in any loader."""
+    """Fuse the backbone of ``checkpoint`` (a path or an already loaded checkpoint, trained
+    with ``config``, loaded strictly) and save the fused checkpoint to ``out``; it loads with
+    ``config`` itself, in any loader. Returns the fused checkpoint."""
     cfg = load_config(config, cfg_options)
     cfg.model.backbone.init_cfg = None
     model = build_model(cfg)

@@ -1,12 +1,16 @@
 """What ``tools/infer.py`` does: predictions and pictures for images, folders and videos,
 through mmdet's ``DetInferencer`` / mmseg's ``MMSegInferencer``.
 
-The inferencers load weights with ``strict=False``; here the checkpoint is then checked
-strictly, so another model's checkpoint is an error instead of pictures of garbage.
+The checkpoint is read once, here, and loaded strictly (the inferencers would load it with
+``strict=False``), so another model's checkpoint is an error instead of pictures of garbage;
+the inferencer is built without weights and given the loaded checkpoint's class names and
+palette the way it takes them from a file (``CLASSES`` / ``PALETTE`` of older checkpoints
+too).
 """
 import json
 import os
 import os.path as osp
+import warnings
 from typing import Dict, List, Optional
 
 import cv2
@@ -68,21 +72,24 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
         cfg = Config.fromstring(cfg_text, file_format='.py')
     if deployed and cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # the PyTorch model is only a placeholder
-    torch_weights = None if deployed else weights
-    if toolbox_of(cfg) == 'mmdet':
-        from mmdet.apis import DetInferencer
-        inferencer = DetInferencer(model=cfg, weights=torch_weights, device=device,
-                                   show_progress=False)
-    else:
-        from mmseg.apis import MMSegInferencer
-        inferencer = MMSegInferencer(model=cfg, weights=torch_weights, device=device)
-        inferencer.show_progress = False  # one bar over all inputs is ours
+    with warnings.catch_warnings():  # built without weights on purpose: they follow
+        warnings.filterwarnings('ignore', message='(Checkpoint is not loaded|weights is None)')
+        if toolbox_of(cfg) == 'mmdet':
+            from mmdet.apis import DetInferencer
+            inferencer = DetInferencer(model=cfg, weights=None, device=device,
+                                       show_progress=False)
+        else:
+            from mmseg.apis import MMSegInferencer
+            inferencer = MMSegInferencer(model=cfg, weights=None, device=device)
+            inferencer.show_progress = False  # one bar over all inputs is ours
     if deployed:
         inferencer.model = build_onnx_model(cfg, weights, device)
-        # the placeholder PyTorch model's (COCO's) classes are not the config's
-        inferencer.visualizer.dataset_meta = inferencer.model.dataset_meta
     else:
         load_model_checkpoint(inferencer.model, checkpoint, source=f'checkpoint {weights!r}')
+        # class names and palette as the toolbox takes them from a checkpoint (the weights
+        # are set again from memory, already checked)
+        inferencer._load_weights_to_model(inferencer.model, checkpoint, inferencer.cfg)
+    inferencer.visualizer.dataset_meta = inferencer.model.dataset_meta
     if fuse:
         fuse_model(inferencer.model)
     if toolbox_of(cfg) == 'mmseg':  # unless told, its visualizer uses Cityscapes' classes

@@ -20,19 +20,21 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     nothing special (the backbone takes the form of the weights); ``fuse`` fuses the whole
     model after loading, head norms included. ``checkpoint`` may also be an ``.onnx`` file
     exported from ``config`` (``tools/export_onnx.py``, float or int8): the deployed model is
-    then what gets tested, in ONNX Runtime."""
+    then what gets tested, in ONNX Runtime.
+
+    The checkpoint is not read here: ``test`` reads it once, before building anything, and
+    loads it strictly; ``load_from`` stays empty so that the runner does not read it again."""
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist')
     deployed = checkpoint.endswith('.onnx')
     if deployed:
         check_onnx_file(checkpoint, fuse)
-    else:
-        load_checkpoint_file(checkpoint)  # truncated, corrupted or unsafe: say so first
     cfg = load_config(config, cfg_options)
     toolbox = toolbox_of(cfg)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
-    cfg.load_from = None if deployed else checkpoint
+    cfg.load_from = None
+    cfg.test_checkpoint = None if deployed else checkpoint
     cfg.deployed_model = checkpoint if deployed else None
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # every weight comes from the checkpoint
@@ -61,16 +63,25 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     return cfg
 
 
-def test(cfg: Config) -> dict:
-    """Check the data is there, build the runner, check the checkpoint fits the model
-    strictly (the runner itself would only warn), test; returns the metrics dict."""
+def test(cfg: Config, checkpoint: Optional[dict] = None) -> dict:
+    """Check the data is there, read the checkpoint (``cfg.test_checkpoint``) or open the
+    exported model (``cfg.deployed_model``), build the runner, load the checkpoint strictly
+    (the runner itself would only warn), test; returns the metrics dict. ``checkpoint``: the
+    already loaded checkpoint, which is then not read again."""
     check_dataset_paths(cfg, splits=('test', ))
     check_dataset_annotations(cfg, splits=('test', ))
+    path = cfg.get('test_checkpoint') or cfg.get('load_from')
+    deployed = None
+    if cfg.get('deployed_model'):  # a file that is not a model of this config: said first
+        deployed = build_onnx_model(cfg, cfg.deployed_model)
+    elif checkpoint is None:  # truncated, corrupted or unsafe: said first
+        checkpoint = load_checkpoint_file(path)
+    cfg.load_from = None
     with explained_errors(cfg):
         runner = build_runner(cfg)
-        if cfg.get('deployed_model'):
-            runner.model = build_onnx_model(cfg, cfg.deployed_model,
-                                            dataset_meta=runner.test_dataloader.dataset.metainfo)
+        if deployed is not None:
+            deployed.dataset_meta = runner.test_dataloader.dataset.metainfo
+            runner.model = deployed
         else:
-            load_model_checkpoint(runner.model, cfg.load_from)
+            load_model_checkpoint(runner.model, checkpoint, source=f'checkpoint {path!r}')
         return runner.test()

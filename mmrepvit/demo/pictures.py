@@ -4,7 +4,7 @@ legend. Drawn with OpenCV at the enlarged size, so text stays sharp however smal
 import importlib
 import os
 import os.path as osp
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import cv2
 import mmcv
@@ -167,7 +167,7 @@ def segmentation_row(rgb, info, sample, palette, scale, reduce_zero_label):
             colour_map(pred, palette, scale)]
 
 
-def draw_val_grid(config: str, checkpoint: str, out_file: str,
+def draw_val_grid(config: str, checkpoint: Union[str, dict], out_file: str,
                   indices: Sequence[int] = (0, 1, 2, 3, 4), scale: int = 3,
                   score_thr: float = 0.5, cfg_options: Optional[dict] = None) -> str:
     """Predict val images ``indices`` with ``checkpoint`` (strictly loaded) and write one

@@ -11,6 +11,7 @@ from mmengine.logging import print_log
 from ..apis.fuse import fuse_checkpoint_file
 from ..apis.test import prepare_test_cfg, test
 from ..apis.train import prepare_train_cfg, train
+from ..checkpoint import load_checkpoint_file
 from ..config import config_path
 from .data import demo_dataset_is_current, make_demo_dataset
 from .pictures import draw_val_grid
@@ -86,24 +87,26 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
     row['train_s'] = time.time() - start
     checkpoint = osp.join(job_dir, f'iter_{runner.iter}.pth')
     row['checkpoint'] = checkpoint
+    fused_file = osp.join(job_dir, 'fused.pth')
+    # each checkpoint read (or made) once, then handed on
+    loaded = {'unfused': load_checkpoint_file(checkpoint)}
 
     for variant in ('unfused', 'fused'):
-        ckpt = checkpoint
         if variant == 'fused':
-            ckpt = osp.join(job_dir, 'fused.pth')
-            fuse_checkpoint_file(config, checkpoint, ckpt, options)
+            loaded['fused'] = fuse_checkpoint_file(config, loaded['unfused'], fused_file, options)
         start = time.time()
         stage(f'{NAMES[job]}: testing the {variant} model', started)
-        cfg = prepare_test_cfg(config, ckpt, work_dir=job_dir, cfg_options=options)
+        cfg = prepare_test_cfg(config, checkpoint if variant == 'unfused' else fused_file,
+                               work_dir=job_dir, cfg_options=options)
         cfg.experiment_name = f'{job}_test_{variant}'
-        metrics = test(cfg)
+        metrics = test(cfg, loaded[variant])
         row[f'test_{variant}_s'] = time.time() - start
         for name, key, scale in REPORTED[job]:
             row[f'{name} {variant}'] = metrics[key] * scale
 
     stage(f'{NAMES[job]}: drawing {len(PICTURE_INDICES)} val images', started)
     row['picture'] = draw_val_grid(
-        config, osp.join(job_dir, 'fused.pth'), osp.join(work_dir, 'pictures', f'{job}_val.png'),
+        config, loaded['fused'], osp.join(work_dir, 'pictures', f'{job}_val.png'),
         PICTURE_INDICES, score_thr=PICTURE_SCORE_THR, cfg_options=options)
     return row
 
