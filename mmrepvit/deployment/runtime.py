@@ -22,7 +22,15 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData, PixelData
 
 from ..config import toolbox_of
-from .openvino_runtime import OpenVinoSessions, check_runtime, describe_run, resolve_precision
+from .openvino_runtime import (
+    PRECISIONS,
+    RUNTIMES,
+    OpenVinoSessions,
+    check_runtime,
+    describe_run,
+    read_openvino,
+    resolve_precision,
+)
 from .seg_postprocess import cut_final_resize_onnx, low_resolution_supported, resize_argmax
 
 DETECTOR_OUTPUTS = ('dets', 'labels')  # + 'masks' (mmdeploy's end2end layout)
@@ -275,10 +283,33 @@ def check_onnx_file(path: str, fuse: bool = False) -> None:
 def graph_outputs(model_file: str) -> List[str]:
     """The output names of an ONNX file (or OpenVINO IR), read without building a session."""
     if os.fspath(model_file).endswith('.xml'):
-        from .openvino_runtime import openvino_core
-        return [o.get_any_name() for o in openvino_core().read_model(model_file).outputs]
+        return [o.get_any_name() for o in read_openvino(model_file).outputs]
     import onnx
     return [o.name for o in onnx.load(model_file, load_external_data=False).graph.output]
+
+
+def add_runtime_arguments(parser) -> None:
+    """``--runtime`` and ``--precision``, as tools/test.py and tools/infer.py take them."""
+    parser.add_argument('--runtime', choices=list(RUNTIMES),
+                        help='with an exported .onnx: the runtime that runs it (default '
+                        'onnxruntime; openvino: make install-openvino)')
+    parser.add_argument('--precision', choices=list(PRECISIONS),
+                        help='with an exported .onnx: f32 (a float32 file\'s default), bf16 '
+                        '(openvino, on a CPU with AVX512-BF16 or AMX), int8 (an int8 file, '
+                        'its default); anything the file or CPU cannot give is an error')
+
+
+def check_deployed_options(model_file: str, deployed: bool, runtime: Optional[str],
+                           precision: Optional[str]) -> None:
+    """``runtime`` / ``precision`` apply to an exported ``.onnx`` only: raise ValueError
+    naming ``model_file`` if given with a checkpoint (or invalid)."""
+    if runtime is not None:
+        check_runtime(runtime)
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f'precision={precision!r}: valid are {", ".join(PRECISIONS)}')
+    if not deployed and (runtime or precision):
+        raise ValueError(f'--runtime / --precision run an exported .onnx, but {model_file!r} '
+                         f'is a checkpoint: export it with tools/export_onnx.py first')
 
 
 def build_onnx_model(config: Union[str, Config], onnx_file: str, device: str = 'cpu',

@@ -7,9 +7,10 @@ then takes the argmax: with 150 classes at 512x512 that is memory-bound work no 
 kernel speeds up. The argmax cannot move before the resize (the argmax of interpolated logits
 is not the interpolation of argmaxes), but bilinear resizing is linear, so both resizes are
 one matrix per axis (``resize_matrix``): full logits = ``Ay @ L @ Ax.T`` per class. Here they
-are formed a few rows at a time and reduced to classes at once, so the full maps never
-exist. The logits equal mmseg's up to float rounding; tests check that the class maps are
-equal.
+are formed a tile of rows at a time (the low rows it reads resized along the width, then
+along the height) and reduced to classes at once, in buffers reused from tile to tile, with
+the classes as the innermost axis: the full maps never exist. The logits equal mmseg's up
+to float rounding; tests check that the class maps are equal.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -56,7 +57,6 @@ def resize_argmax(low: torch.Tensor, pad_shape: Sequence[int], padding: Sequence
     """Classes (H, W) int64 of ``low`` (K, h, w) logits as mmseg predicts them: resized to
     ``pad_shape``, ``padding`` (left, right, top, bottom) cropped, resized to ``ori_shape``,
     argmax over K."""
-    low = low.float()
     k, h, w = low.shape
     left, right, top, bottom = (int(p) for p in padding)
     pad_h, pad_w = int(pad_shape[0]), int(pad_shape[1])
@@ -64,17 +64,32 @@ def resize_argmax(low: torch.Tensor, pad_shape: Sequence[int], padding: Sequence
     rows = composed_matrix(h, pad_h, top, pad_h - top - bottom, ori_h, align_corners).float()
     col_index, col_weights = _taps(composed_matrix(w, pad_w, left, pad_w - left - right, ori_w,
                                                    align_corners))
-    classes = torch.empty(ori_h, ori_w, dtype=torch.long)
+    col_weights = col_weights[..., None]  # (ori_w, taps, 1)
+    # classes last: every step reads whole contiguous rows of K logits, and the argmax
+    # reduces over the innermost axis
+    low = low.float().permute(1, 2, 0).contiguous()  # (h, w, K)
+    bands = []
     for r0 in range(0, ori_h, rows_per_tile):
         a = rows[r0:r0 + rows_per_tile]
         used = a.abs().sum(0).nonzero().flatten()
-        lo, hi = int(used.min()), int(used.max()) + 1
-        band = low[:, lo:hi]  # (K, r, w): the low-resolution rows these output rows read
-        wide = band[..., col_index[:, 0]] * col_weights[:, 0]
-        for t in range(1, col_index.shape[1]):
-            wide += band[..., col_index[:, t]] * col_weights[:, t]
-        tile = torch.matmul(a[:, lo:hi], wide)  # (K, rows, ori_w)
-        classes[r0:r0 + len(a)] = tile.argmax(0)
+        bands.append((r0, a, int(used.min()), int(used.max()) + 1))
+    most = max(hi - lo for _, _, lo, hi in bands)
+    # buffers reused by every tile: a fresh large tensor costs its page faults on every call,
+    # which is what makes materialising K full-size maps slow
+    wide = low.new_empty(most, ori_w, k)
+    gathered = low.new_empty(most, ori_w, k)
+    tile = low.new_empty(rows_per_tile, ori_w * k)
+    classes = torch.empty(ori_h, ori_w, dtype=torch.long)
+    for r0, a, lo, hi in bands:
+        r, t = hi - lo, len(a)
+        # the low rows this tile reads, resized along the width: (r, ori_w, K)
+        torch.index_select(low[lo:hi], 1, col_index[:, 0], out=wide[:r]).mul_(col_weights[:, 0])
+        for j in range(1, col_index.shape[1]):
+            torch.index_select(low[lo:hi], 1, col_index[:, j], out=gathered[:r])
+            wide[:r].addcmul_(gathered[:r], col_weights[:, j])
+        # then along the height: (t, r) @ (r, ori_w * K), reduced to classes at once
+        torch.matmul(a[:, lo:hi], wide[:r].view(r, -1), out=tile[:t])
+        torch.argmax(tile[:t].view(t, ori_w, k), -1, out=classes[r0:r0 + t])
     return classes
 
 
