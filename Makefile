@@ -38,9 +38,11 @@ $(STAMP): setup.py requirements/*.txt Makefile
 	$(PIP) -q -r requirements/runtime.txt -r requirements/optional.txt -r requirements/tests.txt \
 	  -r requirements/lint.txt
 	$(PIP) -q --no-deps -r requirements/deploy.txt  # mmdeploy: never allowed to touch torch
+	$(PIP) -q --no-deps -r requirements/openvino.txt  # OpenVINO: never allowed to touch numpy
 	$(PIP) -q --no-build-isolation --no-deps -e .
-	$(VPY) -c "import mmrepvit, mmcv.ops, mmdet, mmseg, pycocotools, mmdeploy, torch; \
-	  assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(VPY) -c "import mmrepvit, mmcv.ops, mmdet, mmseg, pycocotools, mmdeploy, openvino, torch, numpy; \
+	  assert torch.__version__.startswith('2.13.0'), torch.__version__; \
+	  assert numpy.__version__ < '2', numpy.__version__"
 	touch $(STAMP)
 
 demo: install
@@ -62,3 +64,10 @@ clean-venv:
 install-deploy: install
 	$(VPY) -m pip install --disable-pip-version-check -q --no-deps -r requirements/deploy.txt
 	$(VPY) -c "import torch, mmdeploy; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('mmdeploy', mmdeploy.__version__, 'with torch', torch.__version__)"
+
+# Optional: OpenVINO, the second runtime for exported models (--runtime openvino).
+# --no-deps so that it can never replace numpy or torch; both are checked afterwards.
+.PHONY: install-openvino
+install-openvino: install
+	$(VPY) -m pip install --disable-pip-version-check -q --no-deps -r requirements/openvino.txt
+	$(VPY) -c "import torch, numpy, openvino; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert numpy.__version__ < '2', numpy.__version__; print('openvino', openvino.__version__, 'with torch', torch.__version__, 'numpy', numpy.__version__)"

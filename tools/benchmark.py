@@ -28,7 +28,8 @@ def parse_args(argv=None):
                              'it only so; the first candidate is the reference')
     parser.add_argument('--variants', nargs='+', default=['unfused', 'fused', 'fast'],
                         choices=['unfused', 'fused-backbone', 'fused', 'fast', 'compiled',
-                                 'onnxruntime', 'onnxruntime-int8'],
+                                 'onnxruntime', 'onnxruntime-int8', 'openvino',
+                                 'openvino-bf16', 'openvino-int8'],
                         help='fused-backbone: only the backbone fused (what a fused '
                              'checkpoint loads as); fused: every BatchNorm folded too; '
                              'fast: fused + channels-last; compiled: fast + TorchInductor '
@@ -37,7 +38,9 @@ def parse_args(argv=None):
                              'mmdeploy) and run in ONNX Runtime, whole test step for whole '
                              'models (docs/deployment.md); onnxruntime-int8: that '
                              'graph quantised to int8, calibrated on synthetic images '
-                             '(timing only)')
+                             '(timing only); openvino, openvino-bf16, openvino-int8: the '
+                             'same float32 / int8 graphs in OpenVINO (bf16 only on a CPU '
+                             'with AVX512-BF16 or AMX)')
     parser.add_argument('--size', nargs='+', type=int, action='append', metavar='H [W]',
                         help='input size, repeatable (default 224 for a backbone, 800 1333 '
                              'for mmdet, 512 512 for mmseg)')
@@ -54,6 +57,10 @@ def parse_args(argv=None):
                         '("-": to stdout, instead of the table)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--seg-postprocess', type=int, metavar='CLASSES',
+                        help='instead: time a segmentor\'s post-processing apart from its '
+                             'network (mmseg\'s resize + argmax against resize_argmax) for '
+                             'CLASSES classes at --size, --threads')
     args = parser.parse_args(argv)
     for size in args.size or []:
         if len(size) not in (1, 2):
@@ -70,6 +77,8 @@ def default_size(target):
 def main(argv=None):
     args = parse_args(argv)
     from mmrepvit.analysis.benchmark import benchmark, format_table
+    if args.seg_postprocess:
+        return seg_postprocess(args)
     sizes = [tuple(s) * (3 - len(s)) for s in args.size] if args.size else \
         [default_size(args.targets[0])]
     report = benchmark(args.targets, args.variants, sizes, args.batch_size, args.threads,
@@ -84,6 +93,27 @@ def main(argv=None):
         if args.json:
             with open(args.json, 'w') as f:
                 json.dump(report, f, indent=1)
+    return report
+
+
+def seg_postprocess(args):
+    from mmrepvit.analysis.benchmark import format_environment, time_seg_postprocess
+    size = tuple(args.size[0]) * (3 - len(args.size[0])) if args.size else (512, 512)
+    report = time_seg_postprocess(args.seg_postprocess, size, threads=args.threads[0],
+                                  repeats=args.repeats, warmup=args.warmup)
+    if args.json == '-':
+        print(json.dumps(report, indent=1))
+        return report
+    print(format_environment(report['environment']))
+    for name, r in report['results'].items():
+        print(f'{name}: median {r["median_ms"]:.2f} ms, best {r["best_ms"]:.2f} ms')
+    ratio = report['ratio']
+    print(f'speed-up of resize_argmax over mmseg (mmseg time / its time): '
+          f'{ratio["best_ratio"]:.2f}x best, {ratio["median_round_ratio"]:.2f}x median; '
+          f'same classes: {report["same_classes"]}')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=1)
     return report
 
 

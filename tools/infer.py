@@ -6,9 +6,12 @@ images or a video: pictures in OUT_DIR/vis, predictions as JSON in OUT_DIR/preds
   python tools/infer.py images/ --weights fused.pth          # the config inside the checkpoint
   python tools/infer.py clip.mp4 configs/fpn_repvit_m1_1_ade20k.py --weights iter_40000.pth --fuse
   python tools/infer.py images/ configs/maskrcnn_repvit_m1_1_coco.py --weights maskrcnn_int8.onnx
+  python tools/infer.py images/ configs/fpn_repvit_m1_1_ade20k.py --weights fpn.onnx \
+      --runtime openvino --precision f32
 
 An exported .onnx file (tools/export_onnx.py, float32 or int8) runs in ONNX Runtime with the
-same pre-processing, pictures and JSON; it needs the config it was exported from.
+same pre-processing, pictures and JSON (in OpenVINO with --runtime openvino); it needs the
+config it was exported from.
 """
 import argparse
 import os
@@ -31,6 +34,8 @@ def parse_args(argv=None):
                         help='detections below this score are not drawn or saved')
     parser.add_argument('--fuse', action='store_true',
                         help='fuse the whole model after loading (backbone and head norms)')
+    from mmrepvit.deployment.runtime import add_runtime_arguments
+    add_runtime_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -38,7 +43,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmrepvit.apis.infer import infer
     written = infer(args.inputs, args.config, args.weights, args.out_dir, args.device,
-                    args.score_thr, args.fuse)
+                    args.score_thr, args.fuse, args.runtime, args.precision)
     print(f'\nwrote {len(written)} files under {args.out_dir}')
     return written
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Test a detector (COCO AP) or segmentor (mIoU) checkpoint; flags as mmdet's tools/test.py,
 plus --fuse to evaluate the re-parameterised (deployed) model. An exported .onnx file
-(tools/export_onnx.py, float or int8) in place of the checkpoint is tested in ONNX Runtime."""
+(tools/export_onnx.py, float or int8) in place of the checkpoint is tested in ONNX Runtime,
+or in OpenVINO with --runtime openvino (--precision f32 / bf16 / int8)."""
 import argparse
 import os
 import sys
@@ -21,6 +22,8 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='save pictures of the predictions in this dir')
     parser.add_argument('--fuse', action='store_true',
                         help='re-parameterise the model (RepViT blocks, Conv-BN) before testing')
+    from mmrepvit.deployment.runtime import add_runtime_arguments
+    add_runtime_arguments(parser)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -36,7 +39,8 @@ def main(argv=None):
     from mmrepvit.apis import prepare_test_cfg, test
     cfg = prepare_test_cfg(args.config, args.checkpoint, work_dir=args.work_dir, out=args.out,
                            show_dir=args.show_dir, fuse=args.fuse,
-                           cfg_options=args.cfg_options, launcher=args.launcher)
+                           cfg_options=args.cfg_options, launcher=args.launcher,
+                           runtime=args.runtime, precision=args.precision)
     return test(cfg)
 
 

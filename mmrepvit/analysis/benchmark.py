@@ -6,9 +6,11 @@ import os.path as osp
 import platform
 import shutil
 import tempfile
+from importlib import metadata
 
 import mmengine
 import torch
+import torch.nn.functional as F
 
 from ..deployment.export import (
     export_detector,
@@ -19,6 +21,7 @@ from ..deployment.export import (
 )
 from ..deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
 from ..deployment.runtime import OnnxBackbone, build_onnx_model
+from ..deployment.seg_postprocess import resize_argmax
 from ..targets import (
     VARIANTS,
     build_target,
@@ -28,12 +31,23 @@ from ..targets import (
     synthetic_batch,
     target_kind,
 )
+from ..utils.cpu import cpu_model, relevant_flags
 from .memory import peak_allocated_bytes, weight_bytes
 from .timing import num_threads, paired_ratios, summarize, time_interleaved
 
 ONNX_VARIANT = 'onnxruntime'
 INT8_VARIANT = 'onnxruntime-int8'
-ONNX_VARIANTS = (ONNX_VARIANT, INT8_VARIANT)
+# deployed variants: (runtime, precision); int8 runs the quantised copy of the export
+DEPLOYED = {
+    ONNX_VARIANT: ('onnxruntime', 'f32'),
+    INT8_VARIANT: ('onnxruntime', 'int8'),
+    'openvino': ('openvino', 'f32'),
+    'openvino-bf16': ('openvino', 'bf16'),
+    'openvino-int8': ('openvino', 'int8'),
+}
+ONNX_VARIANTS = tuple(DEPLOYED)
+LIBRARIES = ('torch', 'onnxruntime', 'openvino', 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation',
+             'numpy')
 
 
 def _label(target, variant):
@@ -67,9 +81,10 @@ def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224),
         raise ValueError(f'the {" / ".join(ONNX_VARIANTS)} variants run whole models as '
                          f'deployed (with their post-processing): use mode="predict"')
     first = (sizes[0][0], sizes[0][-1])
+    exports = {}  # (target, int8) -> file: one export (and int8 copy) for every runtime
     models = {_label(t, v): (t, v, build_onnx_target(t, kinds[t], first, classifier,
-                                                     cfg_options, int8=v == INT8_VARIANT)
-                             if v in ONNX_VARIANTS else
+                                                     cfg_options, *DEPLOYED[v], exports)
+                             if v in DEPLOYED else
                              build_target(t, v, classifier=classifier, cfg_options=cfg_options))
               for t, v in plan}
     reference = next(iter(models))
@@ -100,33 +115,49 @@ def candidates(targets, variants):
     return plan
 
 
-def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None, int8=False):
-    """The ``onnxruntime`` variant: the fused model exported to ONNX (into a temporary
-    folder, traced at ``size``) and run by ONNX Runtime with the calling interface of the
-    PyTorch candidates. A backbone: images in, feature maps out. A detector / segmentor:
-    ``build_onnx_model``, whose ``test_step`` keeps the toolbox's data preprocessor and, after
-    the graph, its rescaling / mask pasting (mmdet) or resizing (mmseg), so that the whole
-    test step is timed on both sides; a detector's NMS runs inside the graph, done as mmdet
-    does it (docs/deployment.md). Threads follow the group's setting, as for PyTorch.
+def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
+                      runtime='onnxruntime', precision='f32', exports=None):
+    """A deployed variant (``DEPLOYED``): the fused model exported to ONNX (into a temporary
+    folder, traced at ``size``) and run by ``runtime`` in ``precision`` with the calling
+    interface of the PyTorch candidates. A backbone: images in, feature maps out. A
+    detector / segmentor: ``build_onnx_model``, whose ``test_step`` keeps the toolbox's data
+    preprocessor and, after the graph, its rescaling / mask pasting (mmdet) or classes at the
+    original size (mmseg, without full-size logit maps: ``deployment.seg_postprocess``), so
+    that the whole test step is timed on both sides; a detector's NMS runs inside the graph,
+    done as mmdet does it (docs/deployment.md). Threads follow the group's setting.
 
     ``int8``: the export quantised (``deployment.quantize``), calibrated on four synthetic
     images of ``size``: right for timing, not for accuracy (measure that with
-    ``tools/export_onnx.py --int8`` and ``tools/test.py``)."""
+    ``tools/export_onnx.py --int8`` and ``tools/test.py``). ``exports`` caches the files
+    between variants."""
     if classifier:
-        raise ValueError(f'the {ONNX_VARIANT} variant exports backbones without the '
+        raise ValueError(f'the {", ".join(DEPLOYED)} variants export backbones without the '
                          f'classifier head')
+    exports = {} if exports is None else exports
+    int8 = precision == 'int8'
+    if (spec, int8) not in exports:
+        if (spec, False) not in exports:
+            exports[spec, False] = _export(spec, kind, size, cfg_options)
+        path, model = exports[spec, False]
+        exports[spec, True] = (_int8(path, model, kind, size), model)
+    path = exports[spec, int8][0]
+    if kind == 'backbone':
+        return OnnxBackbone(path, runtime=runtime, precision=precision)
+    return build_onnx_model(load_target_config(spec, cfg_options), path, runtime=runtime,
+                            precision=precision, seg_logits=False)
+
+
+def _export(spec, kind, size, cfg_options):
     folder = tempfile.mkdtemp(prefix='mmrepvit_onnx_')
     atexit.register(shutil.rmtree, folder, True)  # kept till then: sessions per thread count
     path = osp.join(folder, f'{osp.splitext(osp.basename(spec))[0]}.onnx')
     if kind == 'backbone':
         module, names = exportable(spec, cfg_options)
         export_onnx(make_traceable(module), path, names, size)
-        return OnnxBackbone(_int8(path, None, kind, size) if int8 else path)
+        return path, None
     model = build_target(spec, 'fused', cfg_options=cfg_options)  # the PyTorch candidates'
     (export_detector if kind == 'mmdet' else export_segmentor)(model, path, size=size)
-    if int8:
-        path = _int8(path, model, kind, size)
-    return build_onnx_model(load_target_config(spec, cfg_options), path)
+    return path, model
 
 
 def _int8(path, model, kind, size):
@@ -171,17 +202,65 @@ def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup,
     return results
 
 
+def time_seg_postprocess(classes=150, size=(512, 512), ori_shape=None, threads=2, repeats=10,
+                         warmup=2, seed=0):
+    """A segmentor's post-processing timed apart from its network, on random logits at a
+    quarter of ``size`` (the decode head's output): mmseg's (resize to the input, as the
+    exported graph ends, then resize to ``ori_shape`` and argmax) against
+    ``deployment.seg_postprocess.resize_argmax``, interleaved. Also says whether the two give
+    the same classes."""
+    h, w = size
+    ori_shape = tuple(ori_shape or size)
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randn(1, classes, (h + 3) // 4, (w + 3) // 4, generator=g)
+
+    def mmseg():
+        full = F.interpolate(low, size=size, mode='bilinear', align_corners=False)
+        return F.interpolate(full, size=ori_shape, mode='bilinear',
+                             align_corners=False)[0].argmax(0)
+
+    def fused():
+        return resize_argmax(low[0], size, (0, 0, 0, 0), ori_shape)
+
+    calls = {'mmseg': mmseg, 'resize_argmax': fused}
+    with num_threads(threads), torch.inference_mode():
+        times = time_interleaved(calls, repeats, warmup)
+        same = bool(torch.equal(mmseg(), fused()))
+    return dict(classes=classes, size=list(size), ori_shape=list(ori_shape), threads=threads,
+                same_classes=same, environment=environment(),
+                results={k: summarize(v, 1) for k, v in times.items()},
+                ratio=paired_ratios(times['mmseg'], times['resize_argmax']))
+
+
 def environment():
-    return dict(torch=torch.__version__, mmengine=mmengine.__version__,
+    """The machine and libraries a measurement was taken with: CPU model, the flags that
+    decide int8 / bf16 speed, library versions."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return dict(cpu=cpu_model(), cpu_flags=relevant_flags(), libraries=versions,
+                torch=torch.__version__, mmengine=mmengine.__version__,
                 python=platform.python_version(), machine=platform.machine(),
                 processor=platform.processor() or None, cpu_count=os.cpu_count())
+
+
+def format_environment(env):
+    """The report's header line: CPU, its relevant flags, library versions."""
+    flags = ', '.join(f'{f} {"yes" if ok else "no"}' for f, ok in env['cpu_flags'].items())
+    libraries = ', '.join(f'{k} {v}' for k, v in env['libraries'].items() if v)
+    return (f'CPU: {env["cpu"]} ({env["cpu_count"]} logical CPUs; {flags})\n'
+            f'libraries: {libraries}')
 
 
 def format_table(report):
     """A Markdown table of a ``benchmark`` report (one row per candidate and group)."""
     head = ('| candidate | input | batch | threads | median ms | IQR ms | best ms | img/s '
             '| peak MB | vs unfused (best / median) | vs reference (best / median) |')
-    lines = [head, '|' + '---|' * (head.count(' | ') + 1)]
+    lines = [format_environment(report['environment']), '', head,
+             '|' + '---|' * (head.count(' | ') + 1)]
 
     def ratio(r):
         return '' if r is None else f'{r["best_ratio"]:.2f}x / {r["median_round_ratio"]:.2f}x'

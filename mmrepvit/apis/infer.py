@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint
 from ..config import load_config, toolbox_of
-from ..deployment import build_onnx_model, check_onnx_file
+from ..deployment import build_onnx_model, check_deployed_options, check_onnx_file
 from ..fusion import fuse_model
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -48,12 +48,15 @@ def list_inputs(inputs: str) -> List[str]:
 
 
 def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
-                     fuse: bool = False):
+                     fuse: bool = False, runtime: Optional[str] = None,
+                     precision: Optional[str] = None):
     """The toolbox's inferencer for ``config`` (or the config inside ``weights``), the
     checkpoint loaded strictly, the whole model fused when ``fuse``. ``weights`` may be an
     ``.onnx`` file exported from ``config`` (float32 or int8): the inferencer then runs it in
-    ONNX Runtime (``deployment.build_onnx_model``), same pipeline, pictures and JSON."""
+    ONNX Runtime or, with ``runtime='openvino'``, OpenVINO, in ``precision``
+    (``deployment.build_onnx_model``), same pipeline, pictures and JSON."""
     deployed = weights.endswith('.onnx')
+    check_deployed_options(weights, deployed, runtime, precision)
     if deployed:
         if not config:
             raise ValueError(f'{weights!r} is an ONNX model, which carries no config: pass the '
@@ -83,7 +86,8 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
             inferencer = MMSegInferencer(model=cfg, weights=None, device=device)
             inferencer.show_progress = False  # one bar over all inputs is ours
     if deployed:
-        inferencer.model = build_onnx_model(cfg, weights, device)
+        inferencer.model = build_onnx_model(cfg, weights, device, runtime=runtime or 'onnxruntime',
+                                            precision=precision, seg_logits=False)
     else:
         load_model_checkpoint(inferencer.model, checkpoint, source=f'checkpoint {weights!r}')
         # class names and palette as the toolbox takes them from a checkpoint (the weights
@@ -151,11 +155,12 @@ def draw(inferencer, image: np.ndarray, sample, score_thr: float) -> np.ndarray:
 
 
 def infer(inputs: str, config: Optional[str], weights: str, out_dir: str = 'outputs',
-          device: str = 'cpu', score_thr: float = 0.3, fuse: bool = False) -> List[str]:
+          device: str = 'cpu', score_thr: float = 0.3, fuse: bool = False,
+          runtime: Optional[str] = None, precision: Optional[str] = None) -> List[str]:
     """Predict every image / video frame of ``inputs``; write ``out_dir/vis/`` (pictures,
     videos) and ``out_dir/preds/<name>.json``. Returns the files written."""
     files = list_inputs(inputs)
-    inferencer = build_inferencer(config, weights, device, fuse)
+    inferencer = build_inferencer(config, weights, device, fuse, runtime, precision)
     classes = inferencer.model.dataset_meta.get('classes', ())
     to_json = (lambda s: detections_to_json(s, classes, score_thr)) \
         if toolbox_of(inferencer.cfg) == 'mmdet' else \

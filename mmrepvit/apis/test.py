@@ -7,7 +7,7 @@ from mmengine.config import Config
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint
 from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
-from ..deployment import build_onnx_model, check_onnx_file
+from ..deployment import build_onnx_model, check_deployed_options, check_onnx_file
 from .diagnose import explained_errors
 from .train import build_runner
 
@@ -15,18 +15,21 @@ from .train import build_runner
 def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = None,
                      out: Optional[str] = None, show_dir: Optional[str] = None,
                      fuse: bool = False, cfg_options: Optional[dict] = None,
-                     launcher: str = 'none') -> Config:
+                     launcher: str = 'none', runtime: Optional[str] = None,
+                     precision: Optional[str] = None) -> Config:
     """The config of a test run. A fused checkpoint (``tools/fuse_checkpoint.py``) needs
     nothing special (the backbone takes the form of the weights); ``fuse`` fuses the whole
     model after loading, head norms included. ``checkpoint`` may also be an ``.onnx`` file
     exported from ``config`` (``tools/export_onnx.py``, float or int8): the deployed model is
-    then what gets tested, in ONNX Runtime.
+    then what gets tested, in ``runtime`` (default ONNX Runtime; or OpenVINO) and
+    ``precision`` (``deployment.build_onnx_model``).
 
     The checkpoint is not read here: ``test`` reads it once, before building anything, and
     loads it strictly; ``load_from`` stays empty so that the runner does not read it again."""
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist')
     deployed = checkpoint.endswith('.onnx')
+    check_deployed_options(checkpoint, deployed, runtime, precision)
     if deployed:
         check_onnx_file(checkpoint, fuse)
     cfg = load_config(config, cfg_options)
@@ -36,6 +39,7 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     cfg.load_from = None
     cfg.test_checkpoint = None if deployed else checkpoint
     cfg.deployed_model = checkpoint if deployed else None
+    cfg.deployed_runtime, cfg.deployed_precision = runtime or 'onnxruntime', precision
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # every weight comes from the checkpoint
     if fuse:
@@ -73,7 +77,10 @@ def test(cfg: Config, checkpoint: Optional[dict] = None) -> dict:
     path = cfg.get('test_checkpoint') or cfg.get('load_from')
     deployed = None
     if cfg.get('deployed_model'):  # a file that is not a model of this config: said first
-        deployed = build_onnx_model(cfg, cfg.deployed_model)
+        # the metrics need only the predicted classes: no full-size logit maps
+        deployed = build_onnx_model(cfg, cfg.deployed_model,
+                                    runtime=cfg.get('deployed_runtime', 'onnxruntime'),
+                                    precision=cfg.get('deployed_precision'), seg_logits=False)
     elif checkpoint is None:  # truncated, corrupted or unsafe: said first
         checkpoint = load_checkpoint_file(path)
     cfg.load_from = None

@@ -1,4 +1,4 @@
-"""Whole-model deployment to ONNX Runtime: export (``export_model``; detectors through
+"""Whole-model deployment to ONNX Runtime and OpenVINO: export (``export_model``; detectors through
 mmdeploy, segmentors through this project's exporter), int8 copies for ONNX Runtime on CPU
 (``quantize``) and deployed inference (``build_onnx_model``: an ONNX file behind the PyTorch
 model's ``test_step``).
@@ -6,6 +6,8 @@ model's ``test_step``).
 Not imported by ``import mmrepvit``; mmdeploy and onnxruntime are imported only when used.
 """
 from .export import export_model
-from .runtime import build_onnx_model, check_onnx_file
+from .openvino_runtime import PRECISIONS, RUNTIMES, UnsupportedPrecision
+from .runtime import build_onnx_model, check_deployed_options, check_onnx_file
 
-__all__ = ['build_onnx_model', 'check_onnx_file', 'export_model']
+__all__ = ['build_onnx_model', 'check_deployed_options', 'check_onnx_file', 'export_model',
+           'PRECISIONS', 'RUNTIMES', 'UnsupportedPrecision']

@@ -388,11 +388,13 @@ DEFAULT_CHECK_SIZES = {'mmdet': ((800, 1344), (480, 640)), 'mmseg': ((512, 512),
 
 def check_model(model: nn.Module, kind: str, config: str, path: str,
                 sizes: Sequence[Tuple[int, int]], threads: Optional[int] = None, seed: int = 1,
-                cfg_options: Optional[dict] = None) -> list:
-    """Run ``path`` (through ``build_onnx_model``) and ``model`` (PyTorch ``test_step``) on
-    the same synthetic images at every size; one comparison per size (see ``compare``)."""
+                cfg_options: Optional[dict] = None, runtime: str = 'onnxruntime',
+                precision: Optional[str] = None) -> list:
+    """Run ``path`` (through ``build_onnx_model``, in ``runtime`` and ``precision``) and
+    ``model`` (PyTorch ``test_step``) on the same synthetic images at every size; one
+    comparison per size (see ``compare``)."""
     onnx_model = build_onnx_model(load_target_config(config, cfg_options), path,
-                                  threads=threads)
+                                  threads=threads, runtime=runtime, precision=precision)
     results = []
     for size in sizes:
         size = tuple(size)

@@ -14,20 +14,33 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
-from mmengine.structures import InstanceData
+from mmengine.structures import InstanceData, PixelData
 
 from ..config import toolbox_of
+from .openvino_runtime import (
+    PRECISIONS,
+    RUNTIMES,
+    OpenVinoSessions,
+    check_runtime,
+    describe_run,
+    read_openvino,
+    resolve_precision,
+)
+from .seg_postprocess import cut_final_resize_onnx, low_resolution_supported, resize_argmax
 
 DETECTOR_OUTPUTS = ('dets', 'labels')  # + 'masks' (mmdeploy's end2end layout)
 SEGMENTOR_OUTPUTS = ('logits', )  # mmrepvit's own export: logits at the input size
 
 
-def ort_session(onnx_file: str, device: str = 'cpu', threads: Optional[int] = None):
+def ort_session(onnx_file: Union[str, bytes], device: str = 'cpu', threads: Optional[int] = None):
     """An ONNX Runtime session with all graph optimisations; ``threads`` intra-op threads
-    (default: torch's current setting, so both frameworks get the same share of the CPU)."""
+    (default: torch's current setting, so both frameworks get the same share of the CPU).
+    ``onnx_file``: a path, or a serialised model."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -45,16 +58,27 @@ def ort_session(onnx_file: str, device: str = 'cpu', threads: Optional[int] = No
                                f'(install onnxruntime-gpu)')
         index = int(str(device).partition(':')[2] or 0)
         providers = [('CUDAExecutionProvider', dict(device_id=index))] + providers
-    return ort.InferenceSession(os.fspath(onnx_file), options, providers=providers)
+    model = onnx_file if isinstance(onnx_file, bytes) else os.fspath(onnx_file)
+    return ort.InferenceSession(model, options, providers=providers)
 
 
 class OnnxSessions:
     """An ONNX file's sessions, one per thread count: ``threads=None`` follows torch's
     current setting at each call (so ``torch.set_num_threads`` and the benchmark's thread
-    groups apply to ONNX Runtime too), a number fixes it."""
+    groups apply to ONNX Runtime too), a number fixes it. ``low_resolution``: a segmentor's
+    graph without its final resize (``seg_postprocess``); ``resize_mode`` is then the
+    removed resize's coordinate mode (None: nothing removed)."""
 
-    def __init__(self, onnx_file: str, device: str = 'cpu', threads: Optional[int] = None):
+    def __init__(self, onnx_file: str, device: str = 'cpu', threads: Optional[int] = None,
+                 low_resolution: bool = False):
         self.onnx_file, self.device, self.threads = os.fspath(onnx_file), device, threads
+        self.model, self.resize_mode = self.onnx_file, None
+        if low_resolution:
+            import onnx
+            graph = onnx.load(self.onnx_file)
+            self.resize_mode = cut_final_resize_onnx(graph)
+            if self.resize_mode is not None:
+                self.model = graph.SerializeToString()
         self._sessions = {}
         first = self.session
         self.input_names = [i.name for i in first.get_inputs()]
@@ -65,7 +89,7 @@ class OnnxSessions:
     def session(self):
         n = self.threads or torch.get_num_threads()
         if n not in self._sessions:
-            self._sessions[n] = ort_session(self.onnx_file, self.device, n)
+            self._sessions[n] = ort_session(self.model, self.device, n)
         return self._sessions[n]
 
     def run(self, image: torch.Tensor, **extra: np.ndarray) -> List[torch.Tensor]:
@@ -75,12 +99,31 @@ class OnnxSessions:
         return [torch.from_numpy(o) for o in self.session.run(None, feed)]
 
 
-class OnnxBackbone(torch.nn.Module):
-    """A backbone's ONNX file called like the backbone: images in, feature maps out."""
+def make_sessions(model_file: str, runtime: str = 'onnxruntime', precision: Optional[str] = None,
+                  device: str = 'cpu', threads: Optional[int] = None,
+                  low_resolution: bool = False):
+    """``model_file``'s sessions in ``runtime`` (``OnnxSessions`` or ``OpenVinoSessions``),
+    in ``precision`` (checked against the file and the CPU by ``resolve_precision``)."""
+    precision = resolve_precision(runtime, model_file, precision)
+    if runtime == 'openvino':
+        if str(device) != 'cpu':
+            raise ValueError(f'device={device!r}: runtime openvino runs on the CPU here '
+                             f'(device cpu)')
+        sessions = OpenVinoSessions(model_file, precision, threads, low_resolution)
+    else:
+        sessions = OnnxSessions(model_file, device, threads, low_resolution)
+    sessions.runtime, sessions.precision = runtime, precision
+    return sessions
 
-    def __init__(self, onnx_file: str, threads: Optional[int] = None):
+
+class OnnxBackbone(torch.nn.Module):
+    """A backbone's ONNX file called like the backbone: images in, feature maps out, in
+    ``runtime`` and ``precision`` (``make_sessions``)."""
+
+    def __init__(self, onnx_file: str, threads: Optional[int] = None,
+                 runtime: str = 'onnxruntime', precision: Optional[str] = None):
         super().__init__()
-        self.sessions = OnnxSessions(onnx_file, threads=threads)
+        self.sessions = make_sessions(onnx_file, runtime, precision, threads=threads)
 
     def forward(self, x: torch.Tensor) -> tuple:
         return tuple(self.sessions.run(x))
@@ -103,7 +146,7 @@ class OnnxModel(BaseModel):
 
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'predict'):
         if mode != 'predict':
-            raise ValueError(f'an ONNX Runtime model only predicts (mode={mode!r})')
+            raise ValueError(f'a deployed model only predicts (mode={mode!r})')
         if data_samples is None:
             raise ValueError('data_samples (with their image metainfo) are needed')
         # the graph takes one image; every image keeps the batch's padding, as in PyTorch
@@ -177,8 +220,7 @@ class OnnxSegmentor(OnnxModel):
 
     def __init__(self, sessions, data_preprocessor, cfg, dataset_meta):
         super().__init__(sessions, data_preprocessor, cfg, dataset_meta)
-        head = cfg.model.decode_head
-        head = head[-1] if isinstance(head, (list, tuple)) else head
+        head = _last_head(cfg)
         self.align_corners = head.get('align_corners', False)
         threshold = head.get('threshold')
         self.decode_head = _Threshold(0.3 if threshold is None else threshold)  # mmseg's
@@ -186,9 +228,25 @@ class OnnxSegmentor(OnnxModel):
     def predict_one(self, image, data_sample):
         from mmseg.models.segmentors import BaseSegmentor
         logits = self.run(image)[0]
+        meta = data_sample.metainfo
+        if self.sessions.resize_mode is not None:  # the graph stops before its last resize
+            if logits.shape[1] > 1 and not meta.get('flip'):
+                classes = resize_argmax(logits[0], image.shape[2:],
+                                        meta.get('img_padding_size',
+                                                 meta.get('padding_size', [0] * 4)),
+                                        meta['ori_shape'][:2], self.align_corners)
+                data_sample.set_data(dict(pred_sem_seg=PixelData(data=classes[None])))
+                return data_sample
+            logits = F.interpolate(logits, size=image.shape[2:], mode='bilinear',
+                                   align_corners=self.align_corners)  # what the graph did
         # mmseg's own post-processing (padding crop, flip, resize to ori_shape, argmax), run
         # with this wrapper as ``self``: it reads only align_corners and decode_head.threshold
         return BaseSegmentor.postprocess_result(self, logits, [data_sample])[0]
+
+
+def _last_head(cfg: Config) -> dict:
+    head = cfg.model.decode_head
+    return head[-1] if isinstance(head, (list, tuple)) else head
 
 
 def default_dataset_meta(cfg: Config) -> Optional[dict]:
@@ -222,11 +280,45 @@ def check_onnx_file(path: str, fuse: bool = False) -> None:
                          f'{error}); export one with tools/export_onnx.py') from error
 
 
+def graph_outputs(model_file: str) -> List[str]:
+    """The output names of an ONNX file (or OpenVINO IR), read without building a session."""
+    if os.fspath(model_file).endswith('.xml'):
+        return [o.get_any_name() for o in read_openvino(model_file).outputs]
+    import onnx
+    return [o.name for o in onnx.load(model_file, load_external_data=False).graph.output]
+
+
+def add_runtime_arguments(parser) -> None:
+    """``--runtime`` and ``--precision``, as tools/test.py and tools/infer.py take them."""
+    parser.add_argument('--runtime', choices=list(RUNTIMES),
+                        help='with an exported .onnx: the runtime that runs it (default '
+                        'onnxruntime; openvino: make install-openvino)')
+    parser.add_argument('--precision', choices=list(PRECISIONS),
+                        help='with an exported .onnx: f32 (a float32 file\'s default), bf16 '
+                        '(openvino, on a CPU with AVX512-BF16 or AMX), int8 (an int8 file, '
+                        'its default); anything the file or CPU cannot give is an error')
+
+
+def check_deployed_options(model_file: str, deployed: bool, runtime: Optional[str],
+                           precision: Optional[str]) -> None:
+    """``runtime`` / ``precision`` apply to an exported ``.onnx`` only: raise ValueError
+    naming ``model_file`` if given with a checkpoint (or invalid)."""
+    if runtime is not None:
+        check_runtime(runtime)
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f'precision={precision!r}: valid are {", ".join(PRECISIONS)}')
+    if not deployed and (runtime or precision):
+        raise ValueError(f'--runtime / --precision run an exported .onnx, but {model_file!r} '
+                         f'is a checkpoint: export it with tools/export_onnx.py first')
+
+
 def build_onnx_model(config: Union[str, Config], onnx_file: str, device: str = 'cpu',
-                     threads: Optional[int] = None,
-                     dataset_meta: Optional[dict] = None) -> OnnxModel:
+                     threads: Optional[int] = None, dataset_meta: Optional[dict] = None,
+                     runtime: str = 'onnxruntime', precision: Optional[str] = None,
+                     seg_logits: bool = True) -> OnnxModel:
     """A model whose ``test_step(data)`` runs ``onnx_file`` (exported from ``config`` by
-    ``tools/export_onnx.py``) in ONNX Runtime and returns the toolbox's data samples:
+    ``tools/export_onnx.py``) in ``runtime`` (``'onnxruntime'`` or ``'openvino'``) and
+    returns the toolbox's data samples:
     ``DetDataSample.pred_instances`` (bboxes, scores, labels[, masks]) for a detector,
     ``SegDataSample.pred_sem_seg`` / ``seg_logits`` for a segmentor, as the PyTorch model's.
 
@@ -235,18 +327,22 @@ def build_onnx_model(config: Union[str, Config], onnx_file: str, device: str = '
         inferencer = DetInferencer(config, weights)
         inferencer.model = build_onnx_model(config, 'maskrcnn.onnx')
 
-    ``threads``: ONNX Runtime's intra-op threads (default: torch's current setting, read at
-    every call). ``dataset_meta``: class
-    names and palette (default: from the config's test dataset).
+    ``threads``: the runtime's threads (default: torch's current setting, read at every
+    call). ``dataset_meta``: class names and palette (default: from the config's test
+    dataset). ``precision``: ``'f32'``, ``'bf16'`` (openvino, on a CPU with AVX512-BF16 or
+    AMX) or ``'int8'`` (an int8 file); None: what the file holds. Never left to the runtime:
+    anything the file, runtime or CPU cannot give is an error. ``seg_logits=False``: a
+    segmentor predicts only the classes (``pred_sem_seg``), computed without full-size
+    logit maps (``seg_postprocess``), as evaluation and pictures need.
     """
+    check_runtime(runtime)
 
     cfg = Config.fromfile(config) if not isinstance(config, Config) else config
     scope = toolbox_of(cfg)
     init_default_scope(scope)
     models = importlib.import_module(f'{scope}.registry').MODELS
     preprocessor = models.build(cfg.model.data_preprocessor)
-    sessions = OnnxSessions(onnx_file, device, threads)
-    names = tuple(sessions.output_names)
+    names = tuple(graph_outputs(onnx_file))
     if names[:2] == DETECTOR_OUTPUTS:
         cls, expected = OnnxDetector, 'mmdet'
     elif names == SEGMENTOR_OUTPUTS:
@@ -257,6 +353,12 @@ def build_onnx_model(config: Union[str, Config], onnx_file: str, device: str = '
                          f'export whole models with tools/export_onnx.py')
     if scope != expected:
         raise ValueError(f'{onnx_file} holds an {expected} model, but the config is {scope}')
+    low_resolution = cls is OnnxSegmentor and not seg_logits
+    sessions = make_sessions(onnx_file, runtime, precision, device, threads, low_resolution)
+    if low_resolution and not low_resolution_supported(
+            sessions.resize_mode, _last_head(cfg).get('align_corners', False)):
+        sessions = make_sessions(onnx_file, runtime, precision, device, threads)
+    print_log(f'{onnx_file}: {describe_run(runtime, sessions.precision)}', logger='current')
     meta = dataset_meta if dataset_meta is not None else default_dataset_meta(cfg)
     model = cls(sessions, preprocessor, cfg, meta)
     return model.to(device if str(device).startswith('cuda') else 'cpu').eval()

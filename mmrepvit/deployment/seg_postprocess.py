@@ -1,0 +1,146 @@
+"""A segmentor's post-processing without its full-size logit maps: the same classes as mmseg's
+(logits resized to the padded input, padding cropped, resized to the original image, argmax),
+computed tile by tile from the decode head's low-resolution logits.
+
+mmseg materialises K class maps at the full input size and again at the original size and
+then takes the argmax: with 150 classes at 512x512 that is memory-bound work no int8 or bf16
+kernel speeds up. The argmax cannot move before the resize (the argmax of interpolated logits
+is not the interpolation of argmaxes), but bilinear resizing is linear, so both resizes are
+one matrix per axis (``resize_matrix``): full logits = ``Ay @ L @ Ax.T`` per class. Here they
+are formed a tile of rows at a time (the low rows it reads resized along the width, then
+along the height) and reduced to classes at once, in buffers reused from tile to tile, with
+the classes as the innermost axis: the full maps never exist. The logits equal mmseg's up
+to float rounding; tests check that the class maps are equal.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+ROWS_PER_TILE = 16
+
+
+def resize_matrix(n_in: int, n_out: int, align_corners: bool = False) -> torch.Tensor:
+    """(n_out, n_in) float64 weights of 1-D linear resizing as ``F.interpolate(mode=
+    'bilinear', size=...)`` computes it along one axis."""
+    out = torch.arange(n_out, dtype=torch.float64)
+    if align_corners:
+        src = out * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        src = ((out + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    lo = src.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    frac = src - lo
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m[torch.arange(n_out), lo] += 1 - frac
+    m[torch.arange(n_out), hi] += frac
+    return m
+
+
+def composed_matrix(n_low: int, n_pad: int, start: int, n_img: int, n_ori: int,
+                    align_corners: bool = False) -> torch.Tensor:
+    """(n_ori, n_low): resize ``n_low`` -> ``n_pad`` (the graph), keep ``start:start+n_img``
+    (mmseg's padding crop), resize -> ``n_ori`` (mmseg's resize to the original image)."""
+    first = resize_matrix(n_low, n_pad, align_corners)[start:start + n_img]
+    return resize_matrix(n_img, n_ori, align_corners) @ first
+
+
+def _taps(matrix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each row's non-zero columns as (indices, weights), (n_out, K) each, K the most per row."""
+    k = int((matrix != 0).sum(1).max())
+    weights, index = matrix.abs().topk(k, dim=1)
+    return index, matrix.gather(1, index).float()
+
+
+def resize_argmax(low: torch.Tensor, pad_shape: Sequence[int], padding: Sequence[int],
+                  ori_shape: Sequence[int], align_corners: bool = False,
+                  rows_per_tile: int = ROWS_PER_TILE) -> torch.Tensor:
+    """Classes (H, W) int64 of ``low`` (K, h, w) logits as mmseg predicts them: resized to
+    ``pad_shape``, ``padding`` (left, right, top, bottom) cropped, resized to ``ori_shape``,
+    argmax over K."""
+    k, h, w = low.shape
+    left, right, top, bottom = (int(p) for p in padding)
+    pad_h, pad_w = int(pad_shape[0]), int(pad_shape[1])
+    ori_h, ori_w = int(ori_shape[0]), int(ori_shape[1])
+    rows = composed_matrix(h, pad_h, top, pad_h - top - bottom, ori_h, align_corners).float()
+    col_index, col_weights = _taps(composed_matrix(w, pad_w, left, pad_w - left - right, ori_w,
+                                                   align_corners))
+    col_weights = col_weights[..., None]  # (ori_w, taps, 1)
+    # classes last: every step reads whole contiguous rows of K logits, and the argmax
+    # reduces over the innermost axis
+    low = low.float().permute(1, 2, 0).contiguous()  # (h, w, K)
+    bands = []
+    for r0 in range(0, ori_h, rows_per_tile):
+        a = rows[r0:r0 + rows_per_tile]
+        used = a.abs().sum(0).nonzero().flatten()
+        bands.append((r0, a, int(used.min()), int(used.max()) + 1))
+    most = max(hi - lo for _, _, lo, hi in bands)
+    # buffers reused by every tile: a fresh large tensor costs its page faults on every call,
+    # which is what makes materialising K full-size maps slow
+    wide = low.new_empty(most, ori_w, k)
+    gathered = low.new_empty(most, ori_w, k)
+    tile = low.new_empty(rows_per_tile, ori_w * k)
+    classes = torch.empty(ori_h, ori_w, dtype=torch.long)
+    for r0, a, lo, hi in bands:
+        r, t = hi - lo, len(a)
+        # the low rows this tile reads, resized along the width: (r, ori_w, K)
+        torch.index_select(low[lo:hi], 1, col_index[:, 0], out=wide[:r]).mul_(col_weights[:, 0])
+        for j in range(1, col_index.shape[1]):
+            torch.index_select(low[lo:hi], 1, col_index[:, j], out=gathered[:r])
+            wide[:r].addcmul_(gathered[:r], col_weights[:, j])
+        # then along the height: (t, r) @ (r, ori_w * K), reduced to classes at once
+        torch.matmul(a[:, lo:hi], wide[:r].view(r, -1), out=tile[:t])
+        torch.argmax(tile[:t].view(t, ori_w, k), -1, out=classes[r0:r0 + t])
+    return classes
+
+
+def cut_final_resize_onnx(model) -> Optional[str]:
+    """Make the ONNX segmentor graph (``model``, in place) end before its final ``Resize``:
+    output ``logits`` becomes the decode head's low-resolution logits. Returns the removed
+    Resize's coordinate mode, or None (graph left as it is) if it does not end in one."""
+    graph = model.graph
+    if len(graph.output) != 1:
+        return None
+    producer = {o: n for n in graph.node for o in n.output}
+    node = producer.get(graph.output[0].name)
+    if node is None or node.op_type != 'Resize':
+        return None
+    mode = next((a.s.decode() for a in node.attribute
+                 if a.name == 'coordinate_transformation_mode'), 'half_pixel')
+    source = node.input[0]
+    keep, stack = set(), [source]
+    while stack:  # the nodes the new output still needs
+        n = producer.get(stack.pop())
+        if n is not None and id(n) not in keep:
+            keep.add(id(n))
+            stack.extend(i for i in n.input if i)
+    nodes = [n for n in graph.node if id(n) in keep]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for n in graph.node:  # the low-resolution tensor takes the graph output's name
+        n.output[:] = [graph.output[0].name if o == source else o for o in n.output]
+        n.input[:] = [graph.output[0].name if i == source else i for i in n.input]
+    del graph.output[0].type.tensor_type.shape.dim[:]
+    return mode
+
+
+def cut_final_resize_openvino(model):
+    """The OpenVINO counterpart of ``cut_final_resize_onnx``: (a new model whose one output is
+    the input of the final ``Interpolate``, its coordinate mode), or (``model``, None) if the
+    model does not end in one."""
+    import openvino as ov
+    if len(model.outputs) != 1:
+        return model, None
+    resize = model.output(0).get_node().input_value(0).get_node()
+    if resize.get_type_name() != 'Interpolate':
+        return model, None
+    mode = resize.get_attributes().get('coordinate_transformation_mode', 'half_pixel')
+    source = resize.input_value(0)
+    source.get_tensor().set_names({model.output(0).get_any_name()})
+    return ov.Model([source], model.get_parameters(), 'segmentor_low_resolution'), mode
+
+
+def low_resolution_supported(mode: Optional[str], align_corners: bool) -> bool:
+    """Whether ``resize_argmax`` computes what the removed Resize did."""
+    expected = ('align_corners', ) if align_corners else ('half_pixel', 'pytorch_half_pixel')
+    return mode in expected
+

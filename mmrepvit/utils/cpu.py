@@ -1,0 +1,57 @@
+"""What the CPU is and which of its instruction sets matter for deployed inference: int8 dot
+products (VNNI), bf16 arithmetic (AVX512-BF16, AMX). Read from ``/proc/cpuinfo`` (Linux)."""
+import platform
+from typing import Dict, FrozenSet
+
+# the flags that decide which runtime / precision is fastest, as /proc/cpuinfo spells them
+RELEVANT_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16',
+                  'amx_int8', 'amx_tile')
+# any one of these lets OpenVINO's CPU plugin compute in bf16
+BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
+
+
+def _cpuinfo() -> Dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo (empty where there is none)."""
+    info = {}
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if not line.strip():
+                    if info:
+                        break
+                    continue
+                key, _, value = line.partition(':')
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``'s "Model name")."""
+    return _cpuinfo().get('model name') or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> FrozenSet[str]:
+    """Every instruction-set flag the CPU reports."""
+    return frozenset(_cpuinfo().get('flags', '').split())
+
+
+def relevant_flags(flags=None) -> Dict[str, bool]:
+    """``{flag: present}`` for ``RELEVANT_FLAGS``."""
+    flags = cpu_flags() if flags is None else flags
+    return {flag: flag in flags for flag in RELEVANT_FLAGS}
+
+
+def describe_cpu(flags=None) -> str:
+    """One line: the model name and which relevant flags it has, e.g.
+    ``AMD EPYC (avx2; no avx512_vnni, avx512_bf16, amx)``."""
+    present = relevant_flags(flags)
+    have = [f for f, ok in present.items() if ok]
+    amx = any(ok for f, ok in present.items() if f.startswith('amx'))
+    lacking = [f for f in ('avx512_vnni', 'avx512_bf16') if not present[f]] + \
+        ([] if amx else ['amx'])
+    parts = [', '.join(have) or 'none of ' + ', '.join(RELEVANT_FLAGS)]
+    if lacking:
+        parts.append('no ' + ', '.join(lacking))
+    return f'{cpu_model()} ({"; ".join(parts)})'
