@@ -1,4 +1,4 @@
-"""Bad input fails clearly (issue 8): damaged checkpoints, misspelt config types and arguments,
+"""Bad input fails clearly: damaged checkpoints, misspelt config types and arguments,
 unreadable images, datasets without annotations, and a loss that turns NaN."""
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""Loading RepViT checkpoints of every published layout (issue 4): init_cfg, converter, errors."""
+"""Loading RepViT checkpoints of every published layout: init_cfg, converter, errors."""
 import functools
 import gzip
 import http.server

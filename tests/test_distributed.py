@@ -1,4 +1,4 @@
-"""Multi-process training and testing on CPU (issue 8): ``tools/dist_train.sh`` /
+"""Multi-process training and testing on CPU: ``tools/dist_train.sh`` /
 ``tools/dist_test.sh`` with 2 gloo processes on a tiny Semantic FPN RepViT-M0.6 run."""
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""Kill-and-resume (issue 8): a run killed with SIGKILL between checkpoints and restarted with
+"""Kill-and-resume: a run killed with SIGKILL between checkpoints and restarted with
 ``--resume`` ends exactly where an uninterrupted run does."""
 import os
 import signal

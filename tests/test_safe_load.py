@@ -1,4 +1,4 @@
-"""weights_only loading (issue 8): mmengine Runner checkpoints resume, anything else is refused."""
+"""weights_only loading: mmengine Runner checkpoints resume, anything else is refused."""
 import contextlib
 import os
 import pickle

@@ -1,4 +1,4 @@
-"""Small training runs for the reliability tests (issue 8): tiny demo data, tiny configs
+"""Small training runs for the reliability tests: tiny demo data, tiny configs
 derived from the demo configs, and the tools run as subprocesses (one thread per process)."""
 import os
 import os.path as osp
