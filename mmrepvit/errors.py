@@ -16,3 +16,7 @@ class UnsafeCheckpointError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """The weights do not fit the backbone: keys missing, left over, or of the wrong shape."""
+
+
+class CheckpointDownloadError(CheckpointError):
+    """A checkpoint named by URL could not be downloaded (offline, not found, refused)."""

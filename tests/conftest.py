@@ -1,5 +1,9 @@
+import functools
+import http.server
 import json
 import os
+import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -8,6 +12,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / 'data'  # reference data from the original (README.md)
+
+# Tests never download: the release URLs the configs name resolve into this (absent) mirror
+# folder, so a test that reaches one fails at once with the error a user would see offline.
+os.environ['MMREPVIT_RELEASE_MIRROR'] = str(DATA / 'no_release_files_here')
 
 # at most 2 threads per test process, fewer when pytest-xdist runs several on the same cores
 WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
@@ -87,3 +95,48 @@ def demo_run(tmp_path_factory):
             done.write_text(json.dumps(rows))
     rows = json.loads(done.read_text())
     return dict(rows={r['job']: r for r in rows}, data_root=data_root, work_dir=work_dir)
+
+
+@pytest.fixture
+def tiny_zoo(monkeypatch, tiny_golden):
+    """Both tiny golden archs as named variants: the converter takes published names only,
+    and finding the arch from the weights must tell the two apart."""
+    from mmrepvit.models.backbones.repvit import ARCH_ZOO
+    for name, legacy in (('tiny', False), ('tiny_legacy', True)):
+        monkeypatch.setitem(ARCH_ZOO, name, dict(tiny_golden['arch'], legacy=legacy))
+
+
+class FileServer:
+    """``http.server`` on 127.0.0.1 serving ``folder`` at ``url``; ``requests`` counts the GETs
+    of each path."""
+
+    def __init__(self, folder):
+        self.folder, self.requests = Path(folder), Counter()
+        requests = self.requests
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+
+            def do_GET(self):
+                requests[self.path] += 1
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(
+            ('127.0.0.1', 0), functools.partial(Handler, directory=str(folder)))
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    folder = tmp_path / 'served'
+    folder.mkdir()
+    server = FileServer(folder)
+    yield server
+    server.close()

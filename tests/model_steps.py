@@ -1,4 +1,5 @@
-"""One training step and one test step of a config's model on tiny synthetic images."""
+"""One training step and one test step of a config's model on tiny synthetic images; checks
+that two models' predictions agree."""
 import numpy as np
 import torch
 from mmengine.optim import build_optim_wrapper
@@ -73,3 +74,18 @@ def train_and_test_step(cfg, size=(96, 128)):
     with torch.no_grad():
         preds = model.test_step(make(size=size, seed=1))
     return model, losses, preds
+
+
+def assert_same_detections(ref, out):
+    a, b = ref.pred_instances, out.pred_instances
+    assert len(a) == len(b) and len(a) > 0
+    assert torch.equal(a.labels, b.labels)
+    assert (a.bboxes - b.bboxes).abs().max() <= 1e-3
+    assert (a.scores - b.scores).abs().max() <= 1e-4
+    if 'masks' in a:
+        assert (a.masks != b.masks).float().mean() < 1e-3
+
+
+def assert_same_segmentation(ref, out):
+    assert torch.equal(ref.pred_sem_seg.data, out.pred_sem_seg.data)
+    torch.testing.assert_close(ref.seg_logits.data, out.seg_logits.data, atol=1e-4, rtol=1e-4)

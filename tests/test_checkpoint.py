@@ -1,12 +1,9 @@
 """Loading RepViT checkpoints of every published layout: init_cfg, converter, errors."""
-import functools
 import gzip
-import http.server
 import json
 import logging
 import subprocess
 import sys
-import threading
 
 import pytest
 import torch
@@ -26,18 +23,11 @@ from mmrepvit.checkpoint import (
     timm_depths,
 )
 from mmrepvit.models import RepViT
-from mmrepvit.models.backbones.repvit import ARCH_ZOO
 
 with gzip.open(DATA / 'repvit_checkpoint_layouts.json.gz', 'rt') as f:
     LAYOUTS = json.load(f)
 HEADS = ('classifier.', 'head.')
 CASES = [(layout, variant) for layout, variants in LAYOUTS.items() for variant in variants]
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -50,14 +40,6 @@ def log_messages():
     logger.addHandler(handler)
     yield messages
     logger.removeHandler(handler)
-
-
-@pytest.fixture
-def tiny_zoo(monkeypatch, tiny_golden):
-    """Both tiny golden archs as named variants: the converter takes published names only,
-    and finding the arch from the weights must tell the two apart."""
-    for name, legacy in (('tiny', False), ('tiny_legacy', True)):
-        monkeypatch.setitem(ARCH_ZOO, name, dict(tiny_golden['arch'], legacy=legacy))
 
 
 def run_rows(model, x):
@@ -339,26 +321,16 @@ def test_checkpoint_without_weights_or_of_another_model(tmp_path):
         load_backbone_checkpoint(RepViT('m0_6'), resnet)
 
 
-def test_http_url_is_downloaded_once_then_loaded(golden, tmp_path):
-    served = tmp_path / 'served'
-    served.mkdir()
-    save(served, 'repvit_tiny.pth', {'model': golden['state_dict']})
-    handler = functools.partial(QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    hub_dir = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / 'hub'))
-    try:
-        url = f'http://127.0.0.1:{server.server_address[1]}/repvit_tiny.pth'
+def test_http_url_is_downloaded_once_then_loaded(golden, tmp_path, file_server, monkeypatch):
+    save(file_server.folder, 'repvit_tiny.pth', {'model': golden['state_dict']})
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    url = f'{file_server.url}/repvit_tiny.pth'
+    for _ in range(2):
         model = RepViT(golden['arch'], init_cfg=dict(type='Pretrained', checkpoint=url))
         model.init_weights()
-    finally:
-        torch.hub.set_dir(hub_dir)
-        server.shutdown()
-        server.server_close()
-    assert (tmp_path / 'hub' / 'checkpoints' / 'repvit_tiny.pth').is_file()
-    assert_reproduces_golden(model, golden)
+        assert_reproduces_golden(model, golden)
+    assert (tmp_path / 'torch' / 'hub' / 'checkpoints' / 'repvit_tiny.pth').is_file()
+    assert file_server.requests == {'/repvit_tiny.pth': 1}  # the second time: the cache
 
 
 def test_missing_file_names_the_path(tmp_path):

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from mmengine.runner import load_checkpoint
+from model_steps import assert_same_detections, assert_same_segmentation
+from tiny_runs import packaged_test
 
 from mmrepvit.apis import build_model, load_config, prepare_test_cfg
 from mmrepvit.apis import test as run_test
@@ -59,21 +61,6 @@ def user(demo_run, tmp_path_factory):
                         images=sorted(glob.glob(osp.join(demo_run['data_root'], folder, split,
                                                          '*.jpg'))))
     return out
-
-
-def assert_same_detections(ref, out):
-    a, b = ref.pred_instances, out.pred_instances
-    assert len(a) == len(b) and len(a) > 0
-    assert torch.equal(a.labels, b.labels)
-    assert (a.bboxes - b.bboxes).abs().max() <= 1e-3
-    assert (a.scores - b.scores).abs().max() <= 1e-4
-    if 'masks' in a:
-        assert (a.masks != b.masks).float().mean() < 1e-3
-
-
-def assert_same_segmentation(ref, out):
-    assert torch.equal(ref.pred_sem_seg.data, out.pred_sem_seg.data)
-    torch.testing.assert_close(ref.seg_logits.data, out.seg_logits.data, atol=1e-4, rtol=1e-4)
 
 
 def test_fused_checkpoint_is_the_fused_model_in_mmengine_load_checkpoint(user):
@@ -123,19 +110,6 @@ def test_mmseg_apis(user):
         inferencer = MMSegInferencer(model=model, weights=job['fused'], device='cpu')
         assert inferencer.model.backbone.deploy
         assert_same_segmentation(ref, inferencer(image, return_datasamples=True))
-
-
-def packaged_test(toolbox, config, checkpoint, work_dir, out):
-    """The toolbox's own tools/test.py, as installed with it (``<package>/.mim/tools``)."""
-    package = __import__(toolbox)
-    script = osp.join(osp.dirname(package.__file__), '.mim', 'tools', 'test.py')
-    result = subprocess.run([sys.executable, script, config, checkpoint, '--work-dir',
-                             str(work_dir), '--out', str(out)],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    logs = glob.glob(osp.join(str(work_dir), '*', '*.json'))
-    scalars = json.loads(open(sorted(logs)[-1]).read().splitlines()[-1])
-    return {k: v for k, v in scalars.items() if k not in ('time', 'data_time', 'step')}
 
 
 def read_detections(out):

@@ -1,5 +1,7 @@
 """Small training runs for the reliability tests: tiny demo data, tiny configs
 derived from the demo configs, and the tools run as subprocesses (one thread per process)."""
+import glob
+import json
 import os
 import os.path as osp
 import signal
@@ -163,3 +165,17 @@ def run_tool(tool, *args, nproc=1, timeout=240, expect_ok=True, **env):
     if expect_ok:
         assert proc.returncode == 0, f'{tool} failed ({proc.returncode}):\n{out[-6000:]}'
     return out
+
+
+def packaged_test(toolbox, config, checkpoint, work_dir, out):
+    """The toolbox's own tools/test.py, as installed with it (``<package>/.mim/tools``);
+    returns its metrics."""
+    package = __import__(toolbox)
+    script = osp.join(osp.dirname(package.__file__), '.mim', 'tools', 'test.py')
+    result = subprocess.run([sys.executable, script, str(config), str(checkpoint), '--work-dir',
+                             str(work_dir), '--out', str(out)], capture_output=True, text=True,
+                            cwd=REPO, env=tool_env(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logs = glob.glob(osp.join(str(work_dir), '*', '*.json'))
+    scalars = json.loads(open(sorted(logs)[-1]).read().splitlines()[-1])
+    return {k: v for k, v in scalars.items() if k not in ('time', 'data_time', 'step')}

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Convert a RepViT checkpoint (original release, legacy, timm, or a detector / segmentor
 checkpoint of this project) into a backbone checkpoint in this project's layout, optionally
-fused for ``deploy=True``. Files are read with ``torch.load(weights_only=True)``."""
+fused for ``deploy=True``; with --whole-model, a whole detector / segmentor checkpoint (e.g. the
+original release's mmdet 2 / mmseg 0 ones) into a native mmdet 3 / mmseg 1 one. Files are read
+with ``torch.load(weights_only=True)``."""
 import argparse
 import os
 import sys
@@ -19,20 +21,32 @@ def parse_args(argv=None):
                         help='write the fused weights, for RepViT(deploy=True)')
     parser.add_argument('--prefix', help='take only the keys under this prefix (default: '
                         '"backbone." when the checkpoint has such keys)')
+    parser.add_argument('--whole-model', action='store_true',
+                        help='keep the whole detector / segmentor: backbone converted (and fused '
+                        'with --fuse), neck and heads as they are, class names and palette as '
+                        'meta["dataset_meta"]')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmrepvit.checkpoint import CheckpointError, convert_checkpoint
+    from mmrepvit.checkpoint import CheckpointError, convert_checkpoint, convert_model_checkpoint
+    if args.whole_model and args.prefix:
+        print('error: --whole-model takes the backbone under "backbone."; drop --prefix',
+              file=sys.stderr)
+        return 1
     try:
-        meta = convert_checkpoint(args.src, args.dst, arch=args.arch, fuse=args.fuse,
-                                  prefix=args.prefix)
+        if args.whole_model:
+            meta = convert_model_checkpoint(args.src, args.dst, arch=args.arch, fuse=args.fuse)
+        else:
+            meta = convert_checkpoint(args.src, args.dst, arch=args.arch, fuse=args.fuse,
+                                      prefix=args.prefix)
     except (CheckpointError, FileNotFoundError, KeyError) as e:
         print(f'error: {e.args[0] if isinstance(e, KeyError) else e}', file=sys.stderr)
         return 1
-    print(f'{args.dst}: RepViT {meta["arch"]} backbone, {"fused" if meta["deploy"] else "unfused"}'
-          f', from the {meta["source_layout"]} layout')
+    what = 'whole model with a ' if args.whole_model else ''
+    print(f'{args.dst}: {what}RepViT {meta["arch"]} backbone, '
+          f'{"fused" if meta["deploy"] else "unfused"}, from the {meta["source_layout"]} layout')
     return 0
 
 

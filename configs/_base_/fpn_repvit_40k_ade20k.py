@@ -14,7 +14,8 @@ model = dict(
         taps='segmentation',  # the stage ends, as the original Semantic FPN configs
         # Override with --cfg-options model.backbone.init_cfg.checkpoint=PATH (or None).
         init_cfg=dict(type='Pretrained',
-                      checkpoint='checkpoints/repvit_m1_1_distill_300e.pth')),
+                      checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/'
+                                 'repvit_m1_1_distill_300e.pth')),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=256, num_outs=4),
     decode_head=dict(num_classes=150))
 

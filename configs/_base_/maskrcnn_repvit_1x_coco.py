@@ -15,7 +15,8 @@ model = dict(
         # ImageNet weights (any published layout; see README). Override with
         # --cfg-options model.backbone.init_cfg.checkpoint=PATH, or init_cfg=None for scratch.
         init_cfg=dict(type='Pretrained',
-                      checkpoint='checkpoints/repvit_m1_1_distill_300e.pth')),
+                      checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/'
+                                 'repvit_m1_1_distill_300e.pth')),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=256, num_outs=5))
 
 optim_wrapper = dict(

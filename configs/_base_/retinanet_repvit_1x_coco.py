@@ -12,7 +12,8 @@ model = dict(
         taps='detection',
         norm_eval=True,
         init_cfg=dict(type='Pretrained',
-                      checkpoint='checkpoints/repvit_m1_1_distill_300e.pth')),
+                      checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/'
+                                 'repvit_m1_1_distill_300e.pth')),
     # RetinaNet's FPN starts at stride 8 (start_level=1), as in the stock config
     neck=dict(in_channels=[64, 128, 256, 512]))
 # stock schedule: 8 GPUs x 2 images

@@ -2,5 +2,7 @@
 _base_ = '../_base_/fpn_repvit_40k_ade20k.py'
 model = dict(
     backbone=dict(
-        arch='m0_9', init_cfg=dict(checkpoint='checkpoints/repvit_m0_9_distill_300e.pth')),
+        arch='m0_9',
+        init_cfg=dict(checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/'
+                                 'repvit_m0_9_distill_300e.pth')),
     neck=dict(in_channels=[48, 96, 192, 384]))

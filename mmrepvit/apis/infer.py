@@ -20,7 +20,7 @@ from mmengine.config import Config
 from mmengine.utils import ProgressBar
 from pycocotools import mask as mask_utils
 
-from ..checkpoint import load_checkpoint_file, load_model_checkpoint
+from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
 from ..config import load_config, toolbox_of
 from ..deployment import build_onnx_model, check_deployed_options, check_onnx_file
 from ..fusion import fuse_model
@@ -64,14 +64,19 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
         check_onnx_file(weights, fuse)
         checkpoint = None
     else:
+        weights = resolve_checkpoint_path(weights)  # a URL: downloaded once, then the cache
         checkpoint = load_checkpoint_file(weights)  # read once: config, then the strict check
     if config:
         cfg = load_config(config)
     else:
-        cfg_text = (checkpoint.get('meta') or {}).get('cfg')
+        meta = checkpoint.get('meta') or {}
+        cfg_text = meta.get('cfg')
         if not cfg_text:
-            raise ValueError(f'Checkpoint {weights!r} carries no config (meta["cfg"]): pass '
-                             f'the config file too')
+            old = ' (it carries an mmdet 2 / mmseg 0 config, which these toolboxes cannot ' \
+                'read: pass this project\'s config of the same model)' \
+                if meta.get('config') else ''
+            raise ValueError(f'Checkpoint {weights!r} carries no config (meta["cfg"]){old}: '
+                             f'pass the config file too')
         cfg = Config.fromstring(cfg_text, file_format='.py')
     if deployed and cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # the PyTorch model is only a placeholder

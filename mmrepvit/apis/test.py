@@ -1,10 +1,9 @@
 """What ``tools/test.py`` does, as functions tests can call."""
-import os.path as osp
 from typing import Optional
 
 from mmengine.config import Config
 
-from ..checkpoint import load_checkpoint_file, load_model_checkpoint
+from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
 from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
 from ..deployment import build_onnx_model, check_deployed_options, check_onnx_file
@@ -25,9 +24,9 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     ``precision`` (``deployment.build_onnx_model``).
 
     The checkpoint is not read here: ``test`` reads it once, before building anything, and
-    loads it strictly; ``load_from`` stays empty so that the runner does not read it again."""
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist')
+    loads it strictly; ``load_from`` stays empty so that the runner does not read it again.
+    An http(s) URL is downloaded once into the checkpoint cache (``resolve_checkpoint_path``)."""
+    checkpoint = resolve_checkpoint_path(checkpoint)
     deployed = checkpoint.endswith('.onnx')
     check_deployed_options(checkpoint, deployed, runtime, precision)
     if deployed:

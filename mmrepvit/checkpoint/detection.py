@@ -6,6 +6,7 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import CheckpointFormatError
+from ..models.backbones.published_layouts import published_layout
 
 # Every layout the loader understands: the published ones (see the spec's "Checkpoints in the
 # wild") and this project's own, unfused and fused (``deploy=True``).
@@ -80,11 +81,9 @@ def select_backbone(state_dict, prefix=None, source='checkpoint'):
 def detect_layout(state_dict, source='checkpoint'):
     """Which of ``LAYOUTS`` the (backbone) keys are in."""
     keys = list(state_dict)
-    if any(k.startswith('features.') for k in keys):
-        legacy = any(re.search(r'\.token_mixer\.0\.conv1\.c\.weight$', k) for k in keys)
-        return 'official_legacy' if legacy else 'official'
-    if any(k.startswith(('stages.', 'stem.conv1.')) for k in keys):
-        return 'timm'
+    published = published_layout(keys)
+    if published:
+        return published
     if any(k.startswith(('stem.0.', 'blocks.')) for k in keys):
         fused = 'stem.0.weight' in state_dict or any(
             re.match(r'^blocks\.\d+\.token_mixer\.weight$', k) for k in keys)

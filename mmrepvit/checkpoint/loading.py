@@ -13,10 +13,10 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from ..models.backbones.base import shapes_of
+from ..models.backbones.published_layouts import convert_published, split_head
 from ..models.backbones.repvit import RepViT
 from ..registry import WEIGHT_INITIALIZERS
 from .detection import detect_layout, find_state_dict, select_backbone
-from .layouts import convert_official, convert_timm, split_head, timm_depths
 from .safe_load import load_checkpoint_file
 
 
@@ -48,10 +48,8 @@ def extract_backbone_weights(checkpoint: dict, prefix: Optional[str] = None,
                                ignored)
     layout = detect_layout(state_dict, source)
     state_dict, head = split_head(state_dict, layout)
-    if layout in ('official', 'official_legacy'):
-        state_dict = convert_official(state_dict)
-    elif layout == 'timm':  # rows from the checkpoint's own structure, so a wrong variant
-        state_dict = convert_timm(state_dict, timm_depths(state_dict))  # is named, not garbled
+    if layout in ('official', 'official_legacy', 'timm'):
+        state_dict = convert_published(state_dict, layout)
     return BackboneWeights(state_dict, layout, source, container, used_prefix, sorted(head),
                            ignored)
 

@@ -1,7 +1,8 @@
-"""mmengine reading local checkpoints (``resume``, ``load_from``, ``Pretrained`` init of other
-modules) through :func:`load_checkpoint_file`: ``weights_only=True``, and errors that name the
-file when it is truncated, corrupted or unsafe. Registered process-wide by ``import mmrepvit``
-through mmengine's public ``CheckpointLoader.register_scheme`` (opt-out: ``integration.py``)."""
+"""mmengine reading local and http(s) checkpoints (``resume``, ``load_from``, ``Pretrained``
+init of other modules) through :func:`load_checkpoint_file`: ``weights_only=True``, and errors
+that name the file when it is truncated, corrupted or unsafe. Registered process-wide by
+``import mmrepvit`` through mmengine's public ``CheckpointLoader.register_scheme`` (opt-out:
+``integration.py``)."""
 import os.path as osp
 import pickle
 
@@ -24,5 +25,9 @@ def _load_local_checkpoint(filename, map_location=None):
 
 
 def register_safe_checkpoint_loader():
-    """Route mmengine's local-file checkpoint loading through ``load_checkpoint_file``."""
+    """Route mmengine's local-file and http(s) checkpoint loading through
+    ``load_checkpoint_file`` (a URL: downloaded once into the cache mmengine's own http loader
+    uses, then read weights-only)."""
     CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
+    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
+                                     loader=_load_local_checkpoint, force=True)

@@ -12,13 +12,29 @@ from mmengine.model import is_model_wrapper
 
 from ..errors import CheckpointMismatchError
 from ..fusion import OLD_FUSED_META_KEY
-from ..models.backbones.base import shape_differences, shapes_of
+from ..models.backbones.base import MobileBackbone, shape_differences, shapes_of
 from .detection import find_state_dict
 from .safe_load import load_checkpoint_file
 
 
 def _top_groups(keys) -> str:
     return ', '.join(sorted({k.split('.', 1)[0] + '.*' for k in keys}))
+
+
+def to_model_layout(model: nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` with each backbone's keys in the backbone's own layout (e.g. the original
+    release's ``backbone.features.N...`` of an mmdet 2 / mmseg 0 checkpoint renamed), as its
+    load hook renames them in any loader; here before loading, to compare keys strictly."""
+    for name, module in model.named_modules():
+        if not name or not isinstance(module, MobileBackbone):
+            continue
+        prefix = name + '.'
+        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        native = module.to_own_layout(own) if own else own
+        if native is not own:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+            state_dict.update({prefix + k: v for k, v in native.items()})
+    return state_dict
 
 
 def load_model_checkpoint(model: nn.Module, checkpoint: Union[str, dict],
@@ -33,6 +49,7 @@ def load_model_checkpoint(model: nn.Module, checkpoint: Union[str, dict],
     if all(k.startswith('module.') for k in state_dict):
         state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
     model = model.module if is_model_wrapper(model) else model
+    state_dict = to_model_layout(model, state_dict)
     try:
         model.load_state_dict(state_dict, strict=False)
     except CheckpointMismatchError as e:  # a backbone's own check, keys relative to it

@@ -37,6 +37,7 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 
 from ..errors import CheckpointFormatError, UnsafeCheckpointError
+from .download import fetch_url, is_url
 
 if np.lib.NumpyVersion(np.__version__) >= '2.0.0':
     from numpy._core import multiarray as _np_multiarray
@@ -145,15 +146,11 @@ def _refusal(path, offending, detail):
 
 
 def resolve_checkpoint_path(path):
-    """A local path, or an http(s) URL downloaded once into torch hub's checkpoint cache."""
+    """A local path, or an http(s) URL downloaded once into torch hub's checkpoint cache
+    (``download.fetch_url``: mirror, progress, errors that say what to do offline)."""
     path = os.fspath(path)
-    if path.startswith(('http://', 'https://')):
-        cache = osp.join(torch.hub.get_dir(), 'checkpoints')
-        local = osp.join(cache, osp.basename(path.split('?')[0]))
-        if not osp.exists(local):
-            os.makedirs(cache, exist_ok=True)
-            torch.hub.download_url_to_file(path, local)
-        return local
+    if is_url(path):
+        return fetch_url(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'Checkpoint file {path!r} does not exist (or is not a file)')
     return path

@@ -139,6 +139,11 @@ class MobileBackbone(BaseModule):
     def describe(self) -> str:
         return type(self).__name__
 
+    def to_own_layout(self, weights: dict) -> dict:
+        """``weights`` (keys relative to this backbone) with the keys of a published layout
+        this backbone recognises renamed to its own; ``weights`` itself when there are none."""
+        return weights
+
     # -- building -----------------------------------------------------------------------------
     @staticmethod
     def building(deploy: bool):
@@ -231,6 +236,12 @@ class MobileBackbone(BaseModule):
         own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not own:
             return  # nothing for the backbone here: the loader reports the missing keys
+        native = self.to_own_layout(own)
+        if native is not own:  # e.g. a whole-model checkpoint of the original release
+            for key in own:
+                del state_dict[prefix + key]
+            state_dict.update({prefix + k: v for k, v in native.items()})
+            own = native
         given = shapes_of(own)
         if given != self.form_shapes(self.deploy):
             if given != self.form_shapes(not self.deploy):

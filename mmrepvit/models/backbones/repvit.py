@@ -6,10 +6,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
+from mmengine.logging import print_log
 
 from ...registry import MODELS
 from ..layers import ConvBN, RepDWConv, SqueezeExcite
 from .base import MobileBackbone, Shapes, shapes_of
+from .published_layouts import convert_published, published_layout
 
 # Every published variant: widths of the four stages and, per stage, which rows carry SE
 # ('1') -- the string's length is the stage's depth. The first row of stages 2-4 halves the
@@ -151,6 +153,20 @@ class RepViT(MobileBackbone):
         arch = self.arch_name if self.arch_name != 'custom' else \
             f'custom (channels={self.channels}, depths={self.depths})'
         return f'RepViT (arch {arch!r})'
+
+    def to_own_layout(self, weights: dict) -> dict:
+        """Weights in the original release's (``features.N``) or timm's layout, renamed to
+        ours: so that any loader, e.g. mmengine's for an mmdet 2 / mmseg 0 whole-model
+        checkpoint of the original, fills this backbone."""
+        layout = published_layout(weights)
+        if layout is None:
+            return weights
+        converted = convert_published(weights, layout)
+        dropped = len(weights) - len(converted)
+        print_log(f'{self.describe()}: renamed {len(converted)} keys of the {layout} layout to '
+                  f'this backbone\'s' + (f', dropped {dropped} classifier head keys' if dropped
+                                         else ''), logger='current')
+        return converted
 
     @classmethod
     def _resolve_arch(cls, arch):

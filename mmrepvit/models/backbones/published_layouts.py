@@ -2,12 +2,13 @@
 
 Our backbone: ``stem.{0,2}`` (ConvBN), ``blocks.{i}`` = row i+1 of the original's ``features``.
 Each converter drops the classifier head and passes keys it does not know through unchanged,
-so that the loader reports them as unexpected instead of losing them silently.
+so that the loader reports them as unexpected instead of losing them silently. Kept beside the
+backbone because its load hook converts these layouts in any loader (``RepViT.to_own_layout``).
 """
 import re
 from collections import defaultdict
 
-from ..errors import CheckpointFormatError
+from ...errors import CheckpointFormatError
 
 # ImageNet classifier heads, per layout: not part of a backbone.
 HEAD_PREFIXES = {
@@ -68,6 +69,28 @@ TIMM_STEM_RULES = (
 TIMM_STAGE_KEY = re.compile(
     r'^stages\.(?P<stage>\d+)\.(?:blocks\.(?P<block>\d+)|downsample\.(?P<pre>pre_block)'
     r'|downsample)\.(?P<rest>.*)$')
+
+
+def published_layout(keys):
+    """'official', 'official_legacy' or 'timm' for backbone keys in a published layout, else
+    None."""
+    keys = list(keys)
+    if any(k.startswith('features.') for k in keys):
+        legacy = any(re.search(r'\.token_mixer\.0\.conv1\.c\.weight$', k) for k in keys)
+        return 'official_legacy' if legacy else 'official'
+    if any(k.startswith(('stages.', 'stem.conv1.')) for k in keys):
+        return 'timm'
+    return None
+
+
+def convert_published(state_dict, layout):
+    """A backbone state_dict in a published ``layout`` -> ours (the classifier head dropped)."""
+    if layout in ('official', 'official_legacy'):
+        return convert_official(state_dict)
+    if layout == 'timm':  # rows from the checkpoint's own structure, so a wrong variant
+        return convert_timm(state_dict, timm_depths(state_dict))  # is named, not garbled
+    raise ValueError(f'layout={layout!r}: not a published RepViT layout; valid: official, '
+                     f'official_legacy, timm')
 
 
 def _apply(rules, key):
