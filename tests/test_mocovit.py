@@ -8,10 +8,13 @@ from conftest import randomise_bn
 from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
 from mmengine.registry import DefaultScope
 from model_steps import train_and_test_step
+from tiny_runs import make_data
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmrepvit.apis import load_config
-from mmrepvit.models import MoCoViT, MoCoViTClassifier
+from mmrepvit.apis import load_config, prepare_test_cfg, prepare_train_cfg, train
+from mmrepvit.apis import test as run_test
+from mmrepvit.models import GhostNet, GhostNetClassifier, MoCoViT, MoCoViTClassifier
+from mmrepvit.models.backbones.base import shapes_of
 from mmrepvit.models.layers import (
     GhostBottleneck,
     GhostModule,
@@ -21,18 +24,17 @@ from mmrepvit.models.layers import (
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
-GHOSTNET_1_0X = dict(widen_factor=1.0, transformer_blocks=0)
 
 
-def complexity(arch):
-    model = MoCoViTClassifier(arch).eval()
-    return get_model_complexity_info(model, input_shape=(3, 224, 224), show_table=False,
+def complexity(model):
+    return get_model_complexity_info(model.eval(), input_shape=(3, 224, 224), show_table=False,
                                      show_arch=False)
 
 
 @pytest.fixture(scope='module')
 def sizes():
-    return {'mocovit': complexity('1.0x'), 'ghostnet': complexity(GHOSTNET_1_0X)}
+    return {'mocovit': complexity(MoCoViTClassifier('1.0x')),
+            'ghostnet': complexity(GhostNetClassifier('1.0x'))}
 
 
 # ---------------------------------------------------------------- size against the paper
@@ -49,12 +51,14 @@ def test_macs_ratio_to_ghostnet_matches_paper(sizes):
                                                   sizes['ghostnet']['flops'])
 
 
-def test_ghostnet_reference_is_ghostnet_1_0x(sizes):
-    """The comparison model is the published GhostNet-1.0x: 5.2M params, 141M MACs in conv
-    and FC layers (the tool adds BN and pooling on top)."""
+def test_ghostnet_1_0x_matches_its_paper(sizes):
+    """``GhostNet('1.0x')`` is the published GhostNet-1.0x: 5.2M params, 141M MACs in conv
+    and FC layers (the tool adds BN and pooling on top); MoCoViT's stages without MTBs."""
     assert abs(sizes['ghostnet']['params'] / 5.2e6 - 1) <= 0.01
-    model = MoCoViTClassifier(GHOSTNET_1_0X).eval()
+    model = GhostNetClassifier('1.0x').eval()
     assert not any(isinstance(m, MobileTransformerBlock) for m in model.modules())
+    same = MoCoViT(dict(widen_factor=1.0, transformer_blocks=0))
+    assert shapes_of(same.state_dict()) == shapes_of(model.backbone.state_dict())
     ops = FlopAnalyzer(model, torch.randn(1, 3, 224, 224)).by_operator()
     assert abs((ops['conv'] + ops['linear']) / 141e6 - 1) <= 0.01
 
@@ -202,13 +206,26 @@ def test_bad_arguments_name_value_and_valid_ones(kwargs, words):
         assert word in str(info.value)
 
 
+@pytest.mark.parametrize('arch, words', [
+    ('1.5x', ["Unknown GhostNet arch '1.5x'", '0.5x, 1.0x, 1.3x']),
+    (dict(widen_factor=1.0, transformer_blocks=2), ['no transformer blocks', 'MoCoViT']),
+])
+def test_ghostnet_bad_arch_names_value_and_valid_ones(arch, words):
+    with pytest.raises((ValueError, KeyError)) as info:
+        GhostNet(arch)
+    for word in words:
+        assert word in str(info.value)
+
+
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
-@pytest.mark.parametrize('type_name', ['MoCoViT', 'mmrepvit.MoCoViT'])
+@pytest.mark.parametrize('type_name', ['MoCoViT', 'mmrepvit.MoCoViT', 'GhostNet',
+                                       'mmrepvit.GhostNet'])
 def test_builds_from_toolbox_scope(scope, type_name):
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
     with DefaultScope.overwrite_default_scope(scope):
         model = registry.build(dict(type=type_name, arch='0.5x', out_indices=(3, )))
-    assert isinstance(model, MoCoViT) and model.out_channels == [80]
+    assert type(model).__name__ == type_name.split('.')[-1] and model.out_channels == [80]
+    assert model.transformer_blocks == (0 if 'GhostNet' in type_name else 4)
 
 
 # ---------------------------------------------------------------- configs
@@ -233,3 +250,57 @@ def test_config_builds_trains_and_tests_on_cpu(name, kind):
         assert 'bboxes' in preds[0].pred_instances
         if kind == 'mask':
             assert 'masks' in preds[0].pred_instances
+
+
+GHOSTNET_DEMO = """
+_base_ = {base!r}
+data_root = {data_root!r}
+metainfo = dict(classes=('circle', 'triangle', 'square', 'star'))
+# one iteration from scratch: scores stay near the focal-loss prior (0.01), so keep them all
+model = dict(bbox_head=dict(num_classes=4), test_cfg=dict(score_thr=0.0, max_per_img=20))
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+dataset = dict(data_root=data_root, metainfo=metainfo, pipeline=pipeline)
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(dataset, ann_file='annotations/instances_train2017.json',
+                 data_prefix=dict(img='train2017/')))
+val_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(dataset, ann_file='annotations/instances_val2017.json',
+                 data_prefix=dict(img='val2017/')))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=1, val_interval=2)
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=1)]
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval=1), logger=dict(interval=1))
+log_processor = dict(by_epoch=False)
+"""
+
+
+def test_ghostnet_retinanet_trains_and_tests_on_demo_data(tmp_path):
+    """The baseline of MoCoViT's RetinaNet claim: GhostNet-1.0x in the same recipe; one
+    training iteration and a test (COCO AP) on the built-in demo data, through the tools'
+    library functions."""
+    cfg = load_config(str(CONFIGS / 'retinanet_ghostnet_1_0x_coco.py'))
+    mocovit = load_config(str(CONFIGS / 'retinanet_mocovit_1_0x_coco.py'))
+    assert cfg.model.backbone.type == 'mmrepvit.GhostNet' and cfg.model.backbone.arch == '1.0x'
+    assert {k: v for k, v in cfg.model.backbone.items() if k != 'type'} == \
+        {k: v for k, v in mocovit.model.backbone.items() if k != 'type'}
+    assert cfg.optim_wrapper == mocovit.optim_wrapper
+    data = make_data(tmp_path / 'data')
+    config = tmp_path / 'retinanet_ghostnet_demo.py'
+    config.write_text(GHOSTNET_DEMO.format(base=str(CONFIGS / 'retinanet_ghostnet_1_0x_coco.py'),
+                                           data_root=str(data / 'coco') + '/'))
+    work_dir = tmp_path / 'work'
+    runner = train(prepare_train_cfg(str(config), work_dir=str(work_dir)))
+    assert isinstance(runner.model.backbone, GhostNet)
+    metrics = run_test(prepare_test_cfg(str(config), str(work_dir / 'iter_1.pth'),
+                                        work_dir=str(tmp_path / 'test')))
+    assert 'coco/bbox_mAP' in metrics

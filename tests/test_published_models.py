@@ -38,6 +38,7 @@ from mmrepvit.checkpoint import (
     load_backbone_weights,
     load_checkpoint_file,
     load_model_checkpoint,
+    resolve_checkpoint_path,
 )
 from mmrepvit.checkpoint.download import MIRROR_ENV, RELEASE_URL
 
@@ -380,6 +381,5 @@ def test_release_urls_in_the_configs_resolve_through_the_mirror(tmp_path, monkey
     cfg = load_config(osp.join(REPO, 'configs', 'maskrcnn_repvit_m2_3_coco.py'))
     url = cfg.model.backbone.init_cfg.checkpoint
     assert url == RELEASE_URL + 'repvit_m2_3_distill_450e.pth'
-    from mmrepvit.checkpoint import resolve_checkpoint_path
     (tmp_path / 'repvit_m2_3_distill_450e.pth').write_bytes(b'')
     assert resolve_checkpoint_path(url) == str(tmp_path / 'repvit_m2_3_distill_450e.pth')

@@ -1,4 +1,5 @@
-from .backbones import MoCoViT, RepViT
-from .classifiers import MoCoViTClassifier, RepViTClassifier
+from .backbones import GhostNet, MoCoViT, RepViT
+from .classifiers import GhostNetClassifier, MoCoViTClassifier, RepViTClassifier
 
-__all__ = ['MoCoViT', 'MoCoViTClassifier', 'RepViT', 'RepViTClassifier']
+__all__ = ['GhostNet', 'GhostNetClassifier', 'MoCoViT', 'MoCoViTClassifier', 'RepViT',
+           'RepViTClassifier']

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backbones.ghostnet import GhostNet
 from .backbones.mocovit import STAGES, MoCoViT
 from .backbones.repvit import RepViT
 from .layers import ConvBN
@@ -93,13 +94,19 @@ class ClassificationHead(nn.Module):
 class MoCoViTClassifier(nn.Module):
     """Backbone (last stage only) + ``ClassificationHead``: the ImageNet model the paper's
     parameter and FLOP figures refer to. Used by tests and tools, not registered."""
+    backbone_type = MoCoViT
 
     def __init__(self, arch='1.0x', num_classes=1000, **backbone_kwargs):
         super().__init__()
-        self.backbone = MoCoViT(arch, out_indices=(3, ), **backbone_kwargs)
+        self.backbone = self.backbone_type(arch, out_indices=(3, ), **backbone_kwargs)
         last_hidden = STAGES[-1][-1][1]
         self.head = ClassificationHead(self.backbone.channels[-1],
                                        self.backbone.widen(last_hidden), num_classes)
 
     def forward(self, x):
         return self.head(self.backbone(x)[-1])
+
+
+class GhostNetClassifier(MoCoViTClassifier):
+    """GhostNet's ImageNet model (the GhostNet paper's size figures), as ``MoCoViTClassifier``."""
+    backbone_type = GhostNet
