@@ -318,6 +318,7 @@ def test_url_downloads_once_for_test_tool_init_cfg_and_inferencer(
                                show_progress=False)
     assert tuple(inferencer.model.dataset_meta['classes']) == CLASSES['det']
     assert_predicts_like(paths['reference'], inferencer.model, 'det')
+    assert infer(paths['images'][0], paths['config'], url, str(tmp_path / 'infer'))  # tools/infer
     cfg = load_config(paths['config'])
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=f'{file_server.url}'
                                        '/imagenet.pth')
