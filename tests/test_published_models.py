@@ -307,9 +307,10 @@ def test_url_downloads_once_for_test_tool_init_cfg_and_inferencer(
                file_server.folder / 'imagenet.pth')
     url = f'{file_server.url}/{name}'
     cfg = prepare_test_cfg(paths['config'], url, work_dir=str(tmp_path))
-    assert cfg.load_from == str(torch_home / name)
+    assert cfg.test_checkpoint == str(torch_home / name)
     assert run_test(cfg) == file_metrics['det']
-    assert prepare_test_cfg(paths['config'], url).load_from == cfg.load_from  # the cache
+    # again: read from the cache (the request count below)
+    assert prepare_test_cfg(paths['config'], url).test_checkpoint == cfg.test_checkpoint
     inferencer = DetInferencer(model=paths['config'], weights=url, device='cpu',
                                show_progress=False)
     assert tuple(inferencer.model.dataset_meta['classes']) == CLASSES['det']
@@ -334,7 +335,7 @@ def test_release_mirror_server_or_folder(released, file_server, torch_home, monk
     assert (torch_home / name).is_file() and file_server.requests == {f'/{name}': 1}
     monkeypatch.setenv(MIRROR_ENV, str(file_server.folder))
     cfg = prepare_test_cfg(paths['config'], release_url)
-    assert cfg.load_from == str(file_server.folder / name)
+    assert cfg.test_checkpoint == str(file_server.folder / name)
     assert file_server.requests == {f'/{name}': 1}
 
 
