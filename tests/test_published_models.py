@@ -1,4 +1,4 @@
-"""The original release's trained models as released (issue 23): whole-model checkpoints written
+"""The original release's trained models as released: whole-model checkpoints written
 the way mmdet 2.28 / mmseg 0.30 wrote them (original ``backbone.features.N`` keys, the toolboxes'
 neck and head keys, mmdet 2 ``meta`` with ``CLASSES``, ``optimizer``, apex ``amp``) load
 strictly into this project's configs, in every loader, and by URL (a local HTTP server).
