@@ -1,8 +1,4 @@
 # Semantic FPN 40k, ADE20K, RepViT-M1.0 (published: not reported)
-_base_ = '../_base_/fpn_repvit_40k_ade20k.py'
-model = dict(
-    backbone=dict(
-        arch='m1_0',
-        init_cfg=dict(checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/'
-                                 'repvit_m1_0_distill_300e.pth')),
-    neck=dict(in_channels=[56, 112, 224, 448]))
+_base_ = ['../_base_/fpn_repvit_40k_ade20k.py', '../_base_/repvit_imagenet.py']
+model = dict(backbone=dict(arch='m1_0', init_cfg={{_base_.imagenet.m1_0}}),
+             neck=dict(in_channels=[56, 112, 224, 448]))

@@ -1,10 +1,6 @@
 # Semantic FPN 40k, ADE20K, RepViT-M1.5 (published: 43.6 mIoU)
 # Trained model of the original release (tools/test.py THIS_CONFIG URL):
 #   https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_m1_5_ade20k.pth
-_base_ = '../_base_/fpn_repvit_40k_ade20k.py'
-model = dict(
-    backbone=dict(
-        arch='m1_5',
-        init_cfg=dict(checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/'
-                                 'repvit_m1_5_distill_300e.pth')),
-    neck=dict(in_channels=[64, 128, 256, 512]))
+_base_ = ['../_base_/fpn_repvit_40k_ade20k.py', '../_base_/repvit_imagenet.py']
+model = dict(backbone=dict(arch='m1_5', init_cfg={{_base_.imagenet.m1_5}}),
+             neck=dict(in_channels=[64, 128, 256, 512]))

@@ -1,10 +1,6 @@
 # Mask R-CNN 1x, COCO-2017, RepViT-M1.1 (published: 39.8 box AP / 37.2 mask AP)
 # Trained model of the original release (tools/test.py THIS_CONFIG URL):
 #   https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_m1_1_coco.pth
-_base_ = '../_base_/maskrcnn_repvit_1x_coco.py'
-model = dict(
-    backbone=dict(
-        arch='m1_1',
-        init_cfg=dict(checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/'
-                                 'repvit_m1_1_distill_300e.pth')),
-    neck=dict(in_channels=[64, 128, 256, 512]))
+_base_ = ['../_base_/maskrcnn_repvit_1x_coco.py', '../_base_/repvit_imagenet.py']
+model = dict(backbone=dict(arch='m1_1', init_cfg={{_base_.imagenet.m1_1}}),
+             neck=dict(in_channels=[64, 128, 256, 512]))
