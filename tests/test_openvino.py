@@ -121,8 +121,10 @@ def test_detectors_in_openvino_match_pytorch(work):
 
 def test_int8_graph_runs_in_openvino_at_unseen_sizes(fpn):
     """The project's int8 (QDQ) file read by OpenVINO: runs at sizes it was not calibrated
-    or traced at, follows the float graph (random weights: nearly tied logits, so a loose
-    bound) and is reported as int8."""
+    or traced at, is reported as int8, and follows the float graph as ONNX Runtime's run of
+    the same file does. Its weights have the range this CPU's int8 kernels sum without
+    saturating (``quantize.default_reduce_range``): 8-bit weights on a CPU without VNNI
+    saturate, and the logits then correlate below 0.9 with the float graph's at 160x224."""
     float_model = build_onnx_model(FPN, fpn['onnx'], runtime='openvino')
     int8_model = build_onnx_model(FPN, fpn['int8'], runtime='openvino', precision='int8')
     ort_int8 = build_onnx_model(FPN, fpn['int8'])
@@ -137,9 +139,10 @@ def test_int8_graph_runs_in_openvino_at_unseen_sizes(fpn):
             a, b, c = (m.test_step(synthetic_batch('mmseg', size))[0]
                        for m in (float_model, int8_model, ort_int8))
         assert b.seg_logits.data.shape == a.seg_logits.data.shape == (5, *size)
-        # calibrated on 4 synthetic images, random weights: loosely the float graph's
-        # logits, as ONNX Runtime's run of the same int8 graph does
-        assert correlation(a, b) >= 0.8 and correlation(a, c) >= 0.8
+        # random weights (nearly tied logits), 4 synthetic calibration images: the int8
+        # logits follow the float ones closely, not exactly; the two runtimes agree as closely
+        for x, y in ((a, b), (a, c), (b, c)):
+            assert correlation(x, y) >= 0.95, size
 
 
 def test_precision_is_checked_against_the_file_and_the_runtime(fpn):
