@@ -92,3 +92,23 @@ def test(cfg: Config, checkpoint: Optional[dict] = None) -> dict:
         else:
             load_model_checkpoint(runner.model, checkpoint, source=f'checkpoint {path!r}')
         return runner.test()
+
+
+def evaluate_path(config: str, weights: str, runtime: Optional[str] = None,
+              precision: Optional[str] = None, fast: bool = False,
+              work_dir: Optional[str] = None, cfg_options: Optional[dict] = None) -> dict:
+    """The metrics of one way of running ``config`` on its test set, through ``tools/test.py``'s
+    loop: a checkpoint fused for the test (``fast``: also the CPU fast path,
+    ``CPUSpeedHook`` with channels-last), or an exported ``.onnx`` in ``runtime`` and
+    ``precision``. What ``tools/which_path.py`` measures each path's accuracy with."""
+    deployed = weights.endswith('.onnx')
+    if fast and deployed:
+        raise ValueError(f'fast=True is the PyTorch CPU fast path, but {weights!r} is an '
+                         f'exported model: give a checkpoint')
+    cfg = prepare_test_cfg(config, weights, work_dir=work_dir, fuse=not deployed,
+                           cfg_options=cfg_options, runtime=runtime if deployed else None,
+                           precision=precision if deployed else None)
+    if fast:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='mmrepvit.CPUSpeedHook', channels_last=True)]
+    return test(cfg)
