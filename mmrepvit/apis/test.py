@@ -7,7 +7,12 @@ from mmengine.config import Config
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint
 from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
-from ..deployment import build_onnx_model, check_deployed_options, check_onnx_file
+from ..deployment import (
+    build_onnx_model,
+    check_deployed_options,
+    check_onnx_file,
+    is_deployed_file,
+)
 from .diagnose import explained_errors
 from .train import build_runner
 
@@ -28,10 +33,10 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     loads it strictly; ``load_from`` stays empty so that the runner does not read it again."""
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist')
-    deployed = checkpoint.endswith('.onnx')
+    deployed = is_deployed_file(checkpoint)
     check_deployed_options(checkpoint, deployed, runtime, precision)
     if deployed:
-        check_onnx_file(checkpoint, fuse)
+        check_onnx_file(checkpoint, fuse, runtime)
     cfg = load_config(config, cfg_options)
     toolbox = toolbox_of(cfg)
     cfg.launcher = launcher
@@ -101,7 +106,7 @@ def evaluate_path(config: str, weights: str, runtime: Optional[str] = None,
     loop: a checkpoint fused for the test (``fast``: also the CPU fast path,
     ``CPUSpeedHook`` with channels-last), or an exported ``.onnx`` in ``runtime`` and
     ``precision``. What ``tools/which_path.py`` measures each path's accuracy with."""
-    deployed = weights.endswith('.onnx')
+    deployed = is_deployed_file(weights)
     if fast and deployed:
         raise ValueError(f'fast=True is the PyTorch CPU fast path, but {weights!r} is an '
                          f'exported model: give a checkpoint')
