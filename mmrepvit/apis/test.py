@@ -105,7 +105,11 @@ def evaluate_path(config: str, weights: str, runtime: Optional[str] = None,
     """The metrics of one way of running ``config`` on its test set, through ``tools/test.py``'s
     loop: a checkpoint fused for the test (``fast``: also the CPU fast path,
     ``CPUSpeedHook`` with channels-last), or an exported ``.onnx`` in ``runtime`` and
-    ``precision``. What ``tools/which_path.py`` measures each path's accuracy with."""
+    ``precision``. What ``tools/which_path.py`` measures each path's accuracy with.
+
+    The test set is read in this process (no dataloader workers): by now the runtimes'
+    thread pools (OpenMP, OpenVINO's TBB) are running here, and workers forked from such a
+    process crashed (a futex error, a segmentation fault)."""
     deployed = is_deployed_file(weights)
     if fast and deployed:
         raise ValueError(f'fast=True is the PyTorch CPU fast path, but {weights!r} is an '
@@ -113,6 +117,8 @@ def evaluate_path(config: str, weights: str, runtime: Optional[str] = None,
     cfg = prepare_test_cfg(config, weights, work_dir=work_dir, fuse=not deployed,
                            cfg_options=cfg_options, runtime=runtime if deployed else None,
                            precision=precision if deployed else None)
+    cfg.test_dataloader.num_workers = 0
+    cfg.test_dataloader.persistent_workers = False
     if fast:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='mmrepvit.CPUSpeedHook', channels_last=True)]
