@@ -216,10 +216,12 @@ def make_call(kind, model, batch, mode='predict'):
 
 def describe_outputs(kind, outputs, mode='predict'):
     """What one call produced, to show that compared models did comparable work: detections
-    per image (mmdet predict), else the output tensors' shapes."""
+    per image (mmdet predict), the predicted class maps' shapes (mmseg predict: a deployed
+    segmentor may predict the classes without ``seg_logits``), else the output tensors'
+    shapes."""
     if kind == 'mmdet' and mode == 'predict':
         return dict(detections=[len(s.pred_instances) for s in outputs])
     leaves = [t for t in torch.utils._pytree.tree_leaves(outputs) if torch.is_tensor(t)]
     if kind == 'mmseg' and mode == 'predict':
-        leaves = [s.seg_logits.data for s in outputs]
+        leaves = [s.pred_sem_seg.data for s in outputs]
     return dict(output_shapes=[list(t.shape) for t in leaves])

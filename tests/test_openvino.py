@@ -121,8 +121,10 @@ def test_detectors_in_openvino_match_pytorch(work):
 
 def test_int8_graph_runs_in_openvino_at_unseen_sizes(fpn):
     """The project's int8 (QDQ) file read by OpenVINO: runs at sizes it was not calibrated
-    or traced at, follows the float graph (random weights: nearly tied logits, so a loose
-    bound) and is reported as int8."""
+    or traced at, is reported as int8, and follows the float graph as ONNX Runtime's run of
+    the same file does. Its weights have the range this CPU's int8 kernels sum without
+    saturating (``quantize.default_reduce_range``): 8-bit weights on a CPU without VNNI
+    saturate and fail this bound (docs/deployment.md)."""
     float_model = build_onnx_model(FPN, fpn['onnx'], runtime='openvino')
     int8_model = build_onnx_model(FPN, fpn['int8'], runtime='openvino', precision='int8')
     ort_int8 = build_onnx_model(FPN, fpn['int8'])
@@ -137,9 +139,36 @@ def test_int8_graph_runs_in_openvino_at_unseen_sizes(fpn):
             a, b, c = (m.test_step(synthetic_batch('mmseg', size))[0]
                        for m in (float_model, int8_model, ort_int8))
         assert b.seg_logits.data.shape == a.seg_logits.data.shape == (5, *size)
-        # calibrated on 4 synthetic images, random weights: loosely the float graph's
-        # logits, as ONNX Runtime's run of the same int8 graph does
-        assert correlation(a, b) >= 0.8 and correlation(a, c) >= 0.8
+        # random weights (nearly tied logits), 4 synthetic calibration images: the int8
+        # logits follow the float ones closely, not exactly; the two runtimes agree as closely
+        for x, y in ((a, b), (a, c), (b, c)):
+            assert correlation(x, y) >= 0.95, size
+
+
+def test_nncf_int8_ir_runs_in_openvino_and_the_test_loop_takes_it(fpn, work):
+    """NNCF's int8 model of the same float graph, written as an OpenVINO IR: read as int8,
+    runs at an unseen size following the float graph; ``tools/test.py`` takes an ``.xml``
+    with ``--runtime openvino`` and names the file when asked to run it elsewhere."""
+    from mmrepvit.apis.test import prepare_test_cfg
+    from mmrepvit.deployment.quantize import quantize_nncf
+    xml = str(work / 'fpn_nncf.xml')
+    feeds = synthetic_feeds(fpn['model'], 'mmseg', (128, 128), graph_inputs(fpn['onnx']))
+    report = quantize_nncf(fpn['onnx'], xml, feeds)
+    assert report['fake_quantize_ops'] > 0 and osp.isfile(xml[:-4] + '.bin')
+    assert ovr.stored_precision(xml) == 'int8'
+    model = build_onnx_model(FPN, xml, runtime='openvino')
+    assert model.sessions.precision == 'int8'
+    float_model = build_onnx_model(FPN, fpn['onnx'], runtime='openvino')
+    with torch.no_grad():
+        a, b = (m.test_step(synthetic_batch('mmseg', (96, 160)))[0]
+                for m in (float_model, model))
+    assert b.seg_logits.data.shape == (5, 96, 160)
+    assert float(torch.corrcoef(torch.stack([a.seg_logits.data.flatten(),
+                                             b.seg_logits.data.flatten()]))[0, 1]) >= 0.95
+    assert prepare_test_cfg(FPN, xml, runtime='openvino').deployed_model == xml
+    with pytest.raises(ValueError, match='fpn_nncf.xml.*is an OpenVINO IR: run it with '
+                       'runtime openvino'):
+        prepare_test_cfg(FPN, xml)
 
 
 def test_precision_is_checked_against_the_file_and_the_runtime(fpn):

@@ -19,9 +19,11 @@ from mmrepvit.deployment.compare import compare_graphs
 from mmrepvit.deployment.export import export_int8, export_model
 from mmrepvit.deployment.quantize import (
     dataset_feeds,
+    default_reduce_range,
     fuse_gelu,
     int8_coverage,
     own_initializers,
+    quantize_onnx,
 )
 from mmrepvit.deployment.runtime import ort_session
 from mmrepvit.targets import load_target_config, synthetic_batch
@@ -60,6 +62,33 @@ def test_own_initializers_gives_every_conv_its_own_weights():
     run = [ort_session_from_bytes(b).run(None, {'x': x})[0]
            for b in (before, fixed.SerializeToString())]
     np.testing.assert_array_equal(run[0], run[1])
+
+
+def test_reduce_range_follows_the_cpu_and_is_recorded(tmp_path):
+    """Without VNNI the int8 weights are 7-bit (|q| <= 64: pair sums of u8 x s8 stay within
+    16 bits), with VNNI 8-bit (up to 127); the file's metadata says which and on what CPU."""
+    assert default_reduce_range(frozenset({'avx2'})) is True
+    for flag in ('avx512_vnni', 'avx_vnni', 'amx_int8'):
+        assert default_reduce_range(frozenset({'avx2', flag})) is False
+    conv = torch.nn.Conv2d(3, 8, 3).eval()
+    path = str(tmp_path / 'conv.onnx')
+    torch.onnx.export(conv, (torch.randn(1, 3, 8, 8), ), path, input_names=['x'],
+                      opset_version=17, dynamo=False)
+    g = torch.Generator().manual_seed(0)
+    feeds = [{'x': torch.rand(1, 3, 8, 8, generator=g).numpy()} for _ in range(2)]
+    for reduce_range, largest in ((True, 64), (False, 127)):
+        dst = str(tmp_path / f'conv_int8_{reduce_range}.onnx')
+        report = quantize_onnx(path, dst, feeds, reduce_range=reduce_range)
+        assert report['reduce_range'] is reduce_range
+        model = onnx.load(dst)
+        weights = [numpy_helper.to_array(t) for t in model.graph.initializer
+                   if t.data_type == TensorProto.INT8 and t.dims and len(t.dims) == 4]
+        assert len(weights) == 1
+        assert int(np.abs(weights[0].astype(np.int32)).max()) == largest
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert meta['mmrepvit.reduce_range'] == str(reduce_range)
+        assert ('7-bit' if reduce_range else '8-bit') in meta['mmrepvit.quantization']
+        assert meta['mmrepvit.quantized_on']
 
 
 def test_fuse_gelu_rewrites_exported_gelus_into_one_op(tmp_path):

@@ -57,6 +57,10 @@ def parse_args(argv=None):
                         'an int8-quantised copy of the export here (docs/deployment.md)')
     parser.add_argument('--calib-images', type=int, default=32, help='--int8: how many '
                         'images of the val set calibrate the activation ranges')
+    parser.add_argument('--reduce-range', action=argparse.BooleanOptionalAction,
+                        help='--int8: 7-bit weights, which int8 kernels without VNNI need '
+                        'to not saturate (default: on where this CPU has no avx512_vnni / '
+                        'avx_vnni / amx_int8, off otherwise; recorded in the file)')
     parser.add_argument('--tolerance', type=float, default=1e-4)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--json', action='store_true', help='print the report as JSON')
@@ -113,7 +117,7 @@ def export_whole_model(args, sizes):
     report = export_model(args.target, args.out, args.checkpoint,
                           tuple(args.size) if args.size else None, sizes, args.deploy_config,
                           args.cfg_options, args.threads, int8_path=args.int8,
-                          calib_images=args.calib_images)
+                          calib_images=args.calib_images, reduce_range=args.reduce_range)
     if report['kind'] == 'mmseg':
         worst = max(c['max_abs_diff'] for c in report['checks'])
         report['passed'] = report['passed'] and worst <= args.tolerance
@@ -158,8 +162,8 @@ def print_int8(args, report):
     ops = ', '.join(f'{n} {op}' for op, n in int8['int8_ops'].items()) or 'none'
     left = ', '.join(f'{n} {op}' for op, n in int8['float_ops'].items()) or 'none'
     print(f'wrote {int8["path"]} (int8, calibrated on {int8["calibration_inputs"]} val '
-          f'images; {int8["fused_gelus"]} GELUs as one op): in int8 {ops}; left in float32: '
-          f'{left}')
+          f'images; {int8["fused_gelus"]} GELUs as one op; {int8["weights"]}): in int8 '
+          f'{ops}; left in float32: {left}')
     vs = int8['vs_float']
     if 'pixels_agree' in vs:
         print(f'int8 vs float32 on {vs["images"]} of those images: predicted class agrees on '

@@ -65,7 +65,8 @@ def _inference(fn, keep=None):
 
 def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224), ),
               batch_sizes=(1, ), threads=(2, ), repeats=30, warmup=5, mode='predict',
-              classifier=False, cfg_options=None, memory=True, progress=False):
+              classifier=False, cfg_options=None, memory=True, progress=False,
+              checkpoint=None, exports=None):
     """Time every (target, variant) at every (size, batch size, thread count).
 
     ``targets`` run in every one of ``variants``, or in their own (``target@v1,v2``).
@@ -73,6 +74,10 @@ def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224),
     carries median / best / spread, throughput, peak memory, what the call produced, and
     speed-ups (ratio of bests, median of per-round ratios) over the same target unfused and
     over the reference (the first candidate). Returns a JSON-ready dict.
+
+    ``checkpoint``: weights every target loads (random otherwise). ``exports``: files the
+    deployed variants run instead of exporting their own, ``{(target, int8): (path, None)}``
+    (``int8`` False: the float32 export, True: its int8 copy).
     """
     plan = candidates(targets, variants)
     kinds = {t: target_kind(t) for t, _ in plan}
@@ -81,11 +86,14 @@ def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224),
         raise ValueError(f'the {" / ".join(ONNX_VARIANTS)} variants run whole models as '
                          f'deployed (with their post-processing): use mode="predict"')
     first = (sizes[0][0], sizes[0][-1])
-    exports = {}  # (target, int8) -> file: one export (and int8 copy) for every runtime
+    # (target, int8) -> file: one export (and int8 copy) for every runtime
+    exports = dict(exports or {})
     models = {_label(t, v): (t, v, build_onnx_target(t, kinds[t], first, classifier,
-                                                     cfg_options, *DEPLOYED[v], exports)
+                                                     cfg_options, *DEPLOYED[v], exports,
+                                                     checkpoint)
                              if v in DEPLOYED else
-                             build_target(t, v, classifier=classifier, cfg_options=cfg_options))
+                             build_target(t, v, classifier=classifier, cfg_options=cfg_options,
+                                          checkpoint=checkpoint))
               for t, v in plan}
     reference = next(iter(models))
     results = []
@@ -116,7 +124,7 @@ def candidates(targets, variants):
 
 
 def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
-                      runtime='onnxruntime', precision='f32', exports=None):
+                      runtime='onnxruntime', precision='f32', exports=None, checkpoint=None):
     """A deployed variant (``DEPLOYED``): the fused model exported to ONNX (into a temporary
     folder, traced at ``size``) and run by ``runtime`` in ``precision`` with the calling
     interface of the PyTorch candidates. A backbone: images in, feature maps out. A
@@ -129,7 +137,7 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
     ``int8``: the export quantised (``deployment.quantize``), calibrated on four synthetic
     images of ``size``: right for timing, not for accuracy (measure that with
     ``tools/export_onnx.py --int8`` and ``tools/test.py``). ``exports`` caches the files
-    between variants."""
+    between variants. ``checkpoint``: the weights exported (random otherwise)."""
     if classifier:
         raise ValueError(f'the {", ".join(DEPLOYED)} variants export backbones without the '
                          f'classifier head')
@@ -137,7 +145,7 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
     int8 = precision == 'int8'
     if (spec, int8) not in exports:
         if (spec, False) not in exports:
-            exports[spec, False] = _export(spec, kind, size, cfg_options)
+            exports[spec, False] = _export(spec, kind, size, cfg_options, checkpoint)
         path, model = exports[spec, False]
         exports[spec, True] = (_int8(path, model, kind, size), model)
     path = exports[spec, int8][0]
@@ -147,15 +155,16 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
                             precision=precision, seg_logits=False)
 
 
-def _export(spec, kind, size, cfg_options):
+def _export(spec, kind, size, cfg_options, checkpoint=None):
     folder = tempfile.mkdtemp(prefix='mmrepvit_onnx_')
     atexit.register(shutil.rmtree, folder, True)  # kept till then: sessions per thread count
     path = osp.join(folder, f'{osp.splitext(osp.basename(spec))[0]}.onnx')
     if kind == 'backbone':
-        module, names = exportable(spec, cfg_options)
+        module, names = exportable(spec, cfg_options, checkpoint)
         export_onnx(make_traceable(module), path, names, size)
         return path, None
-    model = build_target(spec, 'fused', cfg_options=cfg_options)  # the PyTorch candidates'
+    # the PyTorch candidates' weights
+    model = build_target(spec, 'fused', cfg_options=cfg_options, checkpoint=checkpoint)
     (export_detector if kind == 'mmdet' else export_segmentor)(model, path, size=size)
     return path, model
 

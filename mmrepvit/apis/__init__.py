@@ -1,7 +1,8 @@
 from ..config import build_model, load_config, toolbox_of
 from .fuse import fuse_checkpoint_file
-from .test import prepare_test_cfg, test
+from .test import evaluate_path, prepare_test_cfg, test
 from .train import build_runner, prepare_train_cfg, train
 
-__all__ = ['build_model', 'build_runner', 'fuse_checkpoint_file', 'load_config',
-           'prepare_test_cfg', 'prepare_train_cfg', 'test', 'toolbox_of', 'train']
+__all__ = ['build_model', 'build_runner', 'evaluate_path', 'fuse_checkpoint_file',
+           'load_config', 'prepare_test_cfg', 'prepare_train_cfg', 'test', 'toolbox_of',
+           'train']

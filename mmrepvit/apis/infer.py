@@ -22,7 +22,12 @@ from pycocotools import mask as mask_utils
 
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
 from ..config import load_config, toolbox_of
-from ..deployment import build_onnx_model, check_deployed_options, check_onnx_file
+from ..deployment import (
+    build_onnx_model,
+    check_deployed_options,
+    check_onnx_file,
+    is_deployed_file,
+)
 from ..fusion import fuse_model
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -55,13 +60,13 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
     ``.onnx`` file exported from ``config`` (float32 or int8): the inferencer then runs it in
     ONNX Runtime or, with ``runtime='openvino'``, OpenVINO, in ``precision``
     (``deployment.build_onnx_model``), same pipeline, pictures and JSON."""
-    deployed = weights.endswith('.onnx')
+    deployed = is_deployed_file(weights)
     check_deployed_options(weights, deployed, runtime, precision)
     if deployed:
         if not config:
             raise ValueError(f'{weights!r} is an ONNX model, which carries no config: pass the '
                              f'config it was exported from')
-        check_onnx_file(weights, fuse)
+        check_onnx_file(weights, fuse, runtime)
         checkpoint = None
     else:
         weights = resolve_checkpoint_path(weights)  # a URL: downloaded once, then the cache

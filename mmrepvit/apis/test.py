@@ -6,7 +6,12 @@ from mmengine.config import Config
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
 from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
-from ..deployment import build_onnx_model, check_deployed_options, check_onnx_file
+from ..deployment import (
+    build_onnx_model,
+    check_deployed_options,
+    check_onnx_file,
+    is_deployed_file,
+)
 from .diagnose import explained_errors
 from .train import build_runner
 
@@ -27,10 +32,10 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     loads it strictly; ``load_from`` stays empty so that the runner does not read it again.
     An http(s) URL is downloaded once into the checkpoint cache (``resolve_checkpoint_path``)."""
     checkpoint = resolve_checkpoint_path(checkpoint)
-    deployed = checkpoint.endswith('.onnx')
+    deployed = is_deployed_file(checkpoint)
     check_deployed_options(checkpoint, deployed, runtime, precision)
     if deployed:
-        check_onnx_file(checkpoint, fuse)
+        check_onnx_file(checkpoint, fuse, runtime)
     cfg = load_config(config, cfg_options)
     toolbox = toolbox_of(cfg)
     cfg.launcher = launcher
@@ -91,3 +96,29 @@ def test(cfg: Config, checkpoint: Optional[dict] = None) -> dict:
         else:
             load_model_checkpoint(runner.model, checkpoint, source=f'checkpoint {path!r}')
         return runner.test()
+
+
+def evaluate_path(config: str, weights: str, runtime: Optional[str] = None,
+              precision: Optional[str] = None, fast: bool = False,
+              work_dir: Optional[str] = None, cfg_options: Optional[dict] = None) -> dict:
+    """The metrics of one way of running ``config`` on its test set, through ``tools/test.py``'s
+    loop: a checkpoint fused for the test (``fast``: also the CPU fast path,
+    ``CPUSpeedHook`` with channels-last), or an exported ``.onnx`` in ``runtime`` and
+    ``precision``. What ``tools/which_path.py`` measures each path's accuracy with.
+
+    The test set is read in this process (no dataloader workers): by now the runtimes'
+    thread pools (OpenMP, OpenVINO's TBB) are running here, and workers forked from such a
+    process crashed (a futex error, a segmentation fault)."""
+    deployed = is_deployed_file(weights)
+    if fast and deployed:
+        raise ValueError(f'fast=True is the PyTorch CPU fast path, but {weights!r} is an '
+                         f'exported model: give a checkpoint')
+    cfg = prepare_test_cfg(config, weights, work_dir=work_dir, fuse=not deployed,
+                           cfg_options=cfg_options, runtime=runtime if deployed else None,
+                           precision=precision if deployed else None)
+    cfg.test_dataloader.num_workers = 0
+    cfg.test_dataloader.persistent_workers = False
+    if fast:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='mmrepvit.CPUSpeedHook', channels_last=True)]
+    return test(cfg)

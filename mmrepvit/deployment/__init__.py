@@ -7,7 +7,7 @@ Not imported by ``import mmrepvit``; mmdeploy and onnxruntime are imported only 
 """
 from .export import export_model
 from .openvino_runtime import PRECISIONS, RUNTIMES, UnsupportedPrecision
-from .runtime import build_onnx_model, check_deployed_options, check_onnx_file
+from .runtime import build_onnx_model, check_deployed_options, check_onnx_file, is_deployed_file
 
 __all__ = ['build_onnx_model', 'check_deployed_options', 'check_onnx_file', 'export_model',
-           'PRECISIONS', 'RUNTIMES', 'UnsupportedPrecision']
+           'is_deployed_file', 'PRECISIONS', 'RUNTIMES', 'UnsupportedPrecision']

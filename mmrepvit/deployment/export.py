@@ -427,7 +427,7 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
                  deploy_cfg: Optional[str] = None, cfg_options: Optional[dict] = None,
                  threads: Optional[int] = None,
                  model: Optional[nn.Module] = None, int8_path: Optional[str] = None,
-                 calib_images: int = 32) -> Dict:
+                 calib_images: int = 32, reduce_range: Optional[bool] = None) -> Dict:
     """Export the whole model of ``config`` (detector or segmentor) to ``path`` and check it
     against PyTorch at ``check_sizes``; returns a JSON-ready report.
 
@@ -435,7 +435,8 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
     from ``checkpoint``. ``int8_path``: also write an int8 copy there (``quantize``),
     calibrated on ``calib_images`` images of the config's validation set, and compare it
     with the float graph (reported under ``int8``; int8 changes the outputs, so it does not
-    decide ``passed``)."""
+    decide ``passed``); ``reduce_range``: 7-bit weights (default: from this CPU's flags,
+    ``quantize.default_reduce_range``)."""
     kind = target_kind(config)
     if kind not in DEFAULT_CHECK_SIZES:
         raise ValueError(f'{config!r} is a {kind}; export_model takes detector and segmentor '
@@ -458,7 +459,7 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
                          cfg_options=cfg_options) if sizes else []
     int8 = None
     if int8_path:
-        int8 = export_int8(config, path, int8_path, calib_images, cfg_options)
+        int8 = export_int8(config, path, int8_path, calib_images, cfg_options, reduce_range)
     return dict(target=config, path=path, kind=kind, export_size=list(export_size),
                 opset=OPSET, outputs=outputs, deploy_config=deploy_cfg, checks=checks,
                 passed=passed(kind, checks),
@@ -468,13 +469,13 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
 
 
 def export_int8(config: str, path: str, int8_path: str, calib_images: int = 32,
-                cfg_options: Optional[dict] = None) -> Dict:
+                cfg_options: Optional[dict] = None, reduce_range: Optional[bool] = None) -> Dict:
     """Quantise the exported ``path`` to int8 at ``int8_path``, calibrated on images of the
-    config's validation set; report how its raw outputs compare with the float graph's on
-    (up to 8 of) those images."""
+    config's validation set (``reduce_range``: see ``quantize.quantize_onnx``); report how
+    its raw outputs compare with the float graph's on (up to 8 of) those images."""
     feeds = dataset_feeds(load_target_config(config, cfg_options), graph_inputs(path),
                           calib_images)
-    report = quantize_onnx(path, int8_path, feeds)
+    report = quantize_onnx(path, int8_path, feeds, reduce_range)
     report['vs_float'] = compare_graphs(path, int8_path, feeds[:8])
     return report
 

@@ -104,22 +104,29 @@ def read_openvino(path: str):
     return model
 
 
+# how the CPU plugin runs one request at a time (docs/deployment.md measures each lever)
+LATENCY_PROPERTIES = {
+    'PERFORMANCE_HINT': 'LATENCY',
+    'NUM_STREAMS': 1,
+    # left free, the threads move to idle cores: on a shared machine, pinned threads wait
+    # for cores another process holds
+    'ENABLE_CPU_PINNING': False,
+}
+
+
 def compile_openvino(model, precision: str = 'f32', threads: Optional[int] = None,
-                     name: str = 'the model'):
+                     name: str = 'the model', properties: Optional[dict] = None):
     """An OpenVINO ``model`` compiled for the CPU in ``precision`` with ``threads`` inference
-    threads (default: torch's setting). The precision the plugin compiled is read back: one
-    other than asked for raises instead of running silently."""
+    threads (default: torch's setting) and ``LATENCY_PROPERTIES`` (``properties``: instead
+    of those; an ``INFERENCE_NUM_THREADS`` there overrides ``threads``, 0 leaving the count
+    to OpenVINO). The precision the plugin compiled is read back: one other than asked for
+    raises instead of running silently."""
     core = openvino_core()
     hint = 'bf16' if precision == 'bf16' else 'f32'  # int8 graphs: the rest stays float32
-    compiled = core.compile_model(model, 'CPU', {
-        'INFERENCE_PRECISION_HINT': hint,
-        'INFERENCE_NUM_THREADS': int(threads or torch.get_num_threads()),
-        'PERFORMANCE_HINT': 'LATENCY',
-        'NUM_STREAMS': 1,
-        # left free, the threads move to idle cores: on a shared machine, pinned threads
-        # wait for cores another process holds
-        'ENABLE_CPU_PINNING': False,
-    })
+    config = dict(LATENCY_PROPERTIES if properties is None else properties)
+    config.setdefault('INFERENCE_NUM_THREADS', int(threads or torch.get_num_threads()))
+    config['INFERENCE_PRECISION_HINT'] = hint
+    compiled = core.compile_model(model, 'CPU', config)
     got = compiled.get_property('INFERENCE_PRECISION_HINT').to_string()
     if got != hint:
         raise UnsupportedPrecision(

@@ -8,6 +8,12 @@ set, and its accuracy is measured (``tools/test.py CONFIG model_int8.onnx``), no
 Weights are quantised per output channel (int8, symmetric), activations per tensor (uint8,
 min / max over the calibration images); only the operators that carry the multiply-adds
 (``QUANTIZED_OPS``) are quantised, so NMS, RoiAlign, resizing and the box arithmetic stay float.
+
+On an x86 CPU without VNNI (``utils.cpu.INT8_DOT_FLAGS``), the int8 kernels of ONNX Runtime
+and OpenVINO multiply uint8 activations by int8 weights in pairs summed into 16 bits
+(``pmaddubsw``), which saturates: 2 x 255 x 127 > 32767. Weights quantised to 7 bits
+(``reduce_range``) keep every pair sum in range; it is chosen from the CPU's flags unless
+given, and recorded in the file's metadata (``mmrepvit.quantization``).
 """
 import contextlib
 import importlib
@@ -24,6 +30,8 @@ from mmengine.registry import init_default_scope
 from ..config import toolbox_of
 from ..datasets.checks import check_dataset_paths
 from ..targets import synthetic_batch
+from ..utils.cpu import INT8_DOT_FLAGS, cpu_model, has_int8_dot
+from .openvino_runtime import read_openvino
 
 QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm')
 WEIGHT_INPUTS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul')
@@ -124,11 +132,28 @@ def fuse_gelu(model):
     return len(gelus)
 
 
-def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) -> Dict:
+def default_reduce_range(flags=None) -> bool:
+    """7-bit weights where the CPU sums int8 products in saturating 16-bit pairs (no VNNI)."""
+    return not has_int8_dot(flags)
+
+
+def describe_reduce_range(reduce_range: bool) -> str:
+    """What a quantised file's weights are, and why, in words (metadata and printouts)."""
+    if reduce_range:
+        return (f'weights 7-bit (reduce_range: int8 kernels without '
+                f'{" / ".join(INT8_DOT_FLAGS)} sum u8 x s8 pairs in 16 bits, which 8-bit '
+                f'weights can saturate)')
+    return 'weights 8-bit (reduce_range off: for CPUs with int8 dot products, VNNI)'
+
+
+def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]],
+                  reduce_range: Optional[bool] = None) -> Dict:
     """Write ``dst``: ``src`` statically quantised to int8 (QDQ format), activation ranges
     calibrated on ``feeds`` (the graph's inputs, as the deployed model is fed), GELUs as
-    ONNX Runtime's fused op (``fuse_gelu``; the file is for ONNX Runtime). Returns what ran
-    in int8 after ONNX Runtime's graph optimisation (``int8_coverage``)."""
+    ONNX Runtime's fused op (``fuse_gelu``; the file is for ONNX Runtime). ``reduce_range``:
+    7-bit weights (default: where this CPU has no VNNI, ``default_reduce_range``). Returns
+    what ran in int8 after ONNX Runtime's graph optimisation (``int8_coverage``) and the
+    weight range chosen."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -139,6 +164,8 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) ->
     )
     if not feeds:
         raise ValueError('int8 calibration needs at least one input')
+    if reduce_range is None:
+        reduce_range = default_reduce_range()
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -156,17 +183,55 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]]) ->
         quantize_static(own, dst, Reader(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax,
+                        reduce_range=bool(reduce_range))
     quantised = onnx.load(dst)
     del quantised.metadata_props[:]
-    for key, value in dict(metadata, **{'mmrepvit.quantization': (
-            f'int8 static (QDQ; weights per channel, activations uint8, min-max over '
-            f'{len(feeds)} calibration inputs)')}).items():
+    weights = describe_reduce_range(reduce_range)
+    for key, value in dict(metadata, **{
+            'mmrepvit.quantization': (
+                f'int8 static (QDQ; weights per channel, activations uint8, min-max over '
+                f'{len(feeds)} calibration inputs; {weights})'),
+            'mmrepvit.quantized_on': cpu_model(),
+            'mmrepvit.reduce_range': str(bool(reduce_range))}).items():
         entry = quantised.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(quantised, dst)
     return dict(path=dst, calibration_inputs=len(feeds), fused_gelus=gelus,
-                **int8_coverage(dst))
+                reduce_range=bool(reduce_range), weights=weights, **int8_coverage(dst))
+
+
+def quantize_nncf(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]],
+                  reduce_range: Optional[bool] = None) -> Dict:
+    """Write ``dst`` (an OpenVINO IR, ``.xml`` beside its ``.bin``): the float ``src`` quantised
+    by NNCF's post-training quantisation (its default preset; ranges from ``feeds``, fed as
+    the deployed model is fed). For OpenVINO only; the alternative to the QDQ file of
+    ``quantize_onnx``, which both runtimes read (docs/deployment.md compares the two).
+    ``reduce_range`` (default: from this CPU's flags, as ``quantize_onnx``): NNCF's overflow
+    fix on every layer (7-bit weights), not only the first, its default."""
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
+    if not feeds:
+        raise ValueError('int8 calibration needs at least one input')
+    if not dst.endswith('.xml'):
+        raise ValueError(f'dst={dst!r}: NNCF writes an OpenVINO IR, name it *.xml')
+    model = read_openvino(src)
+    names = [i.get_any_name() for i in model.inputs]
+    dataset = nncf.Dataset(list(feeds), lambda feed: {n: feed[n] for n in names})
+    if reduce_range is None:
+        reduce_range = default_reduce_range()
+    fix = OverflowFix.ENABLE if reduce_range else OverflowFix.FIRST_LAYER
+    quantized = nncf.quantize(model, dataset, subset_size=len(feeds),
+                              advanced_parameters=AdvancedQuantizationParameters(
+                                  overflow_fix=fix))
+    ov.save_model(quantized, dst, compress_to_fp16=False)
+    fake = sum(op.get_type_name() == 'FakeQuantize' for op in quantized.get_ops())
+    return dict(path=dst, calibration_inputs=len(feeds), fake_quantize_ops=fake,
+                reduce_range=bool(reduce_range))
 
 
 @contextlib.contextmanager

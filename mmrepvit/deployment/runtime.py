@@ -267,11 +267,27 @@ def default_dataset_meta(cfg: Config) -> Optional[dict]:
     return defaults or None
 
 
-def check_onnx_file(path: str, fuse: bool = False) -> None:
-    """Raise ValueError naming ``path`` unless it is a readable ONNX model, or if asked to
-    ``fuse`` it (an exported model is fused already)."""
+# the files a deployed model is read from: an export (both runtimes), an OpenVINO IR (openvino)
+DEPLOYED_SUFFIXES = ('.onnx', '.xml')
+
+
+def is_deployed_file(path: str) -> bool:
+    """Whether ``path`` names an exported model (``DEPLOYED_SUFFIXES``), not a checkpoint."""
+    return os.fspath(path).endswith(DEPLOYED_SUFFIXES)
+
+
+def check_onnx_file(path: str, fuse: bool = False, runtime: Optional[str] = None) -> None:
+    """Raise ValueError naming ``path`` unless it is a readable ONNX model (or, with
+    ``runtime='openvino'``, OpenVINO IR), or if asked to ``fuse`` it (an exported model is
+    fused already)."""
     if fuse:
         raise ValueError(f'--fuse with {path!r}: an exported ONNX model is fused already')
+    if os.fspath(path).endswith('.xml'):
+        if runtime != 'openvino':
+            raise ValueError(f'{path!r} is an OpenVINO IR: run it with runtime openvino '
+                             f'(--runtime openvino)')
+        read_openvino(path)
+        return
     import onnx
     try:
         onnx.checker.check_model(path)

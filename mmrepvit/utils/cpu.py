@@ -8,6 +8,9 @@ RELEVANT_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', '
                   'amx_int8', 'amx_tile')
 # any one of these lets OpenVINO's CPU plugin compute in bf16
 BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
+# any one of these gives int8 dot products that accumulate in 32 bits; without them, x86 int8
+# kernels multiply u8 x s8 pairs into saturating 16-bit sums (``pmaddubsw``)
+INT8_DOT_FLAGS = ('avx512_vnni', 'avx_vnni', 'amx_int8')
 
 
 def _cpuinfo() -> Dict[str, str]:
@@ -41,6 +44,13 @@ def relevant_flags(flags=None) -> Dict[str, bool]:
     """``{flag: present}`` for ``RELEVANT_FLAGS``."""
     flags = cpu_flags() if flags is None else flags
     return {flag: flag in flags for flag in RELEVANT_FLAGS}
+
+
+def has_int8_dot(flags=None) -> bool:
+    """Whether the CPU has one of ``INT8_DOT_FLAGS``: int8 products summed without
+    saturating."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in INT8_DOT_FLAGS)
 
 
 def describe_cpu(flags=None) -> str:
