@@ -209,7 +209,11 @@ def quantize_nncf(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]],
     ``quantize_onnx``, which both runtimes read (docs/deployment.md compares the two).
     ``reduce_range`` (default: from this CPU's flags, as ``quantize_onnx``): NNCF's overflow
     fix on every layer (7-bit weights), not only the first, its default."""
-    import nncf
+    try:
+        import nncf
+    except ImportError as error:
+        raise ImportError('quantize_nncf needs NNCF: make install-openvino (or pip install '
+                          '--no-deps -r requirements/openvino.txt)') from error
     import openvino as ov
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
