@@ -2,9 +2,6 @@ import functools
 import http.server
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
@@ -19,10 +16,6 @@ DATA = Path(__file__).resolve().parent / 'data'  # reference data from the origi
 # Tests never download: the release URLs the configs name resolve into this (absent) mirror
 # folder, so a test that reaches one fails at once with the error a user would see offline.
 os.environ['MMREPVIT_RELEASE_MIRROR'] = str(DATA / 'no_release_files_here')
-
-# a test marked fresh_process runs again in a new interpreter, given these
-FRESH_PROCESS_ENV = 'MMREPVIT_TEST_IN_FRESH_PROCESS'
-DEMO_RUN_ENV = 'MMREPVIT_TEST_DEMO_RUN'
 
 # at most 2 threads per test process, fewer when pytest-xdist runs several on the same cores
 WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
@@ -85,8 +78,6 @@ def demo_run(tmp_path_factory):
     (BatchNorm statistics moved off their initial values), plain and fused checkpoints.
     Built by the first pytest-xdist process that needs it, in the folder the processes share;
     the others wait for it and read its summary."""
-    if os.environ.get(DEMO_RUN_ENV):  # a fresh-process test: the parent's demo run
-        return json.loads(os.environ[DEMO_RUN_ENV])
     from filelock import FileLock
 
     from mmrepvit.demo.run import run_demo
@@ -149,28 +140,3 @@ def file_server(tmp_path):
     server = FileServer(folder)
     yield server
     server.close()
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        'markers', 'fresh_process: run the test body in a new interpreter, so that the '
-        'runtimes it starts (OpenVINO, ONNX Runtime thread pools) meet no state left by '
-        'earlier tests of the same worker')
-
-
-def pytest_pyfunc_call(pyfuncitem):
-    """A ``fresh_process`` test: its fixtures are set up here, its body runs (with the same
-    demo run) in ``python -m pytest NODEID`` and passes or fails with it."""
-    if pyfuncitem.get_closest_marker('fresh_process') is None or \
-            os.environ.get(FRESH_PROCESS_ENV):
-        return None
-    env = dict(os.environ, **{FRESH_PROCESS_ENV: '1'})
-    if 'demo_run' in pyfuncitem.funcargs:
-        env[DEMO_RUN_ENV] = json.dumps(pyfuncitem.funcargs['demo_run'])
-    with tempfile.TemporaryDirectory(prefix='fresh_process_') as basetemp:
-        result = subprocess.run(
-            [sys.executable, '-m', 'pytest', '-q', '-p', 'no:xdist', '-p', 'no:cacheprovider',
-             '--basetemp', basetemp, pyfuncitem.nodeid],
-            cwd=str(REPO), env=env, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return True

@@ -245,7 +245,6 @@ def demo_fpn_onnx(demo_run, work):
                         cfg_options=demo_data_options(demo_run, 'fpn'))['path']
 
 
-@pytest.mark.fresh_process
 def test_tools_test_and_infer_with_openvino_give_the_checkpoints_results(
         demo_run, demo_fpn_onnx, tmp_path, capsys):
     """``tools/test.py CONFIG model.onnx --runtime openvino --precision f32`` scores what the

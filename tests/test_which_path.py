@@ -44,7 +44,6 @@ def test_which_path_tool_times_every_path_and_names_what_cannot_run(capsys):
     assert 'fastest path in float32 (int8 / bf16 accuracy not measured' in out
 
 
-@pytest.mark.fresh_process
 def test_which_path_measures_every_paths_accuracy_against_float32(demo_run, tmp_path):
     """The demo Semantic FPN's fused checkpoint (3 val images): exported once (float32, and
     int8 calibrated on the val set), every path tested through tools/test.py's loop; the
