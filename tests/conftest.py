@@ -2,6 +2,7 @@ import functools
 import http.server
 import json
 import os
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,11 @@ DATA = Path(__file__).resolve().parent / 'data'  # reference data from the origi
 # Tests never download: the release URLs the configs name resolve into this (absent) mirror
 # folder, so a test that reaches one fails at once with the error a user would see offline.
 os.environ['MMREPVIT_RELEASE_MIRROR'] = str(DATA / 'no_release_files_here')
+
+# Nor do they send OpenVINO telemetry: with openvino-telemetry importable, `import openvino`
+# forks the test process from a thread to post an event (docs/deployment.md, "No telemetry").
+# OpenVINO and NNCF use their stubs when the import fails.
+sys.modules.setdefault('openvino_telemetry', None)
 
 # at most 2 threads per test process, fewer when pytest-xdist runs several on the same cores
 WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
