@@ -51,11 +51,31 @@ def synthetic_seg_batch(num_images=2, size=(96, 128), num_classes=150, seed=0):
     return dict(inputs=inputs, data_samples=samples)
 
 
+# per-image box counts of the detectors' train_cfg / test_cfg, capped: the heads' layers are
+# the same, only how many proposals, sampled RoIs and detections pass through them
+HEAD_CAPS = dict(nms_pre=200, max_per_img=50, num=64)
+
+
+def _cap_counts(node):
+    if isinstance(node, (list, tuple)):  # e.g. the three stages of Cascade R-CNN
+        for item in node:
+            _cap_counts(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in HEAD_CAPS and isinstance(value, int):
+                node[key] = min(value, HEAD_CAPS[key])
+            else:
+                _cap_counts(value)
+
+
 def shrink_for_cpu(cfg):
-    """Same model, tiny inputs: no pretrained file, and mmseg's 512x512 padding reduced."""
+    """Same model, tiny inputs: no pretrained file, mmseg's 512x512 padding reduced, and the
+    detectors' proposal / RoI / detection counts capped (``HEAD_CAPS``)."""
     cfg.model.backbone.init_cfg = None
     if toolbox_of(cfg) == 'mmseg' and cfg.model.data_preprocessor.get('size'):
         cfg.model.data_preprocessor.size = (96, 128)
+    for key in ('train_cfg', 'test_cfg'):
+        _cap_counts(cfg.model.get(key))
     return cfg
 
 
