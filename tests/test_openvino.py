@@ -4,6 +4,8 @@ segmentor's classes computed without full-size logit maps. Small demo models, ra
 with trained-like BatchNorm statistics; OpenVINO missing is a failure (``make install``
 installs it)."""
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -217,6 +219,30 @@ def test_bf16_model_runs_at_unseen_sizes(fpn):
         with torch.no_grad():
             got = model.test_step(synthetic_batch('mmseg', size))[0]
         assert got.seg_logits.data.shape == (5, *size)
+
+
+SIGNAL_AFTER_RELEASE = r"""
+import gc, os, signal, subprocess, sys
+from mmrepvit.deployment.openvino_runtime import compile_openvino, read_openvino
+compiled = [compile_openvino(read_openvino(sys.argv[1])) for _ in range(2)]
+del compiled[0]; gc.collect()  # released in the order they were made
+del compiled[0]; gc.collect()
+signal.signal(signal.SIGCHLD, lambda *args: None)  # as PyTorch's DataLoader sets it
+subprocess.run([sys.executable, '-c', ''], check=True)  # its end is a handled signal
+print('alive')
+"""
+
+
+def test_a_handled_signal_after_compiled_models_are_released(fpn):
+    """Models compiled and released in any order leave the process able to take a signal:
+    one ``Core`` per process (``openvino_core``). A ``Core`` per model, released first in
+    first out, left the thread's alternate signal stack on freed memory, and the next
+    handled signal ended the process with SIGSEGV, in a fresh interpreter as in a test
+    worker. Run in its own interpreter, where a crash is a return code."""
+    result = subprocess.run([sys.executable, '-c', SIGNAL_AFTER_RELEASE, fpn['onnx']],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
+    assert result.stdout.split() == ['alive']
 
 
 def test_wrong_or_truncated_model_file_is_an_error_naming_it(work, fpn):

@@ -9,6 +9,7 @@ OpenVINO's CPU plugin picks bf16 by itself on CPUs that have it, which changes t
 here the precision is always set (``INFERENCE_PRECISION_HINT``) and read back from the
 compiled model, so that a runtime that quietly computes in another precision is an error.
 """
+import functools
 import os
 from typing import Dict, List, Optional
 
@@ -82,8 +83,17 @@ def resolve_precision(runtime: str, path: str, precision: Optional[str] = None,
     return precision
 
 
+@functools.lru_cache(maxsize=None)
 def openvino_core():
-    """OpenVINO's ``Core``, or an ImportError naming the install command."""
+    """The process's one OpenVINO ``Core`` (an ImportError naming the install command without
+    openvino).
+
+    One, kept for the life of the process: a ``Core`` that compiles for the CPU installs its
+    own alternate signal stack on the calling thread and puts back the one it found when it
+    is released. Two released in the order they were made leave the thread's alternate stack
+    on freed memory, and the next signal with a handler (a child process ending, with
+    PyTorch's DataLoader handler set) kills the process with a segmentation fault that
+    ``faulthandler`` cannot report (tests/test_openvino.py reproduces it)."""
     try:
         import openvino
     except ImportError as error:
