@@ -106,17 +106,19 @@ def test_resize_argmax_gives_mmseg_classes(align_corners):
 def test_detectors_in_openvino_match_pytorch(work):
     """Mask R-CNN (RepViT) and RetinaNet (MoCoViT) in OpenVINO f32: every detection agrees
     with PyTorch as in ONNX Runtime (labels, boxes within 1e-3 px, scores within 1e-4, mask
-    IoU >= 0.99), at the traced size and others (one padded)."""
+    IoU >= 0.99), at the traced size and at one the data preprocessor pads (the ONNX Runtime
+    tests cover a third)."""
     mrcnn, ckpt = plain_model(MASK_RCNN, work / 'mrcnn.pth')
     path = export_model(MASK_RCNN, str(work / 'mrcnn.onnx'), model=mrcnn,
                         export_size=(128, 160), check_sizes=[])['path']
-    for check in check_model(mrcnn, 'mmdet', MASK_RCNN, path, DET_SIZES, runtime='openvino'):
+    for check in check_model(mrcnn, 'mmdet', MASK_RCNN, path, DET_SIZES[:2],
+                             runtime='openvino'):
         assert_all_agree(check)
     retina, _ = plain_model(RETINANET, work / 'retina.pth', RETINA_OPTIONS)
     path = export_model(RETINANET, str(work / 'retina.onnx'), model=retina,
                         export_size=(64, 96), cfg_options=RETINA_OPTIONS,
                         check_sizes=[])['path']
-    for check in check_model(retina, 'mmdet', RETINANET, path, [(64, 96)] + DET_SIZES[:2],
+    for check in check_model(retina, 'mmdet', RETINANET, path, [(64, 96)] + DET_SIZES[1:2],
                              cfg_options=RETINA_OPTIONS, runtime='openvino', precision='f32'):
         assert_all_agree(check)
 
