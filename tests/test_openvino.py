@@ -149,6 +149,13 @@ def test_int8_graph_runs_in_openvino_at_unseen_sizes(fpn):
             assert correlation(x, y) >= 0.95, size
 
 
+def test_nncf_missing_names_the_install_command(monkeypatch, fpn, work):
+    from mmrepvit.deployment.quantize import quantize_nncf
+    monkeypatch.setitem(sys.modules, 'nncf', None)  # as if not installed
+    with pytest.raises(ImportError, match='quantize_nncf needs NNCF: make install-openvino'):
+        quantize_nncf(fpn['onnx'], str(work / 'never.xml'), [])
+
+
 def test_nncf_int8_ir_runs_in_openvino_and_the_test_loop_takes_it(fpn, work):
     """NNCF's int8 model of the same float graph, written as an OpenVINO IR: read as int8,
     runs at an unseen size following the float graph; ``tools/test.py`` takes an ``.xml``
