@@ -268,7 +268,7 @@ def test_infer_tool_runs_an_exported_detector_as_its_checkpoint(demo_run, demo_e
     ckpt = osp.join(demo_run['work_dir'], 'maskrcnn', 'iter_3.pth')
     runs = {}
     for name, weights in (('pytorch', ckpt), ('onnx', demo_exports['maskrcnn'])):
-        written = infer(folder, MASK_RCNN, weights, str(tmp_path / name), score_thr=0.0)
+        written = infer(folder, MASK_RCNN, weights, str(tmp_path / name), score_thr=0.0).written
         runs[name] = sorted(written)
     assert len(runs['onnx']) == len(runs['pytorch']) == 6  # 3 pictures, 3 JSON files
     for a, b in zip(runs['pytorch'], runs['onnx']):

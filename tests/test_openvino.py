@@ -302,7 +302,7 @@ def test_tools_test_and_infer_with_openvino_give_the_checkpoints_results(
 
     folder = osp.join(demo_run['data_root'], 'ade', 'images', 'validation')
     runs = {name: sorted(p for p in infer(folder, FPN, weights, str(tmp_path / name),
-                                          runtime=runtime)
+                                          runtime=runtime).written
                          if p.endswith('.json'))
             for name, weights, runtime in (('pt', ckpt, None),
                                            ('ov', demo_fpn_onnx, 'openvino'))}

@@ -12,6 +12,11 @@ images or a video: pictures in OUT_DIR/vis, predictions as JSON in OUT_DIR/preds
 An exported .onnx file (tools/export_onnx.py, float32 or int8) runs in ONNX Runtime with the
 same pre-processing, pictures and JSON (in OpenVINO with --runtime openvino); it needs the
 config it was exported from.
+
+Every input file is either processed or named at the end with the reason (a file that cannot be
+read, a folder's file that is neither an image nor a video); the exit status is 1 when any
+image or video could not be read. Inputs that share a name (a.jpg, a.png) keep their extension
+in the output names, so that no output overwrites another.
 """
 import argparse
 import os
@@ -42,10 +47,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmrepvit.apis.infer import infer
-    written = infer(args.inputs, args.config, args.weights, args.out_dir, args.device,
-                    args.score_thr, args.fuse, args.runtime, args.precision)
-    print(f'\nwrote {len(written)} files under {args.out_dir}')
-    return written
+    run = infer(args.inputs, args.config, args.weights, args.out_dir, args.device,
+                args.score_thr, args.fuse, args.runtime, args.precision)
+    print('\n' + run.summary(args.out_dir))
+    if run.failed:
+        sys.exit(1)
+    return run.written
 
 
 if __name__ == '__main__':

@@ -11,7 +11,9 @@ import json
 import os
 import os.path as osp
 import warnings
-from typing import Dict, List, Optional
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import mmcv
@@ -22,6 +24,7 @@ from pycocotools import mask as mask_utils
 
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
 from ..config import load_config, toolbox_of
+from ..datasets import UnreadableFileError
 from ..deployment import (
     build_onnx_model,
     check_deployed_options,
@@ -34,22 +37,87 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
 
 
-def list_inputs(inputs: str) -> List[str]:
-    """An image, a video, or the images of a folder (sorted)."""
+@dataclass
+class InferenceRun:
+    """What :func:`infer` did with each input file: the files it wrote, and the inputs it could
+    not process (``failed``) or does not take (``skipped``), each with the reason."""
+    written: List[str] = field(default_factory=list)
+    processed: List[str] = field(default_factory=list)
+    failed: Dict[str, str] = field(default_factory=dict)
+    skipped: Dict[str, str] = field(default_factory=dict)
+
+    def summary(self, out_dir: str) -> str:
+        total = len(self.processed) + len(self.failed) + len(self.skipped)
+        lines = [f'processed {len(self.processed)} of {total} input files; wrote '
+                 f'{len(self.written)} files under {out_dir}']
+        for title, reasons in (('failed', self.failed), ('skipped', self.skipped)):
+            if reasons:
+                lines.append(f'{title} ({len(reasons)}):')
+                lines += [f'  {path}: {reason}' for path, reason in reasons.items()]
+        return '\n'.join(lines)
+
+
+def list_inputs(inputs: str) -> Tuple[List[str], Dict[str, str]]:
+    """The images and videos to run on (an image, a video, or a folder's files, sorted), and
+    the folder's other files with why they are not run on."""
     if osp.isdir(inputs):
-        files = sorted(osp.join(inputs, f) for f in os.listdir(inputs)
-                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        files, skipped = [], {}
+        for name in sorted(os.listdir(inputs)):
+            path = osp.join(inputs, name)
+            if not osp.isfile(path):
+                skipped[path] = 'not a file (sub-folders are not searched)'
+            elif name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
+                files.append(path)
+            else:
+                skipped[path] = f'not an image ({", ".join(IMAGE_EXTENSIONS)}) or video ' \
+                    f'({", ".join(VIDEO_EXTENSIONS)})'
         if not files:
-            raise FileNotFoundError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) in folder '
-                                    f'{inputs!r}')
-        return files
+            raise FileNotFoundError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) or videos in '
+                                    f'folder {inputs!r}')
+        return files, skipped
     if not osp.isfile(inputs):
         raise FileNotFoundError(f'Input {inputs!r} does not exist (give an image, a video or a '
                                 f'folder of images)')
     if not inputs.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
         raise ValueError(f'Input {inputs!r} is neither an image ({", ".join(IMAGE_EXTENSIONS)}) '
                          f'nor a video ({", ".join(VIDEO_EXTENSIONS)})')
-    return [inputs]
+    return [inputs], {}
+
+
+def output_names(files: List[str]) -> Dict[str, str]:
+    """The name each input's outputs take (``vis/NAME.png``, ``preds/NAME.json``): its file
+    name without the extension, or with it where two inputs share a stem (``a.jpg``,
+    ``a.png`` -> ``a.jpg``, ``a.png``), so that no output overwrites another."""
+    stems = Counter(osp.splitext(osp.basename(f))[0] for f in files)
+    names = {f: osp.splitext(osp.basename(f))[0] for f in files}
+    names = {f: osp.basename(f) if stems[n] > 1 else n for f, n in names.items()}
+    taken = Counter(names.values())
+    return {f: n if taken[n] == 1 else f'{n}_{i}' for i, (f, n) in enumerate(names.items())}
+
+
+def read_image(path: str) -> np.ndarray:
+    """The BGR image in ``path``; :class:`UnreadableFileError` saying what is wrong with a file
+    that is not one."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    if not data:
+        raise UnreadableFileError('the file is empty (0 bytes)')
+    image = mmcv.imfrombytes(data)
+    if image is None:
+        raise UnreadableFileError(f'it could not be decoded ({len(data)} bytes: corrupted, '
+                                  f'truncated, or not an image file)')
+    return image
+
+
+def open_video(path: str) -> mmcv.VideoReader:
+    try:
+        video = mmcv.VideoReader(path)
+    except AssertionError:  # mmcv asserts that OpenCV opened it
+        raise UnreadableFileError('OpenCV cannot open it as a video (corrupted, or a codec '
+                                  'OpenCV lacks)') from None
+    if len(video) == 0:
+        raise UnreadableFileError('the video has no readable frames')
+    return video
 
 
 def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
@@ -166,10 +234,12 @@ def draw(inferencer, image: np.ndarray, sample, score_thr: float) -> np.ndarray:
 
 def infer(inputs: str, config: Optional[str], weights: str, out_dir: str = 'outputs',
           device: str = 'cpu', score_thr: float = 0.3, fuse: bool = False,
-          runtime: Optional[str] = None, precision: Optional[str] = None) -> List[str]:
+          runtime: Optional[str] = None, precision: Optional[str] = None) -> InferenceRun:
     """Predict every image / video frame of ``inputs``; write ``out_dir/vis/`` (pictures,
-    videos) and ``out_dir/preds/<name>.json``. Returns the files written."""
-    files = list_inputs(inputs)
+    videos) and ``out_dir/preds/<name>.json``. An input that cannot be read does not stop the
+    others: it is reported in the returned :class:`InferenceRun` with the reason, as are a
+    folder's files that are neither images nor videos."""
+    files, skipped = list_inputs(inputs)
     inferencer = build_inferencer(config, weights, device, fuse, runtime, precision)
     classes = inferencer.model.dataset_meta.get('classes', ())
     to_json = (lambda s: detections_to_json(s, classes, score_thr)) \
@@ -177,24 +247,29 @@ def infer(inputs: str, config: Optional[str], weights: str, out_dir: str = 'outp
         (lambda s: segmentation_to_json(s, classes))
     os.makedirs(osp.join(out_dir, 'vis'), exist_ok=True)
     os.makedirs(osp.join(out_dir, 'preds'), exist_ok=True)
-    written = []
+    run = InferenceRun(skipped=skipped)
     bar = ProgressBar(len(files)) if len(files) > 1 else None
-    for path in files:
-        name = osp.splitext(osp.basename(path))[0]
-        if path.lower().endswith(VIDEO_EXTENSIONS):
-            written += _infer_video(inferencer, path, name, out_dir, to_json, score_thr)
-            continue
-        image = mmcv.imread(path)
-        if image is None:
-            raise ValueError(f'Cannot read image {path!r}')
-        sample = predict(inferencer, image)
-        picture = osp.join(out_dir, 'vis', f'{name}.png')
-        mmcv.imwrite(mmcv.rgb2bgr(draw(inferencer, image, sample, score_thr)), picture)
-        written += [picture, _write_json(out_dir, name, dict(image=path, **_wrap(to_json(
-            sample))))]
+    for path, name in output_names(files).items():
+        video = path.lower().endswith(VIDEO_EXTENSIONS)
+        try:  # a file that cannot be read is reported; a model or runtime error stops the run
+            source = open_video(path) if video else read_image(path)
+        except OSError as e:
+            run.failed[path] = str(e)
+            source = None
+        if video and source is not None:
+            run.written += _infer_video(inferencer, source, path, name, out_dir, to_json,
+                                        score_thr)
+        elif source is not None:
+            sample = predict(inferencer, source)
+            picture = osp.join(out_dir, 'vis', f'{name}.png')
+            mmcv.imwrite(mmcv.rgb2bgr(draw(inferencer, source, sample, score_thr)), picture)
+            run.written += [picture, _write_json(out_dir, name, dict(
+                image=path, **_wrap(to_json(sample))))]
+        if source is not None:
+            run.processed.append(path)
         if bar is not None:
             bar.update()
-    return written
+    return run
 
 
 def _wrap(prediction) -> dict:
@@ -209,10 +284,7 @@ def _write_json(out_dir: str, name: str, data: dict) -> str:
     return path
 
 
-def _infer_video(inferencer, path, name, out_dir, to_json, score_thr) -> List[str]:
-    video = mmcv.VideoReader(path)
-    if len(video) == 0:
-        raise ValueError(f'Video {path!r} has no readable frames')
+def _infer_video(inferencer, video, path, name, out_dir, to_json, score_thr) -> List[str]:
     out_video = osp.join(out_dir, 'vis', f'{name}.mp4')
     writer, frames = None, []
     bar = ProgressBar(len(video))

@@ -11,6 +11,7 @@ from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
 from ..engine.distributed import setup_cpu_distributed
 from ..engine.resume import find_resumable_checkpoint
+from ..engine.run_folder import RunFolderRunner, training_lock
 from .diagnose import explained_errors
 
 # Added to every training run (unless the config has them): exact resume, and ranks that agree
@@ -61,18 +62,21 @@ def add_hooks(cfg, types):
 
 
 def build_runner(cfg: Config) -> Runner:
+    """The config's runner: its own ``runner_type``, else mmengine's ``Runner`` with a log
+    folder of its own per run (``RunFolderRunner``)."""
     setup_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return RunFolderRunner.from_cfg(cfg)
 
 
 def train(cfg: Config) -> Runner:
     """Check the data is there, build the runner, train; returns the runner. Misspelt config
-    types and arguments, and datasets left empty, fail with errors saying what to fix."""
+    types and arguments, and datasets left empty, fail with errors saying what to fix; a work
+    dir another training run is writing into is refused (``training_lock``)."""
     check_dataset_paths(cfg, splits=('train', 'val'))
     check_dataset_annotations(cfg, splits=('train', 'val'))
-    with explained_errors(cfg):
+    with training_lock(cfg.work_dir), explained_errors(cfg):
         runner = build_runner(cfg)
         runner.train()
     return runner

@@ -1,0 +1,79 @@
+"""Runs that share a work dir keep their own results.
+
+mmengine names a run's folder (log, metrics JSON, config, visualisations) after the second it
+started, ``WORK_DIR/YYYYmmdd_HHMMSS``: two runs started in the same second on one work dir
+write into one folder, one metrics file overwrites the other and the logs interleave, and both
+exit 0. :class:`RunFolderRunner` claims the folder atomically and, if another run holds that
+name, takes the next free one (``..._1``, ``..._2``). Two training runs on one work dir would
+also overwrite each other's ``iter_N.pth`` and ``last_checkpoint``: :func:`training_lock`
+refuses the second while the first runs.
+"""
+import fcntl
+import os
+import os.path as osp
+from contextlib import contextmanager
+
+from mmengine.dist import broadcast_object_list, get_rank
+from mmengine.runner import Runner
+
+LOCK_NAME = '.training.lock'
+
+
+def claim_run_folder(work_dir: str, timestamp: str) -> str:
+    """A name for this run's folder under ``work_dir``, created here: ``timestamp``, or
+    ``timestamp_N`` with the smallest N not taken by another run."""
+    os.makedirs(work_dir, exist_ok=True)
+    name, n = timestamp, 0
+    while True:
+        try:
+            os.mkdir(osp.join(work_dir, name))
+            return name
+        except FileExistsError:
+            n += 1
+            name = f'{timestamp}_{n}'
+
+
+class RunFolderRunner(Runner):
+    """mmengine's ``Runner``; every run gets a log folder of its own (module docstring).
+    Rank 0 claims it and the other ranks take its name."""
+
+    def setup_env(self, env_cfg: dict) -> None:
+        super().setup_env(env_cfg)
+        name = [claim_run_folder(self.work_dir, self._timestamp) if get_rank() == 0 else None]
+        if self.world_size > 1:
+            broadcast_object_list(name)
+        self._timestamp = name[0]
+
+
+class WorkDirBusyError(RuntimeError):
+    """Another training run is writing checkpoints into this work dir."""
+
+
+@contextmanager
+def training_lock(work_dir: str):
+    """Hold ``work_dir`` for one training run, or raise :class:`WorkDirBusyError` naming the
+    process that holds it. The lock is the operating system's (``flock``): it goes with the
+    process however that ends, so a killed run leaves no stale lock and ``--resume`` works at
+    once. Only rank 0 takes it (the ranks of one run share the dir)."""
+    if get_rank() != 0 or int(os.environ.get('RANK', '0')) != 0:
+        yield
+        return
+    os.makedirs(work_dir, exist_ok=True)
+    with open(osp.join(work_dir, LOCK_NAME), 'a+') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or 'another process'
+            raise WorkDirBusyError(
+                f'Work dir {osp.abspath(work_dir)!r} is in use by another training run '
+                f'({holder}): two runs would overwrite each other\'s checkpoints. Wait for it '
+                f'to end, or give this run its own --work-dir.') from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f'pid {os.getpid()}\n')
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
