@@ -40,7 +40,7 @@ $(STAMP): setup.py requirements/*.txt Makefile
 	$(PIP) -q --no-deps -r requirements/deploy.txt  # mmdeploy: never allowed to touch torch
 	$(PIP) -q --no-deps -r requirements/openvino.txt  # OpenVINO: never allowed to touch numpy
 	$(PIP) -q --no-build-isolation --no-deps -e .
-	$(VPY) -c "import mmrepvit, mmcv.ops, mmdet, mmseg, pycocotools, mmdeploy, openvino, nncf, torch, numpy; \
+	$(VPY) -c "import mmrepvit, mmcv.ops, mmdet, mmseg, pycocotools, mmdeploy, openvino, torch, numpy; \
 	  assert torch.__version__.startswith('2.13.0'), torch.__version__; \
 	  assert numpy.__version__ < '2', numpy.__version__"
 	touch $(STAMP)
@@ -65,9 +65,9 @@ install-deploy: install
 	$(VPY) -m pip install --disable-pip-version-check -q --no-deps -r requirements/deploy.txt
 	$(VPY) -c "import torch, mmdeploy; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('mmdeploy', mmdeploy.__version__, 'with torch', torch.__version__)"
 
-# Optional: OpenVINO, the second runtime for exported models (--runtime openvino), and NNCF.
+# Optional: OpenVINO, the second runtime for exported models (--runtime openvino).
 # --no-deps so that it can never replace numpy or torch; both are checked afterwards.
 .PHONY: install-openvino
 install-openvino: install
 	$(VPY) -m pip install --disable-pip-version-check -q --no-deps -r requirements/openvino.txt
-	$(VPY) -c "import torch, numpy, openvino, nncf; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert numpy.__version__ < '2', numpy.__version__; print('openvino', openvino.__version__, 'with torch', torch.__version__, 'numpy', numpy.__version__)"
+	$(VPY) -c "import torch, numpy, openvino; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert numpy.__version__ < '2', numpy.__version__; print('openvino', openvino.__version__, 'with torch', torch.__version__, 'numpy', numpy.__version__)"

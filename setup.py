@@ -37,8 +37,10 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'tools', 'configs')),
     py_modules=['_mmrepvit_config_scope'],
-    # the configs, installed as mmdet / mmseg install theirs (<package>/.mim/configs)
-    package_data={'mmrepvit': ['.mim/model-index.yml', '.mim/configs/**/*.py']},
+    # the configs and the model index (model-index.yml and the metafiles it imports), installed
+    # as mmdet / mmseg install theirs (<package>/.mim); .mim's entries link to the repository's
+    package_data={'mmrepvit': ['.mim/model-index.yml', '.mim/configs/**/*.py',
+                               '.mim/configs/**/metafile.yml']},
     cmdclass={'build_py': BuildWithScopeHook},
     python_requires='>=3.8',
     # torch is deliberately not listed: users keep the torch (and mmcv build) matching their GPU.

@@ -20,7 +20,7 @@ os.environ['MMREPVIT_RELEASE_MIRROR'] = str(DATA / 'no_release_files_here')
 
 # Nor do they send OpenVINO telemetry: with openvino-telemetry importable, `import openvino`
 # forks the test process from a thread to post an event (docs/deployment.md, "No telemetry").
-# OpenVINO and NNCF use their stubs when the import fails.
+# OpenVINO uses its stub when the import fails.
 sys.modules.setdefault('openvino_telemetry', None)
 
 # at most 2 threads per test process, fewer when pytest-xdist runs several on the same cores

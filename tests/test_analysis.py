@@ -4,7 +4,6 @@ No timing assertions: speed figures live in docs/speed.md, measured interleaved.
 import copy
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,6 @@ from mmrepvit.analysis import (
 from mmrepvit.cpu_fast_path import ContiguousInputs, optimize_for_cpu
 from mmrepvit.fusion import count_batchnorms
 from mmrepvit.targets import randomize_norms
-
-# a one-off study kept out of the package (tools/analysis_tools), importable for its tests
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools'))
 
 REPO = Path(__file__).resolve().parents[1]
 SEG_CFG = str(REPO / 'configs/fpn_repvit_m1_1_ade20k.py')
@@ -252,22 +248,6 @@ def test_optimize_for_cpu_is_idempotent():
     assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_fast_path_study_rows_compute_the_fused_function():
-    from fast_path_study import study
-    table = study('m0_6', size=64, threads=1, repeats=1, warmup=0, compile=False)
-    rows = [line.split('|') for line in table.splitlines()[2:]]
-    names = [r[1].strip() for r in rows]
-    assert 'channels_last' in names and 'jit trace + freeze' in names
-    assert all(float(r[5]) <= 1e-4 for r in rows)  # max abs diff against the fused model
-
-
-def test_train_step_study_times_both_roi_aligns():
-    from fast_path_study import train_step_study
-    table = train_step_study(str(REPO / 'configs/demo/maskrcnn_repvit_m1_1_demo.py'), size=64,
-                             batch_size=2, objects=2, threads=1, repeats=1, warmup=0)
-    assert '| mmcv RoIAlign |' in table and '| SeparableRoIAlign |' in table
-
-
 def test_cpu_speed_hook_trains_the_same_model_faster_layout():
     """The hook swaps RoIAlign and the layout, not the function: one training step's losses
     match the untouched model's."""
@@ -298,24 +278,3 @@ def test_cpu_speed_hook_trains_the_same_model_faster_layout():
         losses[name] = model.train_step(synthetic_det_batch(num_classes=80), wrapper)
     for key, value in losses['plain'].items():
         torch.testing.assert_close(losses['fast'][key], value, atol=1e-4, rtol=1e-3)
-
-
-def test_train_step_study_names_a_config_without_a_mask_head():
-    from fast_path_study import train_step_study
-    with pytest.raises(ValueError, match='fpn_repvit_m1_1_ade20k.py.*has no roi_head.mask_head'):
-        train_step_study(SEG_CFG, repeats=1, warmup=0)
-
-
-def test_config_step_study_times_each_variant_on_the_same_batches(demo_run, tmp_path):
-    from config_step_study import study
-
-    from mmrepvit.demo.run import DEMO_CONFIGS
-    table = study(DEMO_CONFIGS['fpn'],
-                  [('neck 256', {'model.neck.out_channels': 256,
-                                 'model.decode_head.in_channels': [256] * 4}),
-                   ('neck 128', {})], data_root=demo_run['data_root'], batches=1, repeats=1,
-                  threads=1, work_dir=str(tmp_path))
-    rows = [line for line in table.splitlines() if line.startswith('| neck')]
-    assert [r.split('|')[1].strip() for r in rows] == ['neck 256', 'neck 128']
-    assert rows[0].endswith('| 1.00x / 1.00x |')  # the first variant is the base
-    assert float(rows[1].split('|')[2]) > 0

@@ -48,6 +48,21 @@ def test_package_and_its_configs_come_from_site_packages(installed):
     assert lines[1].endswith('.mim/configs/demo/maskrcnn_repvit_m1_1_demo.py m1_1')
 
 
+def test_model_index_names_the_published_trained_model(installed):
+    """The installed model index (.mim/model-index.yml and its metafiles) as mmengine reads
+    it: ``get_config(..., pretrained=True)`` finds the config and the trained model's URL."""
+    out = run([installed['python'], '-c', textwrap.dedent('''
+        from mmengine.hub import get_config
+        cfg = get_config('mmrepvit::repvit/fpn_repvit_m1_5_ade20k.py', pretrained=True)
+        print(cfg.filename)
+        print(cfg.model_path)
+        ''')], cwd=str(installed['root']))
+    filename, url = out.strip().splitlines()[-2:]
+    assert filename.startswith(installed['purelib'])
+    assert filename.endswith('.mim/configs/repvit/fpn_repvit_m1_5_ade20k.py')
+    assert url == 'https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_m1_5_ade20k.pth'
+
+
 def test_config_inheriting_mmrepvit_trains_through_mmseg_tools(installed, demo_run):
     """The user's config names only ``mmrepvit::``; mmseg's own tools/train.py parses it
     before any custom_imports run (the .pth installed with the package makes that work)."""

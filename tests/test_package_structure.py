@@ -34,7 +34,7 @@ LAYERS = (
 )
 # What a function may import inside itself: dependencies a user may not have installed
 # (mmdet / mmseg are each optional extras, the deployment runtimes and mmdeploy too).
-OPTIONAL_IMPORTS = ('mmdet', 'mmseg', 'mmdeploy', 'onnx', 'onnxruntime', 'openvino', 'nncf')
+OPTIONAL_IMPORTS = ('mmdet', 'mmseg', 'mmdeploy', 'onnx', 'onnxruntime', 'openvino')
 
 
 def python_files(package_dir):

@@ -125,17 +125,14 @@ LATENCY_PROPERTIES = {
 
 
 def compile_openvino(model, precision: str = 'f32', threads: Optional[int] = None,
-                     name: str = 'the model', properties: Optional[dict] = None):
+                     name: str = 'the model'):
     """An OpenVINO ``model`` compiled for the CPU in ``precision`` with ``threads`` inference
-    threads (default: torch's setting) and ``LATENCY_PROPERTIES`` (``properties``: instead
-    of those; an ``INFERENCE_NUM_THREADS`` there overrides ``threads``, 0 leaving the count
-    to OpenVINO). The precision the plugin compiled is read back: one other than asked for
-    raises instead of running silently."""
+    threads (default: torch's setting) and ``LATENCY_PROPERTIES``. The precision the plugin
+    compiled is read back: one other than asked for raises instead of running silently."""
     core = openvino_core()
     hint = 'bf16' if precision == 'bf16' else 'f32'  # int8 graphs: the rest stays float32
-    config = dict(LATENCY_PROPERTIES if properties is None else properties)
-    config.setdefault('INFERENCE_NUM_THREADS', int(threads or torch.get_num_threads()))
-    config['INFERENCE_PRECISION_HINT'] = hint
+    config = dict(LATENCY_PROPERTIES, INFERENCE_NUM_THREADS=int(threads or torch.get_num_threads()),
+                  INFERENCE_PRECISION_HINT=hint)
     compiled = core.compile_model(model, 'CPU', config)
     got = compiled.get_property('INFERENCE_PRECISION_HINT').to_string()
     if got != hint:

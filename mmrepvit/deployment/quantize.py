@@ -31,7 +31,6 @@ from ..config import toolbox_of
 from ..datasets.checks import check_dataset_paths
 from ..targets import synthetic_batch
 from ..utils.cpu import INT8_DOT_FLAGS, cpu_model, has_int8_dot
-from .openvino_runtime import read_openvino
 
 QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm')
 WEIGHT_INPUTS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul')
@@ -199,43 +198,6 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]],
     onnx.save(quantised, dst)
     return dict(path=dst, calibration_inputs=len(feeds), fused_gelus=gelus,
                 reduce_range=bool(reduce_range), weights=weights, **int8_coverage(dst))
-
-
-def quantize_nncf(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]],
-                  reduce_range: Optional[bool] = None) -> Dict:
-    """Write ``dst`` (an OpenVINO IR, ``.xml`` beside its ``.bin``): the float ``src`` quantised
-    by NNCF's post-training quantisation (its default preset; ranges from ``feeds``, fed as
-    the deployed model is fed). For OpenVINO only; the alternative to the QDQ file of
-    ``quantize_onnx``, which both runtimes read (docs/deployment.md compares the two).
-    ``reduce_range`` (default: from this CPU's flags, as ``quantize_onnx``): NNCF's overflow
-    fix on every layer (7-bit weights), not only the first, its default."""
-    try:
-        import nncf
-    except ImportError as error:
-        raise ImportError('quantize_nncf needs NNCF: make install-openvino (or pip install '
-                          '--no-deps -r requirements/openvino.txt)') from error
-    import openvino as ov
-    from nncf.quantization.advanced_parameters import (
-        AdvancedQuantizationParameters,
-        OverflowFix,
-    )
-    if not feeds:
-        raise ValueError('int8 calibration needs at least one input')
-    if not dst.endswith('.xml'):
-        raise ValueError(f'dst={dst!r}: NNCF writes an OpenVINO IR, name it *.xml')
-    model = read_openvino(src)
-    names = [i.get_any_name() for i in model.inputs]
-    dataset = nncf.Dataset(list(feeds), lambda feed: {n: feed[n] for n in names})
-    if reduce_range is None:
-        reduce_range = default_reduce_range()
-    fix = OverflowFix.ENABLE if reduce_range else OverflowFix.FIRST_LAYER
-    quantized = nncf.quantize(model, dataset, subset_size=len(feeds),
-                              advanced_parameters=AdvancedQuantizationParameters(
-                                  overflow_fix=fix))
-    ov.save_model(quantized, dst, compress_to_fp16=False)
-    fake = sum(op.get_type_name() == 'FakeQuantize' for op in quantized.get_ops())
-    return dict(path=dst, calibration_inputs=len(feeds), fake_quantize_ops=fake,
-                reduce_range=bool(reduce_range))
 
 
 @contextlib.contextmanager

@@ -1,6 +1,11 @@
 """GhostNet (Han et al., "GhostNet: More Features from Cheap Operations", CVPR 2020) as a
 multi-scale backbone: MoCoViT's Ghost bottleneck stages without its Mobile Transformer Blocks,
-the baseline the MoCoViT paper compares against (RetinaNet on COCO)."""
+the baseline the MoCoViT paper compares against (RetinaNet on COCO).
+
+Original code: https://github.com/huawei-noah/Efficient-AI-Backbones (ghostnet_pytorch). The
+bottleneck rows (``mocovit.STAGES``) are that code's row table at width 1.0; the model is
+checked against the paper's size (5.2M parameters, 141M multiply-adds; tests/test_mocovit.py),
+not against outputs of that code."""
 from ...registry import MODELS
 from .mocovit import MoCoViT
 

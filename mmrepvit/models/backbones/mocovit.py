@@ -4,6 +4,9 @@ a multi-scale backbone for detection and segmentation.
 No official code exists. This is GhostNet-1.0x with the last four stride-1 bottlenecks of the
 stride-32 stage replaced by Mobile Transformer Blocks, the reconstruction that matches the
 published size (5.3M parameters, 147M multiply-adds); docs/mocovit.md lists every choice.
+Checked against the paper alone: its size (parameters, and multiply-adds as a ratio to
+GhostNet-1.0x, tests/test_mocovit.py) and its description of the blocks; the public
+unofficial versions were read, not followed (docs/mocovit.md says where they are wrong).
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
