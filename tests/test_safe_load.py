@@ -174,6 +174,30 @@ def test_checkpoint_pickling_other_globals_is_refused(payload, offending, zip_fo
     assert CALLS == []  # nothing ran
 
 
+class ShellPayload:
+    """Pickles as ``os.system(command)``: torch refuses it as a global of a blocked module, in
+    other words than other globals."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command, )
+
+
+@pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy_format'])
+def test_shell_command_payload_is_refused_as_unsafe_naming_the_global(zip_format, tmp_path):
+    path, marker = tmp_path / 'evil.pth', tmp_path / 'pwned'
+    torch.save({'state_dict': {'w': torch.zeros(2)}, 'meta': {'x': ShellPayload(
+        f'touch {marker}')}}, path, _use_new_zipfile_serialization=zip_format)
+    for load in (load_checkpoint_file, lambda p: mmengine_load_checkpoint(ToyModel(), str(p))):
+        with pytest.raises(UnsafeCheckpointError) as info:
+            load(path)
+        assert f"Refusing to load '{path}': it pickles posix.system" in str(info.value)
+        assert isinstance(info.value, pickle.UnpicklingError)  # what torch's refusal is
+    assert not marker.exists()
+
+
 def test_getattr_only_reaches_history_buffer_statistics(tmp_path):
     path = tmp_path / 'getattr.pth'
     torch.save({'meta': {'method': SneakyGetattr()}}, path)
