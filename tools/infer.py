@@ -34,6 +34,10 @@ def parse_args(argv=None):
                         help='detections below this score are not drawn or saved')
     parser.add_argument('--fuse', action='store_true',
                         help='fuse the whole model after loading (backbone and head norms)')
+    parser.add_argument('--trust-checkpoint-config', action='store_true',
+                        help='without a config file: I trust this checkpoint, run the config '
+                        'it carries as Python (by default it is read as data only, and a '
+                        'config that is not plain data is refused)')
     from mmrepvit.deployment.runtime import add_runtime_arguments
     add_runtime_arguments(parser)
     return parser.parse_args(argv)
@@ -43,7 +47,8 @@ def main(argv=None):
     args = parse_args(argv)
     from mmrepvit.apis.infer import infer
     written = infer(args.inputs, args.config, args.weights, args.out_dir, args.device,
-                    args.score_thr, args.fuse, args.runtime, args.precision)
+                    args.score_thr, args.fuse, args.runtime, args.precision,
+                    args.trust_checkpoint_config)
     print(f'\nwrote {len(written)} files under {args.out_dir}')
     return written
 
