@@ -16,8 +16,8 @@ def _load_local_checkpoint(filename, map_location=None):
 
 def register_safe_checkpoint_loader():
     """Route mmengine's local-file and http(s) checkpoint loading through
-    ``load_checkpoint_file`` (a URL: downloaded once into the cache mmengine's own http loader
-    uses, then read weights-only)."""
+    ``load_checkpoint_file`` (a URL: downloaded once into the cache of ``download.py``, a
+    folder per URL, not mmengine's own by file name; then read weights-only)."""
     CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
                                      loader=_load_local_checkpoint, force=True)

@@ -152,8 +152,9 @@ def _refusal(path, offending, detail):
 
 
 def resolve_checkpoint_path(path):
-    """A local path, or an http(s) URL downloaded once into torch hub's checkpoint cache
-    (``download.fetch_url``: mirror, progress, errors that say what to do offline)."""
+    """A local path, or an http(s) URL downloaded once into the checkpoint cache, a folder
+    per URL (``download.fetch_url``: mirror, progress, the cached file checked against the
+    server, errors that say what to do offline)."""
     path = os.fspath(path)
     if is_url(path):
         return fetch_url(path)
