@@ -45,8 +45,16 @@ CONFIG_DATA = ('assignments `name = value` of literals (strings, numbers, True, 
                'negative numbers), lists, tuples, {...} dicts and dict(key=value, ...), nested')
 
 
-def _config_value(node: ast.AST, text: str, source: str):
-    """The value ``node`` spells, if it is plain data; else a ConfigTextError naming it."""
+class _NotData(Exception):
+    """``node`` of the config text is not plain data."""
+
+    def __init__(self, node: ast.AST):
+        super().__init__()
+        self.node = node
+
+
+def _config_value(node: ast.AST):
+    """The value ``node`` spells, if it is plain data; else ``_NotData(node)``."""
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) \
@@ -54,55 +62,53 @@ def _config_value(node: ast.AST, text: str, source: str):
             and type(node.operand.value) in (int, float, complex):
         return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
     if isinstance(node, (ast.List, ast.Tuple)):
-        items = [_config_value(item, text, source) for item in node.elts]
+        items = [_config_value(item) for item in node.elts]
         return items if isinstance(node, ast.List) else tuple(items)
     if isinstance(node, ast.Dict) and None not in node.keys:  # (a None key: ``**other``)
-        return {_config_value(k, text, source): _config_value(v, text, source)
-                for k, v in zip(node.keys, node.values)}
+        return {_config_value(k): _config_value(v) for k, v in zip(node.keys, node.values)}
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
             and node.func.id == 'dict' and not node.args \
             and all(k.arg is not None for k in node.keywords):
-        return {k.arg: _config_value(k.value, text, source) for k in node.keywords}
-    raise _not_data(node, text, source)
+        return {k.arg: _config_value(k.value) for k in node.keywords}
+    raise _NotData(node)
 
 
-def _not_data(node: ast.AST, text: str, source: str) -> ConfigTextError:
-    def short(code):
-        code = ' '.join(code.split())
-        return code if len(code) <= 120 else code[:117] + '...'
-
-    line = short(text.splitlines()[node.lineno - 1])
-    snippet = short(ast.get_source_segment(text, node) or '')
-    what = 'it' if snippet == line else f'`{snippet}`'
-    return ConfigTextError(
-        f'{source}, line {node.lineno}: `{line}`: {what} is not plain data, so it is not read: a '
-        f'config read from a checkpoint may only hold {CONFIG_DATA}, since running it as Python '
-        f'would run whatever code it holds. Pass the config file it was trained with instead, '
-        f'or, if you trust the file, have its config run as Python (tools/infer.py '
-        f'--trust-checkpoint-config).')
+def _short(code: str) -> str:
+    code = ' '.join(code.split())
+    return code if len(code) <= 120 else code[:117] + '...'
 
 
-def config_from_text(text: str, source: str, trust: bool = False) -> Config:
+def config_from_text(text: str, source: str, remedy: str, trust: bool = False) -> Config:
     """The config in ``text``, a config dumped as Python (what mmengine's Runner writes as a
     checkpoint's ``meta['cfg']``: ``Config.pretty_text``), read as data: without running it,
     so a checkpoint that passes the weights-only allow-list cannot bring code this way.
-    Anything else is a :class:`ConfigTextError` naming the line of ``text`` and ``source``
-    (where the text came from). ``trust``: run it as Python (``Config.fromstring``), as
-    mmengine does, for a file you trust. ``custom_imports`` are imported only then."""
+    Anything else is a :class:`ConfigTextError` naming ``source`` (where the text came from),
+    the line and its text, and ``remedy`` (what to do instead). ``trust``: run it as Python
+    (``Config.fromstring``), as mmengine does, for a file you trust; ``custom_imports`` are
+    imported only then."""
     if trust:
         return Config.fromstring(text, file_format='.py')
     try:
         tree = ast.parse(text)
     except SyntaxError as e:
         raise ConfigTextError(f'{source}, line {e.lineno}: not a config written as Python '
-                              f'({e.msg}): `{(e.text or "").strip()}`') from None
+                              f'({e.msg}): `{_short(e.text or "")}`. {remedy}') from None
     cfg = {}
-    for statement in tree.body:
-        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                and isinstance(statement.targets[0], ast.Name)
-                and statement.targets[0].id != '_base_'):
-            raise _not_data(statement, text, source)
-        cfg[statement.targets[0].id] = _config_value(statement.value, text, source)
+    try:
+        for statement in tree.body:
+            if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                    and isinstance(statement.targets[0], ast.Name)
+                    and statement.targets[0].id != '_base_'):
+                raise _NotData(statement)
+            cfg[statement.targets[0].id] = _config_value(statement.value)
+    except _NotData as e:
+        line = _short(text.splitlines()[e.node.lineno - 1])
+        snippet = _short(ast.get_source_segment(text, e.node) or '')
+        what = 'it' if snippet == line else f'`{snippet}`'
+        raise ConfigTextError(
+            f'{source}, line {e.node.lineno}: `{line}`: {what} is not plain data, so it is not '
+            f'read: a config read from a checkpoint may only hold {CONFIG_DATA}, since running '
+            f'it as Python would run whatever code it holds. {remedy}') from None
     return Config(cfg)
 
 

@@ -24,6 +24,7 @@ from mmrepvit.checkpoint import (
     load_checkpoint_file,
 )
 from mmrepvit.config import ConfigTextError, config_from_text, load_config
+from mmrepvit.engine.resume import read_resumed_config_as_data
 from mmrepvit.models import RepViT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,7 +276,7 @@ def test_config_dumps_are_read_as_data_the_same_as_run(config):
     back as data to what running it gives."""
     cfg = load_config(config)
     for text in (cfg.pretty_text, Config(cfg.to_dict()).pretty_text):
-        read = config_from_text(text, 'dump')
+        read = config_from_text(text, 'dump', 'no remedy')
         assert repr(read.to_dict()) == repr(Config.fromstring(text, '.py').to_dict())
 
 
@@ -289,14 +290,14 @@ def test_config_dumps_are_read_as_data_the_same_as_run(config):
 ])
 def test_config_text_that_is_not_data_is_refused_naming_line_and_text(line, shown):
     text = "a = dict(b=[1, -2.5, (None, True)], c={'d.e': 'f'})\n" + line + '\n'
-    assert config_from_text('a = dict(b=[1, -2.5, (None, True)], c={"d.e": "f"})', 'x').a == \
+    assert config_from_text(text.split('\n')[0], 'x', 'no remedy').a == \
         dict(b=[1, -2.5, (None, True)], c={'d.e': 'f'})
     with pytest.raises(ConfigTextError) as info:
-        config_from_text(text, "The config in checkpoint 'evil.pth'")
+        config_from_text(text, "The config in checkpoint 'evil.pth'", 'Do this instead.')
     message = str(info.value)
-    assert f"The config in checkpoint 'evil.pth', line 2: `{line}`: {shown} is not plain data" \
-        in message
-    assert '--trust-checkpoint-config' in message and 'Pass the config file' in message
+    assert message.startswith(f"The config in checkpoint 'evil.pth', line 2: `{line}`: {shown} "
+                              f'is not plain data, so it is not read')
+    assert message.endswith('would run whatever code it holds. Do this instead.')
 
 
 def test_infer_tool_refuses_code_in_a_checkpoints_config_unless_trusted(tmp_path):
@@ -328,7 +329,37 @@ def test_infer_tool_refuses_code_in_a_checkpoints_config_unless_trusted(tmp_path
     assert (f"ConfigTextError: The config in checkpoint '{checkpoint}' (meta[\"cfg\"]), line "
             f"{line}: `{PAYLOAD.format(marker=marker)}`: `__import__('os').system") \
         in refused.stderr
+    assert 'or, if you trust the file, --trust-checkpoint-config' in refused.stderr
     trusted = subprocess.run(args + ['--trust-checkpoint-config'], capture_output=True,
                              text=True, cwd=REPO, timeout=300)
     assert trusted.returncode == 0, trusted.stderr[-3000:]
     assert marker.exists() and (tmp_path / 'out' / 'preds' / 'scene.json').is_file()
+
+
+def test_config_text_that_is_not_python_is_refused_naming_the_line():
+    text = "a = 1\nmodel = dict(type=<class 'Net'>)\n"  # what pretty_text writes for a class
+    with pytest.raises(ConfigTextError, match=r"^dump, line 2: not a config written as Python "
+                       r"\(invalid syntax\): `model = dict\(type=<class 'Net'>\)`. Remedy."):
+        config_from_text(text, 'dump', 'Remedy.')
+
+
+def test_resume_refuses_code_in_meta_config(runner_checkpoint, tmp_path):
+    """mmengine's ``Runner.resume`` runs ``meta['config']`` (the key of mmcv 1.x runners) as
+    Python; with ``read_resumed_config_as_data`` (what ``mmrepvit.apis.train`` does on
+    ``--resume``) it is refused, naming the line, and nothing runs."""
+    checkpoint = load_checkpoint_file(runner_checkpoint)
+    marker = tmp_path / 'pwned'
+    checkpoint['meta']['config'] = 'gpu_ids = [0]\n' + PAYLOAD.format(marker=marker) + '\n'
+    evil = tmp_path / 'evil_resume.pth'
+    torch.save(checkpoint, evil)
+    runner = toy_runner(tmp_path / 'guarded', 6, 'resume_guarded', load_from=str(evil),
+                        resume=True)
+    read_resumed_config_as_data(runner)
+    with pytest.raises(ConfigTextError, match=rf"'{evil}' \(meta\[\"config\"\]\), line 2: "
+                       r"`_x = __import__\('os'\)"):
+        runner.train()
+    assert not marker.exists()
+    # mmengine alone runs it
+    toy_runner(tmp_path / 'plain', 6, 'resume_plain', load_from=str(evil), resume=True).train()
+    assert marker.exists()
+

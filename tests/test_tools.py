@@ -106,7 +106,7 @@ def test_runner_and_fused_checkpoints_config_reads_as_data(demo_run):
         for name in ('iter_3.pth', 'fused.pth'):
             path = osp.join(demo_run['work_dir'], job, name)
             text = load_checkpoint_file(path)['meta']['cfg']
-            assert repr(config_from_text(text, path).to_dict()) == \
+            assert repr(config_from_text(text, path, 'no remedy').to_dict()) == \
                 repr(Config.fromstring(text, '.py').to_dict())
 
 

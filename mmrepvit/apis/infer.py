@@ -82,8 +82,11 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
                 if meta.get('config') else ''
             raise ValueError(f'Checkpoint {weights!r} carries no config (meta["cfg"]){old}: '
                              f'pass the config file too')
-        cfg = config_from_text(cfg_text, f'The config in checkpoint {weights!r} (meta["cfg"])',
-                               trust=trust_checkpoint_config)
+        cfg = config_from_text(
+            cfg_text, f'The config in checkpoint {weights!r} (meta["cfg"])',
+            'Pass the config file it was trained with instead, or, if you trust the file, '
+            '--trust-checkpoint-config to run its config as Python.',
+            trust=trust_checkpoint_config)
     if deployed and cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # the PyTorch model is only a placeholder
     with warnings.catch_warnings():  # built without weights on purpose: they follow
