@@ -12,6 +12,9 @@ images or a video: pictures in OUT_DIR/vis, predictions as JSON in OUT_DIR/preds
 An exported .onnx file (tools/export_onnx.py, float32 or int8) runs in ONNX Runtime with the
 same pre-processing, pictures and JSON (in OpenVINO with --runtime openvino); it needs the
 config it was exported from.
+
+The config inside a checkpoint is read as data, never run: a line of code in it is refused,
+naming the line. Pass the config file, or --trust-checkpoint-config for a file you trust.
 """
 import argparse
 import os
