@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import REPO
 from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseModel
@@ -26,8 +27,6 @@ from mmrepvit.checkpoint import (
 from mmrepvit.config import ConfigTextError, config_from_text, load_config
 from mmrepvit.engine.resume import read_resumed_config_as_data
 from mmrepvit.models import RepViT
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CALLS = []
 
