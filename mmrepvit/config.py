@@ -1,4 +1,6 @@
-"""Loading a config and telling a detection config from a segmentation one."""
+"""Loading a config (a file, or the config text a checkpoint carries, read as data) and telling
+a detection config from a segmentation one."""
+import ast
 import importlib
 import os.path as osp
 from typing import Optional
@@ -31,6 +33,83 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         cfg.merge_from_dict(cfg_options)
     toolbox_of(cfg)
     return cfg
+
+
+class ConfigTextError(ValueError):
+    """Config text (e.g. a checkpoint's ``meta['cfg']``) that is not plain data: reading it
+    would mean running it as Python."""
+
+
+# what a config written as data holds, e.g. mmengine's ``Config.pretty_text``
+CONFIG_DATA = ('assignments `name = value` of literals (strings, numbers, True, False, None, '
+               'negative numbers), lists, tuples, {...} dicts and dict(key=value, ...), nested')
+
+
+class _NotData(Exception):
+    """``node`` of the config text is not plain data."""
+
+    def __init__(self, node: ast.AST):
+        super().__init__()
+        self.node = node
+
+
+def _config_value(node: ast.AST):
+    """The value ``node`` spells, if it is plain data; else ``_NotData(node)``."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) \
+            and isinstance(node.operand, ast.Constant) \
+            and type(node.operand.value) in (int, float, complex):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_config_value(item) for item in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict) and None not in node.keys:  # (a None key: ``**other``)
+        return {_config_value(k): _config_value(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+            and node.func.id == 'dict' and not node.args \
+            and all(k.arg is not None for k in node.keywords):
+        return {k.arg: _config_value(k.value) for k in node.keywords}
+    raise _NotData(node)
+
+
+def _short(code: str) -> str:
+    code = ' '.join(code.split())
+    return code if len(code) <= 120 else code[:117] + '...'
+
+
+def config_from_text(text: str, source: str, remedy: str, trust: bool = False) -> Config:
+    """The config in ``text``, a config dumped as Python (what mmengine's Runner writes as a
+    checkpoint's ``meta['cfg']``: ``Config.pretty_text``), read as data: without running it,
+    so a checkpoint that passes the weights-only allow-list cannot bring code this way.
+    Anything else is a :class:`ConfigTextError` naming ``source`` (where the text came from),
+    the line and its text, and ``remedy`` (what to do instead). ``trust``: run it as Python
+    (``Config.fromstring``), as mmengine does, for a file you trust; ``custom_imports`` are
+    imported only then."""
+    if trust:
+        return Config.fromstring(text, file_format='.py')
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as e:
+        raise ConfigTextError(f'{source}, line {e.lineno}: not a config written as Python '
+                              f'({e.msg}): `{_short(e.text or "")}`. {remedy}') from None
+    cfg = {}
+    try:
+        for statement in tree.body:
+            if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                    and isinstance(statement.targets[0], ast.Name)
+                    and statement.targets[0].id != '_base_'):
+                raise _NotData(statement)
+            cfg[statement.targets[0].id] = _config_value(statement.value)
+    except _NotData as e:
+        line = _short(text.splitlines()[e.node.lineno - 1])
+        snippet = _short(ast.get_source_segment(text, e.node) or '')
+        what = 'it' if snippet == line else f'`{snippet}`'
+        raise ConfigTextError(
+            f'{source}, line {e.node.lineno}: `{line}`: {what} is not plain data, so it is not '
+            f'read: a config read from a checkpoint may only hold {CONFIG_DATA}, since running '
+            f'it as Python would run whatever code it holds. {remedy}') from None
+    return Config(cfg)
 
 
 def toolbox_of(cfg: Config) -> str:

@@ -1,5 +1,6 @@
 """Errors raised while reading checkpoints or loading weights; each message names the file or
 keys and what would work."""
+import pickle
 
 
 class CheckpointError(RuntimeError):
@@ -10,8 +11,9 @@ class CheckpointFormatError(CheckpointError):
     """The file is not a (complete) PyTorch checkpoint, or holds no recognisable weights."""
 
 
-class UnsafeCheckpointError(CheckpointError):
-    """The file pickles a global outside the allow-list: loading it could run its code."""
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """The file pickles a global outside the allow-list: loading it could run its code. Also
+    the ``pickle.UnpicklingError`` that torch's own refusal is, for code that catches that."""
 
 
 class CheckpointMismatchError(CheckpointError):

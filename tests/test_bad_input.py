@@ -13,6 +13,7 @@ from tiny_runs import REPO, make_data, write_det_config, write_seg_config
 from mmrepvit.apis import load_config, prepare_test_cfg, prepare_train_cfg, train
 from mmrepvit.apis import test as run_test
 from mmrepvit.checkpoint import CheckpointFormatError, UnsafeCheckpointError
+from mmrepvit.config import ConfigTextError
 from mmrepvit.datasets import DatasetAnnotationError, UnreadableFileError
 from mmrepvit.engine import NonFiniteLossError
 
@@ -74,6 +75,18 @@ def test_every_mmengine_checkpoint_load_goes_through_the_safe_loader(tmp_path):
     torch.save({'state_dict': model.state_dict(), 'extra': shutil.copy}, unsafe)
     with pytest.raises(UnsafeCheckpointError, match='shutil.copy'):
         mmengine_load_checkpoint(model, str(unsafe))
+
+
+def test_resume_from_a_checkpoint_whose_meta_config_is_code(data, tmp_path):
+    """mmengine's resume would run ``meta['config']`` as Python: ``--resume`` refuses it."""
+    config = write_seg_config(tmp_path / 'seg.py', data)
+    marker = tmp_path / 'pwned'
+    evil = tmp_path / 'iter_2.pth'
+    code = f"import os\nos.system('touch {marker}')"
+    torch.save({'meta': {'iter': 2, 'epoch': 0, 'config': code}, 'state_dict': {}}, evil)
+    with pytest.raises(ConfigTextError, match=r'\(meta\["config"\]\), line 1: `import os`'):
+        run_train(config, tmp_path / 'work', resume=str(evil))
+    assert not marker.exists()
 
 
 # --- config typos --------------------------------------------------------------------------

@@ -2,16 +2,20 @@
 import gzip
 import json
 import logging
+import os
+import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.nn as nn
 from conftest import DATA, REPO
 from mmengine.logging import HistoryBuffer, MMLogger
 from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
 
 from mmrepvit.checkpoint import (
+    CheckpointDownloadError,
     CheckpointFormatError,
     CheckpointMismatchError,
     convert_checkpoint,
@@ -20,8 +24,10 @@ from mmrepvit.checkpoint import (
     extract_backbone_weights,
     load_backbone_checkpoint,
     load_backbone_weights,
+    load_checkpoint_file,
     timm_depths,
 )
+from mmrepvit.checkpoint.download import cache_path, record_path
 from mmrepvit.models import RepViT
 
 with gzip.open(DATA / 'repvit_checkpoint_layouts.json.gz', 'rt') as f:
@@ -329,8 +335,70 @@ def test_http_url_is_downloaded_once_then_loaded(golden, tmp_path, file_server, 
         model = RepViT(golden['arch'], init_cfg=dict(type='Pretrained', checkpoint=url))
         model.init_weights()
         assert_reproduces_golden(model, golden)
-    assert (tmp_path / 'torch' / 'hub' / 'checkpoints' / 'repvit_tiny.pth').is_file()
+    assert osp.isfile(cache_path(url))
+    assert cache_path(url).startswith(str(tmp_path / 'torch' / 'hub' / 'checkpoints'))
     assert file_server.requests == {'/repvit_tiny.pth': 1}  # the second time: the cache
+
+
+def serve_model(server, folder, size, value):
+    """``folder/model.pth`` on ``server``: ``size`` weights of ``value``, ``meta.which`` =
+    folder."""
+    (server.folder / folder).mkdir(exist_ok=True)
+    save(server.folder / folder, 'model.pth', {'meta': {'which': folder}, 'state_dict': {
+        'weight': torch.full((size, ), float(value))}})
+    return f'{server.url}/{folder}/model.pth'
+
+
+def test_urls_ending_in_the_same_file_name_are_different_files(tmp_path, file_server,
+                                                               monkeypatch):
+    """http://host/a/model.pth, then http://host/b/model.pth: b's file is downloaded and
+    loaded (by our loader and by mmengine's, as ``load_from`` / ``init_cfg`` do)."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    url_a, url_b = serve_model(file_server, 'a', 4, 1), serve_model(file_server, 'b', 6, 2)
+    assert load_checkpoint_file(url_a)['meta']['which'] == 'a'
+    assert load_checkpoint_file(url_b)['meta']['which'] == 'b'
+    for url, value in ((url_a, 1), (url_b, 2)):
+        model = nn.Module()
+        model.weight = nn.Parameter(torch.zeros(4 if value == 1 else 6))
+        mmengine_load_checkpoint(model, url, strict=True)
+        assert torch.equal(model.weight.data, torch.full_like(model.weight.data, value))
+    assert cache_path(url_a) != cache_path(url_b)
+    assert file_server.requests == {'/a/model.pth': 1, '/b/model.pth': 1}
+
+
+def test_cached_file_that_is_not_the_servers_file_is_fetched_again_or_refused(
+        tmp_path, file_server, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    url = serve_model(file_server, 'a', 4, 1)
+    load_checkpoint_file(url)
+    local = cache_path(url)
+    # the cached file changed (another file copied over it): downloaded again
+    good = open(local, 'rb').read()
+    open(local, 'wb').write(good[:-100])
+    assert load_checkpoint_file(url)['meta']['which'] == 'a'
+    assert open(local, 'rb').read() == good and file_server.requests['/a/model.pth'] == 2
+    # the server's file changed (same size, later Last-Modified): downloaded again
+    served = file_server.folder / 'a' / 'model.pth'
+    mtime = served.stat().st_mtime
+    serve_model(file_server, 'a', 4, 3)
+    assert served.stat().st_size == len(good)
+    os.utime(served, (mtime + 60, mtime + 60))
+    assert load_checkpoint_file(url)['state_dict']['weight'].tolist() == [3.0] * 4
+    assert file_server.requests['/a/model.pth'] == 3
+    assert load_checkpoint_file(url)['state_dict']['weight'].tolist() == [3.0] * 4
+    assert file_server.requests['/a/model.pth'] == 3  # the cache
+    # offline: the cached file, unless it is not the size it was downloaded at
+    file_server.close()
+    assert load_checkpoint_file(url)['meta']['which'] == 'a'
+    size = osp.getsize(local)
+    open(local, 'ab').write(b'tail')
+    with pytest.raises(CheckpointDownloadError) as info:
+        load_checkpoint_file(url)
+    message = str(info.value)
+    assert f"Could not download checkpoint '{url}'" in message
+    assert f'the cached file was removed: it is {size + 4} bytes, but was {size} bytes when ' \
+        f'downloaded' in message and local in message
+    assert not osp.exists(local) and not osp.exists(record_path(local))
 
 
 def test_missing_file_names_the_path(tmp_path):

@@ -38,7 +38,7 @@ from mmrepvit.checkpoint import (
     load_model_checkpoint,
     resolve_checkpoint_path,
 )
-from mmrepvit.checkpoint.download import MIRROR_ENV, RELEASE_URL
+from mmrepvit.checkpoint.download import MIRROR_ENV, RELEASE_URL, cache_path
 from mmrepvit.models import RepViT
 
 JOBS = ('det', 'seg')
@@ -307,7 +307,8 @@ def test_url_downloads_once_for_test_tool_init_cfg_and_inferencer(
                file_server.folder / 'imagenet.pth')
     url = f'{file_server.url}/{name}'
     cfg = prepare_test_cfg(paths['config'], url, work_dir=str(tmp_path))
-    assert cfg.test_checkpoint == str(torch_home / name)
+    assert cfg.test_checkpoint == cache_path(url)
+    assert cache_path(url).startswith(str(torch_home))
     assert run_test(cfg) == file_metrics['det']
     # again: read from the cache (the request count below)
     assert prepare_test_cfg(paths['config'], url).test_checkpoint == cfg.test_checkpoint
@@ -332,7 +333,7 @@ def test_release_mirror_server_or_folder(released, file_server, torch_home, monk
     monkeypatch.setenv(MIRROR_ENV, file_server.url)
     model = build_model(load_config(paths['config']))
     load_checkpoint(model, release_url, map_location='cpu', strict=True)  # mmengine's loader
-    assert (torch_home / name).is_file() and file_server.requests == {f'/{name}': 1}
+    assert osp.isfile(cache_path(release_url)) and file_server.requests == {f'/{name}': 1}
     monkeypatch.setenv(MIRROR_ENV, str(file_server.folder))
     cfg = prepare_test_cfg(paths['config'], release_url)
     assert cfg.test_checkpoint == str(file_server.folder / name)
@@ -350,14 +351,14 @@ def test_not_found_or_no_server_is_an_error_saying_what_to_do(
     missing = f'{file_server.url}/repvit_m1_1_coco.pth'
     with pytest.raises(CheckpointDownloadError, match='404') as info:
         prepare_test_cfg(released['det']['config'], missing)
-    assert_says_what_to_do(str(info.value), missing, str(torch_home / 'repvit_m1_1_coco.pth'))
+    assert_says_what_to_do(str(info.value), missing, cache_path(missing))
     file_server.close()
     absent = f'{file_server.url}/repvit_m1_1_ade20k.pth'
     cfg = load_config(released['seg']['config'])
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=absent)
     with pytest.raises(CheckpointDownloadError, match='Connection refused') as info:
         build_model(cfg).init_weights()
-    assert_says_what_to_do(str(info.value), absent, str(torch_home / 'repvit_m1_1_ade20k.pth'))
+    assert_says_what_to_do(str(info.value), absent, cache_path(absent))
     assert not any(torch_home.glob('*')) if torch_home.exists() else True
     # tools/test.py: the message, not a traceback from inside urllib
     with pytest.raises(CheckpointDownloadError, match='Connection refused') as info:

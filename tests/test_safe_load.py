@@ -1,5 +1,6 @@
 """weights_only loading: mmengine Runner checkpoints resume, anything else is refused."""
 import contextlib
+import glob
 import os
 import pickle
 import subprocess
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import REPO
+from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
@@ -21,6 +24,8 @@ from mmrepvit.checkpoint import (
     load_backbone_checkpoint,
     load_checkpoint_file,
 )
+from mmrepvit.config import ConfigTextError, config_from_text, load_config
+from mmrepvit.engine.resume import read_resumed_config_as_data
 from mmrepvit.models import RepViT
 
 CALLS = []
@@ -174,6 +179,30 @@ def test_checkpoint_pickling_other_globals_is_refused(payload, offending, zip_fo
     assert CALLS == []  # nothing ran
 
 
+class ShellPayload:
+    """Pickles as ``os.system(command)``: torch refuses it as a global of a blocked module, in
+    other words than other globals."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command, )
+
+
+@pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy_format'])
+def test_shell_command_payload_is_refused_as_unsafe_naming_the_global(zip_format, tmp_path):
+    path, marker = tmp_path / 'evil.pth', tmp_path / 'pwned'
+    torch.save({'state_dict': {'w': torch.zeros(2)}, 'meta': {'x': ShellPayload(
+        f'touch {marker}')}}, path, _use_new_zipfile_serialization=zip_format)
+    for load in (load_checkpoint_file, lambda p: mmengine_load_checkpoint(ToyModel(), str(p))):
+        with pytest.raises(UnsafeCheckpointError) as info:
+            load(path)
+        assert f"Refusing to load '{path}': it pickles posix.system" in str(info.value)
+        assert isinstance(info.value, pickle.UnpicklingError)  # what torch's refusal is
+    assert not marker.exists()
+
+
 def test_getattr_only_reaches_history_buffer_statistics(tmp_path):
     path = tmp_path / 'getattr.pth'
     torch.save({'meta': {'method': SneakyGetattr()}}, path)
@@ -230,3 +259,106 @@ def test_opting_out_leaves_torch_and_mmengine_as_they_were(runner_checkpoint):
                             env=dict(os.environ, MMREPVIT_PROCESS_WIDE='0'))
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'torch alone refuses: UnpicklingError' in result.stdout
+
+
+# -- the config a checkpoint carries (meta['cfg']) -----------------------------------------------
+
+DEMO_FPN = os.path.join(REPO, 'configs', 'demo', 'fpn_repvit_m1_1_demo.py')
+PAYLOAD = "_x = __import__('os').system('touch {marker}')"
+
+
+@pytest.mark.parametrize('config', sorted(glob.glob(os.path.join(REPO, 'configs', 'demo', '*.py')))
+                         + [os.path.join(REPO, 'configs', 'maskrcnn_repvit_m1_1_coco.py')],
+                         ids=os.path.basename)
+def test_config_dumps_are_read_as_data_the_same_as_run(config):
+    """What mmengine writes as meta['cfg'] (``pretty_text``, plain or formatted by yapf) reads
+    back as data to what running it gives."""
+    cfg = load_config(config)
+    for text in (cfg.pretty_text, Config(cfg.to_dict()).pretty_text):
+        read = config_from_text(text, 'dump', 'no remedy')
+        assert repr(read.to_dict()) == repr(Config.fromstring(text, '.py').to_dict())
+
+
+@pytest.mark.parametrize('line,shown', [
+    (PAYLOAD.format(marker='m'), "`__import__('os').system('touch m')`"),
+    ('size = 2 * 80', '`2 * 80`'),
+    ('model = dict(type=open("f").read())', '`open("f").read()`'),
+    ("_base_ = ['x.py']", 'it'),
+    ('import os', 'it'),
+    ('a = dict(**{"a": 1})', '`dict(**{"a": 1})`'),
+])
+def test_config_text_that_is_not_data_is_refused_naming_line_and_text(line, shown):
+    text = "a = dict(b=[1, -2.5, (None, True)], c={'d.e': 'f'})\n" + line + '\n'
+    assert config_from_text(text.split('\n')[0], 'x', 'no remedy').a == \
+        dict(b=[1, -2.5, (None, True)], c={'d.e': 'f'})
+    with pytest.raises(ConfigTextError) as info:
+        config_from_text(text, "The config in checkpoint 'evil.pth'", 'Do this instead.')
+    message = str(info.value)
+    assert message.startswith(f"The config in checkpoint 'evil.pth', line 2: `{line}`: {shown} "
+                              f'is not plain data, so it is not read')
+    assert message.endswith('would run whatever code it holds. Do this instead.')
+
+
+def test_infer_tool_refuses_code_in_a_checkpoints_config_unless_trusted(tmp_path):
+    """``tools/infer.py IMG --weights ckpt.pth`` (no config: the one in the checkpoint) with a
+    checkpoint that passes the weights-only allow-list but whose meta['cfg'] holds a line of
+    code: refused, naming the line, and the code never runs; run with
+    ``--trust-checkpoint-config``, it does run, and the tool predicts."""
+    import cv2
+
+    from mmrepvit.config import build_model
+    cfg = load_config(DEMO_FPN)
+    cfg.model.backbone.init_cfg = None
+    marker = tmp_path / 'pwned'
+    text = cfg.pretty_text.rstrip('\n').split('\n')
+    line = len(text) // 2 + 1  # between two top-level assignments
+    while text[line - 1].startswith(' '):
+        line += 1
+    text.insert(line - 1, PAYLOAD.format(marker=marker))
+    checkpoint = tmp_path / 'evil.pth'
+    torch.save(dict(state_dict=build_model(cfg).state_dict(),
+                    meta=dict(cfg='\n'.join(text) + '\n', dataset_meta=dict(cfg.metainfo))),
+               checkpoint)
+    image = tmp_path / 'scene.png'
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    args = [sys.executable, os.path.join(REPO, 'tools', 'infer.py'), str(image), '--weights',
+            str(checkpoint), '--out-dir', str(tmp_path / 'out')]
+    refused = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert refused.returncode != 0 and not marker.exists()
+    assert (f"ConfigTextError: The config in checkpoint '{checkpoint}' (meta[\"cfg\"]), line "
+            f"{line}: `{PAYLOAD.format(marker=marker)}`: `__import__('os').system") \
+        in refused.stderr
+    assert 'or, if you trust the file, --trust-checkpoint-config' in refused.stderr
+    trusted = subprocess.run(args + ['--trust-checkpoint-config'], capture_output=True,
+                             text=True, cwd=REPO, timeout=300)
+    assert trusted.returncode == 0, trusted.stderr[-3000:]
+    assert marker.exists() and (tmp_path / 'out' / 'preds' / 'scene.json').is_file()
+
+
+def test_config_text_that_is_not_python_is_refused_naming_the_line():
+    text = "a = 1\nmodel = dict(type=<class 'Net'>)\n"  # what pretty_text writes for a class
+    with pytest.raises(ConfigTextError, match=r"^dump, line 2: not a config written as Python "
+                       r"\(invalid syntax\): `model = dict\(type=<class 'Net'>\)`. Remedy."):
+        config_from_text(text, 'dump', 'Remedy.')
+
+
+def test_resume_refuses_code_in_meta_config(runner_checkpoint, tmp_path):
+    """mmengine's ``Runner.resume`` runs ``meta['config']`` (the key of mmcv 1.x runners) as
+    Python; with ``read_resumed_config_as_data`` (what ``mmrepvit.apis.train`` does on
+    ``--resume``) it is refused, naming the line, and nothing runs."""
+    checkpoint = load_checkpoint_file(runner_checkpoint)
+    marker = tmp_path / 'pwned'
+    checkpoint['meta']['config'] = 'gpu_ids = [0]\n' + PAYLOAD.format(marker=marker) + '\n'
+    evil = tmp_path / 'evil_resume.pth'
+    torch.save(checkpoint, evil)
+    runner = toy_runner(tmp_path / 'guarded', 6, 'resume_guarded', load_from=str(evil),
+                        resume=True)
+    read_resumed_config_as_data(runner)
+    with pytest.raises(ConfigTextError, match=rf"'{evil}' \(meta\[\"config\"\]\), line 2: "
+                       r"`_x = __import__\('os'\)"):
+        runner.train()
+    assert not marker.exists()
+    # mmengine alone runs it
+    toy_runner(tmp_path / 'plain', 6, 'resume_plain', load_from=str(evil), resume=True).train()
+    assert marker.exists()
+

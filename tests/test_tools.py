@@ -7,11 +7,17 @@ import sys
 
 import pytest
 import torch
+from mmengine.config import Config
 from model_steps import synthetic_det_batch, synthetic_seg_batch
 
 from mmrepvit.apis import build_model, load_config, prepare_test_cfg, prepare_train_cfg
 from mmrepvit.apis import test as run_test
-from mmrepvit.checkpoint import CheckpointDownloadError, load_model_checkpoint
+from mmrepvit.checkpoint import (
+    CheckpointDownloadError,
+    load_checkpoint_file,
+    load_model_checkpoint,
+)
+from mmrepvit.config import config_from_text
 from mmrepvit.datasets import DatasetNotFoundError
 from mmrepvit.demo.run import DEMO_CONFIGS, REPORTED, _data_options, format_summary, met
 from mmrepvit.fusion import count_batchnorms, fuse_model
@@ -91,6 +97,17 @@ def test_fused_checkpoint_and_fully_fused_model_predict_as_trained(demo_run, job
                 assert torch.equal(a.pred_sem_seg.data, b.pred_sem_seg.data)
                 torch.testing.assert_close(a.seg_logits.data, b.seg_logits.data, atol=1e-4,
                                            rtol=1e-4)
+
+
+def test_runner_and_fused_checkpoints_config_reads_as_data(demo_run):
+    """The config mmengine's Runner (and fusing) writes into a checkpoint reads back as data,
+    without running it, to what running it gives (what tools/infer.py does without a config)."""
+    for job in ('maskrcnn', 'fpn'):
+        for name in ('iter_3.pth', 'fused.pth'):
+            path = osp.join(demo_run['work_dir'], job, name)
+            text = load_checkpoint_file(path)['meta']['cfg']
+            assert repr(config_from_text(text, path, 'no remedy').to_dict()) == \
+                repr(Config.fromstring(text, '.py').to_dict())
 
 
 def test_cli_test_with_fuse_out_and_show_dir(demo_run, tmp_path):

@@ -17,6 +17,9 @@ Every input file is either processed or named at the end with the reason (a file
 read, a folder's file that is neither an image nor a video); the exit status is 1 when any
 image or video could not be read. Inputs that share a name (a.jpg, a.png) keep their extension
 in the output names, so that no output overwrites another.
+
+The config inside a checkpoint is read as data, never run: a line of code in it is refused,
+naming the line. Pass the config file, or --trust-checkpoint-config for a file you trust.
 """
 import argparse
 import os
@@ -39,6 +42,10 @@ def parse_args(argv=None):
                         help='detections below this score are not drawn or saved')
     parser.add_argument('--fuse', action='store_true',
                         help='fuse the whole model after loading (backbone and head norms)')
+    parser.add_argument('--trust-checkpoint-config', action='store_true',
+                        help='without a config file: I trust this checkpoint, run the config '
+                        'it carries as Python (by default it is read as data only, and a '
+                        'config that is not plain data is refused)')
     from mmrepvit.deployment.runtime import add_runtime_arguments
     add_runtime_arguments(parser)
     return parser.parse_args(argv)
@@ -48,7 +55,8 @@ def main(argv=None):
     args = parse_args(argv)
     from mmrepvit.apis.infer import infer
     run = infer(args.inputs, args.config, args.weights, args.out_dir, args.device,
-                args.score_thr, args.fuse, args.runtime, args.precision)
+                args.score_thr, args.fuse, args.runtime, args.precision,
+                args.trust_checkpoint_config)
     print('\n' + run.summary(args.out_dir))
     if run.failed:
         sys.exit(1)

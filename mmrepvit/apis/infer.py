@@ -18,12 +18,11 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import mmcv
 import numpy as np
-from mmengine.config import Config
 from mmengine.utils import ProgressBar
 from pycocotools import mask as mask_utils
 
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
-from ..config import load_config, toolbox_of
+from ..config import config_from_text, load_config, toolbox_of
 from ..datasets import UnreadableFileError
 from ..deployment import (
     build_onnx_model,
@@ -122,12 +121,13 @@ def open_video(path: str) -> mmcv.VideoReader:
 
 def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
                      fuse: bool = False, runtime: Optional[str] = None,
-                     precision: Optional[str] = None):
-    """The toolbox's inferencer for ``config`` (or the config inside ``weights``), the
-    checkpoint loaded strictly, the whole model fused when ``fuse``. ``weights`` may be an
-    ``.onnx`` file exported from ``config`` (float32 or int8): the inferencer then runs it in
-    ONNX Runtime or, with ``runtime='openvino'``, OpenVINO, in ``precision``
-    (``deployment.build_onnx_model``), same pipeline, pictures and JSON."""
+                     precision: Optional[str] = None, trust_checkpoint_config: bool = False):
+    """The toolbox's inferencer for ``config`` (or the config inside ``weights``, read as data
+    unless ``trust_checkpoint_config``: ``config.config_from_text``), the checkpoint loaded
+    strictly, the whole model fused when ``fuse``. ``weights`` may be an ``.onnx`` file
+    exported from ``config`` (float32 or int8): the inferencer then runs it in ONNX Runtime
+    or, with ``runtime='openvino'``, OpenVINO, in ``precision`` (``deployment.build_onnx_model``),
+    same pipeline, pictures and JSON."""
     deployed = is_deployed_file(weights)
     check_deployed_options(weights, deployed, runtime, precision)
     if deployed:
@@ -150,7 +150,11 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
                 if meta.get('config') else ''
             raise ValueError(f'Checkpoint {weights!r} carries no config (meta["cfg"]){old}: '
                              f'pass the config file too')
-        cfg = Config.fromstring(cfg_text, file_format='.py')
+        cfg = config_from_text(
+            cfg_text, f'The config in checkpoint {weights!r} (meta["cfg"])',
+            'Pass the config file it was trained with instead, or, if you trust the file, '
+            '--trust-checkpoint-config to run its config as Python.',
+            trust=trust_checkpoint_config)
     if deployed and cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # the PyTorch model is only a placeholder
     with warnings.catch_warnings():  # built without weights on purpose: they follow
@@ -234,13 +238,15 @@ def draw(inferencer, image: np.ndarray, sample, score_thr: float) -> np.ndarray:
 
 def infer(inputs: str, config: Optional[str], weights: str, out_dir: str = 'outputs',
           device: str = 'cpu', score_thr: float = 0.3, fuse: bool = False,
-          runtime: Optional[str] = None, precision: Optional[str] = None) -> InferenceRun:
+          runtime: Optional[str] = None, precision: Optional[str] = None,
+          trust_checkpoint_config: bool = False) -> InferenceRun:
     """Predict every image / video frame of ``inputs``; write ``out_dir/vis/`` (pictures,
     videos) and ``out_dir/preds/<name>.json``. An input that cannot be read does not stop the
     others: it is reported in the returned :class:`InferenceRun` with the reason, as are a
     folder's files that are neither images nor videos."""
     files, skipped = list_inputs(inputs)
-    inferencer = build_inferencer(config, weights, device, fuse, runtime, precision)
+    inferencer = build_inferencer(config, weights, device, fuse, runtime, precision,
+                                  trust_checkpoint_config)
     classes = inferencer.model.dataset_meta.get('classes', ())
     to_json = (lambda s: detections_to_json(s, classes, score_thr)) \
         if toolbox_of(inferencer.cfg) == 'mmdet' else \

@@ -10,7 +10,7 @@ from mmengine.runner import Runner
 from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
 from ..engine.distributed import setup_cpu_distributed
-from ..engine.resume import find_resumable_checkpoint
+from ..engine.resume import find_resumable_checkpoint, read_resumed_config_as_data
 from ..engine.run_folder import RunFolderRunner, training_lock
 from .diagnose import explained_errors
 
@@ -78,5 +78,7 @@ def train(cfg: Config) -> Runner:
     check_dataset_annotations(cfg, splits=('train', 'val'))
     with training_lock(cfg.work_dir), explained_errors(cfg):
         runner = build_runner(cfg)
+        if cfg.get('resume'):
+            read_resumed_config_as_data(runner)
         runner.train()
     return runner

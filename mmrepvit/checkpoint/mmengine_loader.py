@@ -4,30 +4,20 @@ that name the file when it is truncated, corrupted or unsafe. Registered process
 ``import mmrepvit`` through mmengine's public ``CheckpointLoader.register_scheme`` (opt-out:
 ``integration.py``)."""
 import os.path as osp
-import pickle
 
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from ..errors import UnsafeCheckpointError
 from .safe_load import load_checkpoint_file
 
 
-class UnsafeCheckpointUnpicklingError(UnsafeCheckpointError, pickle.UnpicklingError):
-    """What mmengine's loaders raise for an unsafe file: still the ``pickle.UnpicklingError``
-    that torch's own refusal is, for code that catches that."""
-
-
 def _load_local_checkpoint(filename, map_location=None):
-    try:
-        return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
-    except UnsafeCheckpointError as e:
-        raise UnsafeCheckpointUnpicklingError(str(e)) from None
+    return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
 
 
 def register_safe_checkpoint_loader():
     """Route mmengine's local-file and http(s) checkpoint loading through
-    ``load_checkpoint_file`` (a URL: downloaded once into the cache mmengine's own http loader
-    uses, then read weights-only)."""
+    ``load_checkpoint_file`` (a URL: downloaded once into the cache of ``download.py``, a
+    folder per URL, not mmengine's own by file name; then read weights-only)."""
     CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
                                      loader=_load_local_checkpoint, force=True)

@@ -48,7 +48,11 @@ else:
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'mean', 'current')
 REFUSED_GETATTR = 'mmrepvit refused getattr'
 # Phrases of torch's weights-only unpickler when it refuses (rather than fails to parse) data.
-REFUSAL_MARKS = ('Unsupported global', 'Can only', 'Trying to call reduce', REFUSED_GETATTR)
+# ("unsupported GLOBAL ... whose module ... is blocked": os, posix, subprocess, sys, ...)
+REFUSAL_MARKS = ('Unsupported global', 'unsupported GLOBAL', 'Can only', 'Trying to call reduce',
+                 REFUSED_GETATTR)
+# how torch names a refused global in its message
+REFUSED_GLOBAL = re.compile(r'GLOBAL (\S+) (?:was not an allowed global|whose module)')
 
 
 def history_buffer_getattr(obj, name):
@@ -122,7 +126,7 @@ def _offending_globals(path, reason):
     try:
         names = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:  # legacy (non-zip) format: only torch's message tells
-        names = set(re.findall(r'GLOBAL (\S+) was not an allowed global', reason))
+        names = set(REFUSED_GLOBAL.findall(reason))
     return sorted(names - ALLOWED_GLOBAL_NAMES)
 
 
@@ -131,7 +135,9 @@ def _torch_reason(message):
     m = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)', message, re.S)
     if m:
         return m.group(1).strip()
-    return message.strip().splitlines()[0] if message.strip() else message
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    naming = [line for line in lines if REFUSED_GLOBAL.search(line)]
+    return (naming or lines or [message])[0]
 
 
 def _refusal(path, offending, detail):
@@ -146,8 +152,9 @@ def _refusal(path, offending, detail):
 
 
 def resolve_checkpoint_path(path):
-    """A local path, or an http(s) URL downloaded once into torch hub's checkpoint cache
-    (``download.fetch_url``: mirror, progress, errors that say what to do offline)."""
+    """A local path, or an http(s) URL downloaded once into the checkpoint cache, a folder
+    per URL (``download.fetch_url``: mirror, progress, the cached file checked against the
+    server, errors that say what to do offline)."""
     path = os.fspath(path)
     if is_url(path):
         return fetch_url(path)
