@@ -66,8 +66,8 @@ def check_train_length(cfg):
         value = train_cfg.get(key)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
                                   or value < 1):
-            raise ValueError(f'Config error: train_cfg.{key}={value!r}: training needs at least '
-                             f'1 ({key.split("_")[1]} to train).')
+            raise ValueError(f'Config error: train_cfg.{key}={value!r}: a training run needs '
+                             f'{key} >= 1 (mmengine would train nothing and report success).')
 
 
 def add_hooks(cfg, types):
@@ -93,8 +93,9 @@ def train(cfg: Config) -> Runner:
     check_dataset_annotations(cfg, splits=('train', 'val'))
     with explained_errors(cfg):
         runner = build_runner(cfg)
-        check_dataset_files(runner.train_dataloader.dataset, 'train')
+        datasets = {'train': runner.train_dataloader.dataset}
         if runner.val_loop is not None:
-            check_dataset_files(runner.val_dataloader.dataset, 'val')
+            datasets['val'] = runner.val_dataloader.dataset
+        check_dataset_files(datasets)
         runner.train()
     return runner

@@ -6,11 +6,12 @@ mmcv's ``LoadImageFromFile`` fails on an empty file with a bare OpenCV assertion
 thousands of files it was. The subclasses here behave the same and only re-raise such failures
 as :class:`UnreadableFileError` with the path and what is wrong with it.
 
-Files that decode but are wrong fail too, where they are read, at O(1) cost per sample (no
-second decode): a JPEG cut short, which OpenCV decodes with a grey bottom and a mere "Premature
-end of JPEG file" on stderr, and a label map that holds values outside the classes (mmseg's
-test then scores them as misses, its training dies in ``cross_entropy`` with ``Target 199 is
-out of bounds``) or whose size differs from its image's (:class:`LabelMapError`).
+Files that decode but are wrong fail too, where they are read, for little more than a pass
+over the loaded label map: a JPEG cut short, which OpenCV decodes with a grey bottom and a mere
+"Premature end of JPEG file" on stderr, and a label map that holds values outside the classes
+(mmseg's test then scores them as misses, its training dies in ``cross_entropy`` with ``Target
+199 is out of bounds``) or whose size differs from its image's (:class:`LabelMapError`).
+:func:`check_dataset_files` names every empty or missing file of built datasets at once.
 
 :func:`use_readable_loaders` puts them into a config's data pipelines (``tools/train.py`` and
 ``tools/test.py`` do), so configs keep the toolboxes' standard transform names, and tells the
@@ -123,10 +124,9 @@ def _wrapped(dataset):
     return [dataset]
 
 
-def check_dataset_files(dataset, split):
-    """Raise UnreadableFileError naming every image and label map a built dataset lists that
-    is missing or empty (0 bytes), before training starts: one ``os.stat`` per local file,
-    rather than a failure when the file is first sampled, maybe hours into training."""
+def _unreadable_files(dataset):
+    """'path (what is wrong)' for each local image or label map ``dataset`` lists that is
+    missing or empty (0 bytes)."""
     bad = []
     for part in _wrapped(dataset):
         if not isinstance(part, BaseDataset):
@@ -138,17 +138,25 @@ def check_dataset_files(dataset, split):
                 if not isinstance(path, str) or '://' in path:  # none, or not a local file
                     continue
                 try:
-                    empty = os.stat(path).st_size == 0
+                    if os.stat(path).st_size == 0:
+                        bad.append(f'{path} (empty: 0 bytes)')
                 except OSError:
                     bad.append(f'{path} (does not exist)')
-                    continue
-                if empty:
-                    bad.append(f'{path} (empty: 0 bytes)')
+    return list(dict.fromkeys(bad))
+
+
+def check_dataset_files(datasets):
+    """Raise UnreadableFileError naming every image and label map that the built datasets
+    (``{split: dataset}``) list and that is missing or empty, before training starts: one
+    ``os.stat`` per local file, rather than a failure when the file is first read, maybe hours
+    into training."""
+    bad = [f'{split}: {file}' for split, dataset in datasets.items()
+           for file in _unreadable_files(dataset)]
     if bad:
-        listed = '\n  '.join(dict.fromkeys(bad))
+        listed = '\n  '.join(bad)
         raise UnreadableFileError(
-            f'The {split} dataset lists files that cannot be read ({len(set(bad))}):\n  {listed}\n'
-            f'Replace them, or remove them and their annotations.')
+            f'The datasets list {len(bad)} files that cannot be read:\n  {listed}\nReplace '
+            f'them, or remove them and their annotations.')
 
 
 try:  # mmseg reads label maps from files; mmdet's annotations come from the json
