@@ -1,20 +1,23 @@
 """Bad input fails clearly: damaged checkpoints, misspelt config types and arguments,
-unreadable images, datasets without annotations, and a loss that turns NaN."""
+unreadable images, label maps that do not fit, datasets without or with broken annotations,
+a schedule that trains nothing, and a loss that turns NaN."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.registry import HOOKS, init_default_scope
 from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
+from PIL import Image
 from tiny_runs import REPO, make_data, write_det_config, write_seg_config
 
 from mmrepvit.apis import load_config, prepare_test_cfg, prepare_train_cfg, train
 from mmrepvit.apis import test as run_test
 from mmrepvit.checkpoint import CheckpointFormatError, UnsafeCheckpointError
 from mmrepvit.config import ConfigTextError
-from mmrepvit.datasets import DatasetAnnotationError, UnreadableFileError
+from mmrepvit.datasets import DatasetAnnotationError, LabelMapError, UnreadableFileError
 from mmrepvit.engine import NonFiniteLossError
 
 
@@ -119,68 +122,120 @@ def test_misspelt_config_type_or_argument(data, tmp_path, option, value, error, 
 
 @pytest.mark.parametrize('what, folder, damage', [
     ('image', 'images/training', 'garbage'),
-    ('image', 'images/training', 'empty'),  # mmcv: a bare "(-215:Assertion failed) !buf.empty()"
+    ('image', 'images/training', 'half'),  # OpenCV: the top half, "Premature end of JPEG file"
     ('segmentation label map', 'annotations/training', 'truncated'),  # Pillow: no file name
 ])
 def test_unreadable_file_is_named(own_data, tmp_path, what, folder, damage):
     bad = next(iter(sorted((own_data / 'ade' / folder).iterdir())))
     content = bad.read_bytes()
-    bad.write_bytes({'garbage': b'not an image', 'empty': b'',
+    bad.write_bytes({'garbage': b'not an image', 'half': content[:len(content) // 2],
                      'truncated': content[:len(content) // 3]}[damage])
     config = write_seg_config(tmp_path / 'seg.py', own_data)
-    with pytest.raises(UnreadableFileError, match=f"Cannot read {what} '{bad}'"):
+    with pytest.raises(UnreadableFileError, match=f"Cannot read {what} '{bad}'") as info:
         run_train(config, tmp_path / 'work')  # 6 iterations of 2 cover all 8 images
+    if damage == 'half':
+        assert 'the JPEG is truncated' in str(info.value)
 
 
-def test_detection_pipelines_get_the_checked_loader_too(own_data, tmp_path):
-    from mmdet.registry import TRANSFORMS
-    from mmengine.registry import init_default_scope
-    cfg = prepare_train_cfg(write_det_config(tmp_path / 'det.py', own_data),
-                            work_dir=str(tmp_path / 'work'))
-    step = cfg.train_dataloader.dataset.pipeline[0]
-    assert step.type == 'mmrepvit.CheckedLoadImageFromFile'
-    init_default_scope('mmdet')
-    bad = own_data / 'coco' / 'train2017' / '000003.jpg'
-    bad.write_bytes(b'')
-    with pytest.raises(UnreadableFileError, match=f"'{bad}': the file is empty"):
-        TRANSFORMS.build(step)(dict(img_path=str(bad)))
-
-
-# --- datasets without annotations ----------------------------------------------------------
-
-
-def test_segmentation_folder_without_label_maps(own_data, tmp_path):
-    labels = own_data / 'ade' / 'annotations' / 'training'
+def test_empty_files_stop_training_before_it_starts_naming_every_one(own_data, tmp_path):
+    ade = own_data / 'ade'
+    bad = [ade / 'images/training/000002.jpg', ade / 'images/training/000007.jpg',
+           ade / 'annotations/validation/000003.png']
+    for path in bad:
+        path.write_bytes(b'')
     config = write_seg_config(tmp_path / 'seg.py', own_data)
-    (labels / '000005.png').unlink()
-    with pytest.raises(DatasetAnnotationError,
-                       match=r"1 of 8 images have no label map: '.*000005\.png'"):
-        run_train(config, tmp_path / 'work')
-    for png in labels.glob('*.png'):
-        png.unlink()
-    with pytest.raises(DatasetAnnotationError, match=f"has no annotations: '{labels}' holds no "
-                       r'\*\.png label maps, while .* holds 8 \*\.jpg images'):
-        run_train(config, tmp_path / 'work')
+    with pytest.raises(UnreadableFileError) as info:  # mmcv: the first one sampled, or at the
+        run_train(config, tmp_path / 'work')          # validation after training
+    assert str(info.value).startswith(
+        'The datasets list 3 files that cannot be read:\n'
+        f'  train: {bad[0]} (empty: 0 bytes)\n  train: {bad[1]} (empty: 0 bytes)\n'
+        f'  val: {bad[2]} (empty: 0 bytes)\n')
+    assert not list((tmp_path / 'work').glob('iter_*.pth'))  # no training was done
+
+
+# --- label maps that do not fit their images or classes ------------------------------------
+
+
+def untrained_checkpoint(config, path):
+    """The weights of the config's model as built: enough to run tools/test.py's loop."""
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    torch.save({'state_dict': MODELS.build(load_config(config).model).state_dict()}, path)
+    return str(path)
+
+
+def damage_label_map(path, damage):
+    label = np.array(Image.open(path))
+    if damage == 'class 200':
+        label[:8, :8] = 200
+    else:
+        label = np.pad(label, ((0, 16), (0, 0)))
+    Image.fromarray(label).save(path)
+
+
+@pytest.mark.parametrize('damage, split, expected', [
+    # mmseg: testing scores the pixels as misses of the predicted class (mIoU 65.65 -> 55.25
+    # on the demo), training dies with "IndexError: Target 199 is out of bounds"
+    ('class 200', 'validation',
+     r"The label map '{bad}' holds pixel values 200, which are no class of the dataset: valid "
+     r'are 1..5 \(the 5 classes: reduce_zero_label=True subtracts 1\), 0 and 255 \(ignored\)'),
+    # mmseg: training stretches the map to the image's crop (or fails to stack the batch),
+    # testing fails in the IoU metric; neither names the file
+    ('size', 'training', r"The label map '{bad}' is 64x80 pixels, but its image '{image}' is "
+                         r'64x64'),
+])
+def test_label_map_that_does_not_fit_is_named(own_data, tmp_path, damage, split, expected):
+    """Each damage where mmseg is silent about it; both loaders check both."""
+    config = write_seg_config(tmp_path / 'seg.py', own_data)
+    bad = own_data / 'ade' / 'annotations' / split / '000003.png'
+    damage_label_map(bad, damage)
+    message = expected.format(bad=bad, image=own_data / 'ade' / 'images' / split / '000003.jpg')
+    with pytest.raises(LabelMapError, match=message):
+        if split == 'training':
+            run_train(config, tmp_path / 'work')
+        else:
+            checkpoint = untrained_checkpoint(config, tmp_path / 'model.pth')
+            run_test(prepare_test_cfg(config, checkpoint, work_dir=str(tmp_path / 'test')))
 
 
 @pytest.mark.parametrize('damage, expected', [
-    ('no annotations', r"instances_train2017\.json' has no annotations: its \"annotations\" "
-                       'list is empty'),
-    ('other classes', r"none of the \d+ annotations of .*instances_train2017\.json' is of the "
-                      r"config's classes \('circle', 'triangle', 'square', 'star'\)"),
+    # json: "Expecting ',' delimiter: line 1 column 2474 (char 2473)", no file named
+    ('truncated', r"cannot be loaded: '.*instances_train2017\.json' is not valid JSON: "
+                  r".* at line 1, column \d+ \(character \d+\); the file has \d+ bytes"),
+    # mmdet: "KeyError: 'bbox'", then diagnosed as "every image was filtered out"
+    ('no bbox', r'annotations\[0\] \(id 1\) has no "bbox" \(expected \[x, y, width, '
+                r'height\]: 4 numbers\)'),
+    # mmdet: "ValueError: not enough values to unpack"; unknown categories are dropped silently
+    ('short bbox', r'2 malformed entries: annotations\[0\] \(id 1\): "bbox" is \[1, 2, 3\] '
+                   r'\(expected .*annotations\[1\] \(id 2\): "category_id" is 99 \(expected '
+                   r'one of the ids of the "categories": 1, 2, 3, 4\)'),
 ])
-def test_coco_json_without_usable_annotations(own_data, tmp_path, damage, expected):
+def test_coco_json_truncated_or_malformed_is_named(own_data, tmp_path, damage, expected):
     ann_file = own_data / 'coco' / 'annotations' / 'instances_train2017.json'
-    coco = json.loads(ann_file.read_text())
-    if damage == 'no annotations':
-        coco['annotations'] = []
+    text = ann_file.read_text()
+    coco = json.loads(text)
+    if damage == 'truncated':
+        text = text[:len(text) // 2]
+    elif damage == 'no bbox':
+        del coco['annotations'][0]['bbox']
     else:
-        for category in coco['categories']:
-            category['name'] = category['name'].upper()
-    ann_file.write_text(json.dumps(coco))
+        coco['annotations'][0]['bbox'] = [1, 2, 3]
+        coco['annotations'][1]['category_id'] = 99
+    ann_file.write_text(text if damage == 'truncated' else json.dumps(coco))
     config = write_det_config(tmp_path / 'det.py', own_data)
-    with pytest.raises(DatasetAnnotationError, match=expected):  # mmengine: "need at least one
-        run_train(config, tmp_path / 'work')                    # array to concatenate"
+    with pytest.raises(DatasetAnnotationError, match=expected):
+        run_train(config, tmp_path / 'work')
+
+
+# --- a schedule that trains nothing --------------------------------------------------------
+
+
+@pytest.mark.parametrize('value', [-5, 0])
+def test_training_nothing_is_a_config_error(data, tmp_path, value):
+    config = write_seg_config(tmp_path / 'seg.py', data)  # mmengine: trains nothing, exit 0
+    with pytest.raises(ValueError, match=f'Config error: train_cfg.max_iters={value}: a '
+                       'training run needs max_iters >= 1'):
+        run_train(config, tmp_path / 'work', {'train_cfg.max_iters': value})
 
 
 # --- NaN / inf loss ------------------------------------------------------------------------

@@ -201,7 +201,10 @@ def explained_errors(cfg):
     try:
         yield
     except Exception as error:
-        better = explain_config_error(error, cfg) or explain_empty_dataset(error)
+        try:
+            better = explain_config_error(error, cfg) or explain_empty_dataset(error)
+        except Exception:  # a diagnosis that fails must not hide the error it diagnoses
+            better = None
         if better is None:
             raise
         raise better from error

@@ -8,7 +8,12 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..config import default_work_dir, load_config, toolbox_of
-from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
+from ..datasets import (
+    check_dataset_annotations,
+    check_dataset_files,
+    check_dataset_paths,
+    use_readable_loaders,
+)
 from ..engine.distributed import setup_cpu_distributed
 from ..engine.resume import find_resumable_checkpoint, read_resumed_config_as_data
 from ..engine.run_folder import RunFolderRunner, training_lock
@@ -28,6 +33,7 @@ def prepare_train_cfg(config: str, work_dir: Optional[str] = None,
     ``resume``: None (start fresh), 'auto' (latest checkpoint in the work dir) or a path.
     """
     cfg = load_config(config, cfg_options)
+    check_train_length(cfg)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
     if amp:
@@ -53,6 +59,18 @@ def prepare_train_cfg(config: str, work_dir: Optional[str] = None,
     return cfg
 
 
+def check_train_length(cfg):
+    """A run that would train nothing (``max_iters`` or ``max_epochs`` below 1: mmengine then
+    returns at once, exit status 0) is a config error naming the key and value."""
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_iters', 'max_epochs'):
+        value = train_cfg.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or value < 1):
+            raise ValueError(f'Config error: train_cfg.{key}={value!r}: a training run needs '
+                             f'{key} >= 1 (mmengine would train nothing and report success).')
+
+
 def add_hooks(cfg, types):
     """Append ``custom_hooks`` of these types, unless the config already has them."""
     hooks = list(cfg.get('custom_hooks') or [])
@@ -71,14 +89,19 @@ def build_runner(cfg: Config) -> Runner:
 
 
 def train(cfg: Config) -> Runner:
-    """Check the data is there, build the runner, train; returns the runner. Misspelt config
-    types and arguments, and datasets left empty, fail with errors saying what to fix; a work
-    dir another training run is writing into is refused (``training_lock``)."""
+    """Check the data is there, build the runner, check that no image or label map of the
+    datasets is missing or empty, train; returns the runner. Misspelt config types and
+    arguments, and datasets left empty, fail with errors saying what to fix; a work dir another
+    training run is writing into is refused (``training_lock``)."""
     check_dataset_paths(cfg, splits=('train', 'val'))
     check_dataset_annotations(cfg, splits=('train', 'val'))
     with training_lock(cfg.work_dir), explained_errors(cfg):
         runner = build_runner(cfg)
         if cfg.get('resume'):
             read_resumed_config_as_data(runner)
+        datasets = {'train': runner.train_dataloader.dataset}
+        if runner.val_loop is not None:
+            datasets['val'] = runner.val_dataloader.dataset
+        check_dataset_files(datasets)
         runner.train()
     return runner

@@ -5,8 +5,14 @@ from .checks import (
                      check_dataset_paths,
                      explain_empty_dataset,
 )
-from .loading import UnreadableFileError, use_readable_loaders
+from .loading import (
+    LabelMapError,
+    UnreadableFileError,
+    check_dataset_files,
+    use_readable_loaders,
+)
 
 __all__ = ['DatasetAnnotationError', 'DatasetNotFoundError', 'check_dataset_annotations',
            'check_dataset_paths', 'explain_empty_dataset',
-           'UnreadableFileError', 'use_readable_loaders']
+           'LabelMapError', 'UnreadableFileError', 'check_dataset_files',
+           'use_readable_loaders']

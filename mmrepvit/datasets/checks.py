@@ -27,12 +27,12 @@ class DatasetNotFoundError(FileNotFoundError):
     pass
 
 
-def _innermost(dataset_cfg):
+def innermost_datasets(dataset_cfg):
     """Unwrap RepeatDataset / ClassBalancedDataset-style wrappers (ConcatDataset: each part)."""
     if 'datasets' in dataset_cfg:
-        return [d for part in dataset_cfg['datasets'] for d in _innermost(part)]
+        return [d for part in dataset_cfg['datasets'] for d in innermost_datasets(part)]
     if 'dataset' in dataset_cfg:
-        return _innermost(dataset_cfg['dataset'])
+        return innermost_datasets(dataset_cfg['dataset'])
     return [dataset_cfg]
 
 
@@ -43,7 +43,7 @@ def _join(root, path):
 def required_paths(dataset_cfg):
     """The files and folders a dataset config reads: annotation file and data prefixes."""
     paths = []
-    for ds in _innermost(dataset_cfg):
+    for ds in innermost_datasets(dataset_cfg):
         root = ds.get('data_root', '') or ''
         if ds.get('ann_file'):
             paths.append((ds.get('type', '?'), _join(root, ds['ann_file'])))
@@ -93,15 +93,21 @@ def _files_with_suffix(folder, suffix):
     return names
 
 
+def dataset_class(ds_type):
+    """The mmseg dataset class registered as ``ds_type``, or None (an unknown type fails later
+    with the registry's own error)."""
+    try:
+        from mmseg.registry import DATASETS
+        return DATASETS.get(ds_type)
+    except Exception:
+        return None
+
+
 def _suffix_defaults(ds_type):
     """``img_suffix`` / ``seg_map_suffix`` defaults of an mmseg dataset class."""
     defaults = {'img_suffix': '.jpg', 'seg_map_suffix': '.png'}
-    try:
-        from mmseg.registry import DATASETS
-        cls = DATASETS.get(ds_type)
-        params = inspect.signature(cls.__init__).parameters if cls else {}
-    except Exception:  # an unknown type fails later with the registry's own error
-        params = {}
+    cls = dataset_class(ds_type)
+    params = inspect.signature(cls.__init__).parameters if cls else {}
     for key in defaults:
         if key in params and isinstance(params[key].default, str):
             defaults[key] = params[key].default
@@ -150,7 +156,7 @@ def check_dataset_annotations(cfg, splits=('train', 'val', 'test')):
         loader = cfg.get(f'{split}_dataloader')
         if not loader or 'dataset' not in loader:
             continue
-        for ds in _innermost(loader['dataset']):
+        for ds in innermost_datasets(loader['dataset']):
             if (ds.get('data_prefix') or {}).get('seg_map_path') and not ds.get('ann_file'):
                 _check_label_maps(split, ds)
 
@@ -172,9 +178,86 @@ def _empty_dataset_in(error):
     return None
 
 
-def _coco_problem(dataset, ann_file):
-    with open(ann_file) as f:
-        coco = json.load(f)
+def _read_json(path):
+    """(content, None) of a JSON file, or (None, what is wrong with it): where parsing stopped,
+    which for a file cut short (an interrupted download or copy) is its end."""
+    try:
+        with open(path, 'rb') as f:
+            return json.load(f), None
+    except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+        size = osp.getsize(path)
+        if isinstance(e, json.JSONDecodeError):
+            where = f'{e.msg} at line {e.lineno}, column {e.colno} (character {e.pos})'
+        else:
+            where = str(e)
+        return None, (f'{path!r} is not valid JSON: {where}; the file has {size} bytes. A file '
+                      f'cut short ends like this: copy or download it again')
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_id(value):
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _ids(entries):
+    return {e['id'] for e in entries if isinstance(e, dict) and _is_id(e.get('id'))}
+
+
+def _entry_problems(name, entries, fields):
+    """'name[i] (id N): what is wrong' for each entry of a COCO list that lacks a field
+    ``fields`` requires or holds an invalid value; ``fields``: {key: (is_valid, expected)}."""
+    found = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            found.append(f'{name}[{i}] is {entry!r}, not an object')
+            continue
+        what = f'{name}[{i}] (id {entry["id"]!r})' if 'id' in entry else f'{name}[{i}]'
+        for key, (is_valid, expected) in fields.items():
+            if key not in entry:
+                found.append(f'{what} has no "{key}" (expected {expected})')
+            elif not is_valid(entry[key]):
+                found.append(f'{what}: "{key}" is {entry[key]!r} (expected {expected})')
+    return found
+
+
+def _malformed_coco(ann_file, coco):
+    """What makes a COCO instances file unusable to mmdet, or None: its top level, or entries
+    without the fields mmdet reads (a missing bbox fails the load with a bare ``KeyError:
+    'bbox'``) or that point at no image or category (mmdet drops those silently)."""
+    lists = ('images', 'annotations', 'categories')
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(k, []), list) for k in lists):
+        return (f'{ann_file!r} is not a COCO instances file: expected an object with the lists '
+                f'"images", "annotations" and "categories"')
+    images, anns = coco.get('images', []), coco.get('annotations', [])
+    categories = coco.get('categories', [])
+    image_ids, category_ids = _ids(images), _ids(categories)
+    listed = sorted(category_ids, key=str)
+    shown = ', '.join(map(str, listed[:10])) + (', ...' if len(listed) > 10 else '')
+    an_id = (_is_id, 'a number')
+    found = _entry_problems('categories', categories, {
+        'id': an_id, 'name': (lambda v: isinstance(v, str), 'a string')})
+    found += _entry_problems('images', images, {
+        'id': an_id, 'file_name': (lambda v: isinstance(v, str), 'a string'),
+        'width': (_is_number, 'a number'), 'height': (_is_number, 'a number')})
+    found += _entry_problems('annotations', anns, {
+        'id': an_id,
+        'image_id': (lambda v: _is_id(v) and v in image_ids, 'the id of one of the "images"'),
+        'category_id': (lambda v: _is_id(v) and v in category_ids,
+                        f'one of the ids of the "categories": {shown}'),
+        'bbox': (lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_number, v)),
+                 '[x, y, width, height]: 4 numbers'),
+        'area': (_is_number, 'a number, the area in pixels')})
+    if not found:
+        return None
+    named = '; '.join(found[:MAX_NAMED])
+    more = f'; and {len(found) - MAX_NAMED} more' if len(found) > MAX_NAMED else ''
+    return f'{ann_file!r} has {len(found)} malformed entries: {named}{more}'
+
+
+def _coco_problem(dataset, ann_file, coco):
     images, anns = coco.get('images') or [], coco.get('annotations') or []
     categories = coco.get('categories') or []
     if not images:
@@ -199,14 +282,20 @@ def _coco_problem(dataset, ann_file):
 def explain_empty_dataset(error):
     """A DatasetAnnotationError saying why a dataset ended up with no samples, when ``error``
     was raised while initialising such a dataset (mmengine then fails with e.g. ``need at least
-    one array to concatenate``); else None."""
+    one array to concatenate``), or that its COCO json is not valid JSON or holds malformed
+    entries (which fail the load with a bare ``JSONDecodeError`` or ``KeyError``); else
+    None."""
     dataset = _empty_dataset_in(error)
     if dataset is None:
         return None
     ann_file = getattr(dataset, 'ann_file', '') or ''
     name = type(dataset).__name__
     if ann_file.endswith('.json') and osp.isfile(ann_file):
-        problem = _coco_problem(dataset, ann_file)
+        coco, unreadable = _read_json(ann_file)
+        broken = unreadable or _malformed_coco(ann_file, coco)
+        if broken:
+            return DatasetAnnotationError(f'The dataset {name} cannot be loaded: {broken}.')
+        problem = _coco_problem(dataset, ann_file, coco)
     else:
         where = ann_file or getattr(dataset, 'data_prefix', None) or dataset.data_root
         problem = f'it found no samples in {where!r}'

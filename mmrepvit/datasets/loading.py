@@ -5,43 +5,158 @@ mmcv's ``LoadImageFromFile`` fails on an empty file with a bare OpenCV assertion
 ``cannot identify image file <_io.BytesIO ...>`` or ``Truncated File Read``: none says which of
 thousands of files it was. The subclasses here behave the same and only re-raise such failures
 as :class:`UnreadableFileError` with the path and what is wrong with it.
+
+Files that decode but are wrong fail too, where they are read, for little more than a pass
+over the loaded label map: a JPEG cut short, which OpenCV decodes with a grey bottom and a mere
+"Premature end of JPEG file" on stderr, and a label map that holds values outside the classes
+(mmseg's test then scores them as misses, its training dies in ``cross_entropy`` with ``Target
+199 is out of bounds``) or whose size differs from its image's (:class:`LabelMapError`).
+:func:`check_dataset_files` names every empty or missing file of built datasets at once.
+
 :func:`use_readable_loaders` puts them into a config's data pipelines (``tools/train.py`` and
-``tools/test.py`` do), so configs keep the toolboxes' standard transform names.
+``tools/test.py`` do), so configs keep the toolboxes' standard transform names, and tells the
+label-map loader how many classes the dataset has.
 """
+import io
+import os
 import os.path as osp
 
+import mmcv
+import numpy as np
 from mmcv.transforms import LoadImageFromFile
+from mmengine import fileio
+from mmengine.dataset import BaseDataset
 
 from ..registry import TRANSFORMS
+from .checks import dataset_class, innermost_datasets
+
+IGNORE_INDEX = 255  # mmseg's label value for pixels without a class
+JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'
+MAX_VALUES = 10  # label values named in one message
 
 
 class UnreadableFileError(OSError):
     """An image or label map of the dataset could not be read or decoded."""
 
 
-def _unreadable(what, path, error):
-    path = str(path)
+class LabelMapError(ValueError):
+    """A segmentation label map was read, but does not fit: it holds values that are no class,
+    or its size is not its image's."""
+
+
+def _file_problem(path):
+    """Why a file that failed to decode did."""
     if not osp.exists(path):
-        problem = 'the file does not exist'
-    elif osp.getsize(path) == 0:
-        problem = 'the file is empty (0 bytes)'
-    else:
-        problem = (f'it could not be decoded ({osp.getsize(path)} bytes: corrupted, truncated, '
-                   f'or not an image file)')
-    detail = f'{type(error).__name__}: {error}'.strip()
+        return 'the file does not exist'
+    if osp.getsize(path) == 0:
+        return 'the file is empty (0 bytes)'
+    return (f'it could not be decoded ({osp.getsize(path)} bytes: corrupted, truncated, or not '
+            f'an image file)')
+
+
+def _unreadable(what, path, error, problem=None):
+    path = str(path)
+    problem = problem or _file_problem(path)
+    detail = f' [{type(error).__name__}: {error}]' if error is not None else ''
     return UnreadableFileError(f'Cannot read {what} {path!r}: {problem}. Replace or remove the '
-                               f'file (and its annotation). [{detail}]')
+                               f'file (and its annotation).{detail}')
+
+
+def _cut_short_jpeg(data):
+    """Whether ``data`` is a JPEG that ends before its end-of-image marker. Its first and last
+    two bytes are looked at; only a JPEG without the marker at its end (rare) is opened with
+    Pillow, which tells data cut off (an error) from bytes appended after the marker (none)."""
+    if data[:2] != JPEG_START or data[-2:] == JPEG_END:
+        return False
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except OSError:
+        return True
+    return False
 
 
 @TRANSFORMS.register_module()
 class CheckedLoadImageFromFile(LoadImageFromFile):
-    """mmcv's ``LoadImageFromFile``; a file that cannot be read raises an error naming it."""
+    """mmcv's ``LoadImageFromFile``; a file that cannot be read, or a JPEG cut short, raises an
+    error naming it."""
 
     def transform(self, results):
+        if self.file_client_args is not None:  # mmcv's deprecated file client: its own reading
+            return self._named_errors(super().transform, results)
+        path = results['img_path']
         try:
-            return super().transform(results)
+            data = fileio.get(path, backend_args=self.backend_args)
+            img = mmcv.imfrombytes(data, flag=self.color_type, backend=self.imdecode_backend)
+            assert img is not None, 'the decoder returned no image'
         except Exception as e:  # what decoders raise varies: cv2.error, AssertionError, OSError
+            if self.ignore_empty:
+                return None
+            raise _unreadable('image', path, e) from e
+        if _cut_short_jpeg(data):
+            raise _unreadable('image', path, None, problem=(
+                f'the JPEG is truncated ({len(data)} bytes, its end-of-image marker FF D9 is '
+                f'missing): it decodes only partly'))
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results['img_shape'] = results['ori_shape'] = img.shape[:2]
+        return results
+
+    @staticmethod
+    def _named_errors(transform, results):
+        try:
+            return transform(results)
+        except Exception as e:
             raise _unreadable('image', results.get('img_path'), e) from e
+
+
+DATA_FILE_KEYS = ('img_path', 'seg_map_path')  # the files of a sample that loaders read
+
+
+def _wrapped(dataset):
+    """The datasets inside mmengine's wrappers (ConcatDataset, RepeatDataset, ...)."""
+    if hasattr(dataset, 'datasets'):
+        return [d for part in dataset.datasets for d in _wrapped(part)]
+    if hasattr(dataset, 'dataset'):
+        return _wrapped(dataset.dataset)
+    return [dataset]
+
+
+def _unreadable_files(dataset):
+    """'path (what is wrong)' for each local image or label map ``dataset`` lists that is
+    missing or empty (0 bytes)."""
+    bad = []
+    for part in _wrapped(dataset):
+        if not isinstance(part, BaseDataset):
+            continue
+        part.full_init()
+        for i in range(len(part)):
+            info = part.get_data_info(i)
+            for path in (info.get(key) for key in DATA_FILE_KEYS):
+                if not isinstance(path, str) or '://' in path:  # none, or not a local file
+                    continue
+                try:
+                    if os.stat(path).st_size == 0:
+                        bad.append(f'{path} (empty: 0 bytes)')
+                except OSError:
+                    bad.append(f'{path} (does not exist)')
+    return list(dict.fromkeys(bad))
+
+
+def check_dataset_files(datasets):
+    """Raise UnreadableFileError naming every image and label map that the built datasets
+    (``{split: dataset}``) list and that is missing or empty, before training starts: one
+    ``os.stat`` per local file, rather than a failure when the file is first read, maybe hours
+    into training."""
+    bad = [f'{split}: {file}' for split, dataset in datasets.items()
+           for file in _unreadable_files(dataset)]
+    if bad:
+        listed = '\n  '.join(bad)
+        raise UnreadableFileError(
+            f'The datasets list {len(bad)} files that cannot be read:\n  {listed}\nReplace '
+            f'them, or remove them and their annotations.')
 
 
 try:  # mmseg reads label maps from files; mmdet's annotations come from the json
@@ -53,15 +168,58 @@ if _SegLoadAnnotations is not None:
 
     @TRANSFORMS.register_module()
     class CheckedLoadSegAnnotations(_SegLoadAnnotations):
-        """mmseg's ``LoadAnnotations``; a label map that cannot be read raises an error
-        naming it."""
+        """mmseg's ``LoadAnnotations``; a label map that cannot be read, whose size is not
+        its image's, or (given ``num_classes``) that holds values other than ``0 ..
+        num_classes - 1`` and ``ignore_index`` once loaded (after ``reduce_zero_label`` and
+        the dataset's ``label_map``) raises an error naming it."""
+
+        def __init__(self, num_classes=None, ignore_index=IGNORE_INDEX, **kwargs):
+            super().__init__(**kwargs)
+            self.num_classes, self.ignore_index = num_classes, ignore_index
 
         def _load_seg_map(self, results):
             try:
-                return super()._load_seg_map(results)
+                super()._load_seg_map(results)
             except Exception as e:
                 raise _unreadable('segmentation label map', results.get('seg_map_path'),
                                   e) from e
+            self._check_size(results)
+            self._check_values(results)
+
+        @staticmethod
+        def _check_size(results):
+            label, image = results['gt_seg_map'].shape[:2], results.get('ori_shape')
+            if image is not None and tuple(label) != tuple(image[:2]):
+                raise LabelMapError(
+                    f'The label map {results.get("seg_map_path")!r} is {label[1]}x{label[0]} '
+                    f'pixels, but its image {results.get("img_path")!r} is {image[1]}x'
+                    f'{image[0]}: a label map needs one class index per image pixel, at the '
+                    f'image\'s size. Replace or remove the pair.')
+
+        def _check_values(self, results):
+            label, classes = results['gt_seg_map'], self.num_classes
+            if classes is None or label.size == 0 or label.max() < classes:
+                return  # the common case: one pass over the map
+            bad = (label >= classes) & (label != self.ignore_index)
+            if bad.any():
+                raise LabelMapError(self._values_message(results, np.unique(label[bad])))
+
+        def _values_message(self, results, values):
+            classes, ignore = self.num_classes, self.ignore_index
+            valid = f'0..{classes - 1} (the {classes} classes) and {ignore} (ignored)'
+            if results.get('label_map'):
+                held = 'holds, after the dataset\'s label_map, class indices'
+            else:
+                held = 'holds pixel values'
+                if self.reduce_zero_label:  # loaded = file value - 1; file 0 -> ignored
+                    values = values.astype(np.int64) + 1
+                    valid = (f'1..{classes} (the {classes} classes: reduce_zero_label=True '
+                             f'subtracts 1), 0 and {ignore} (ignored)')
+            shown = ', '.join(map(str, values[:MAX_VALUES].tolist()))
+            more = f' and {len(values) - MAX_VALUES} more' if len(values) > MAX_VALUES else ''
+            return (f'The label map {results.get("seg_map_path")!r} {held} {shown}{more}, '
+                    f'which are no class of the dataset: valid are {valid}. Fix the map, or '
+                    f'the classes of the config (dataset metainfo / decode_head.num_classes).')
 
 
 def _replacements(toolbox):
@@ -85,9 +243,48 @@ def _rewrite(node, names):
     return changed
 
 
+def _steps(node):
+    """Every transform dict in a pipeline (also those nested, as in ``TestTimeAug``)."""
+    if isinstance(node, dict):
+        yield node
+        node = list(node.values())
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            yield from _steps(item)
+
+
+def _label_range(dataset_cfg, model_cfg):
+    """(number of classes, ignore index) of a segmentation dataset config: its metainfo
+    classes, else its class's ``METAINFO``, else the decode head's ``num_classes``."""
+    classes = (dataset_cfg.get('metainfo') or {}).get('classes')
+    if classes is None:
+        classes = (getattr(dataset_class(dataset_cfg.get('type')), 'METAINFO', None)
+                   or {}).get('classes')
+    head = (model_cfg or {}).get('decode_head')
+    head = head if isinstance(head, dict) else {}
+    num_classes = len(classes) if classes is not None else head.get('num_classes')
+    return num_classes, head.get('ignore_index', IGNORE_INDEX)
+
+
+def _set_label_range(loader_cfg, model_cfg):
+    for ds in innermost_datasets(loader_cfg.get('dataset') or {}):
+        steps = [s for s in _steps(ds.get('pipeline') or [])
+                 if s.get('type') == 'mmrepvit.CheckedLoadSegAnnotations']
+        if steps:
+            num_classes, ignore_index = _label_range(ds, model_cfg)
+            for step in steps:
+                step.setdefault('num_classes', num_classes)
+                step.setdefault('ignore_index', ignore_index)
+
+
 def use_readable_loaders(cfg, toolbox):
     """Swap the standard loading transforms of every ``*_dataloader`` for the checked ones
-    (in place); returns how many were swapped."""
+    (in place), the label-map loader told its dataset's number of classes; returns how many
+    were swapped."""
     names = _replacements(toolbox)
-    return sum(_rewrite(cfg[key], names) for key in list(cfg.keys())
-               if key.endswith('_dataloader') and cfg[key])
+    swapped = 0
+    for key in list(cfg.keys()):
+        if key.endswith('_dataloader') and cfg[key]:
+            swapped += _rewrite(cfg[key], names)
+            _set_label_range(cfg[key], cfg.get('model'))
+    return swapped
