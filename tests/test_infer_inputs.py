@@ -27,6 +27,8 @@ def test_infer_tool_on_a_mixed_folder(demo_run, tmp_path):
     (folder / 'empty.jpg').write_bytes(b'')
     (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 50)
     (folder / 'notes.txt').write_text('not an image')
+    data = open(images[0], 'rb').read()
+    (folder / 'half.jpg').write_bytes(data[:len(data) // 2])  # OpenCV decodes it, grey below
     out = tmp_path / 'out'
     result = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'infer.py'), str(folder),
                              FPN, '--weights', osp.join(demo_run['work_dir'], 'fpn', 'iter_3.pth'),
@@ -34,10 +36,11 @@ def test_infer_tool_on_a_mixed_folder(demo_run, tmp_path):
                             capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     report = result.stdout
-    assert f'processed 3 of 6 input files; wrote 6 files under {out}' in report, report
+    assert f'processed 3 of 7 input files; wrote 6 files under {out}' in report, report
     assert f"{folder / 'empty.jpg'}: the file is empty (0 bytes)" in report
     assert f"{folder / 'broken.png'}: it could not be decoded (58 bytes" in report
     assert f"{folder / 'notes.txt'}: not an image" in report
+    assert f"{folder / 'half.jpg'}: the JPEG is truncated" in report
     preds = {osp.basename(p): json.load(open(p)) for p in glob.glob(str(out / 'preds' / '*'))}
     assert sorted(preds) == ['good.jpg.json', 'good.png.json', 'zebra.json']
     assert preds['good.jpg.json']['image'] == str(folder / 'good.jpg')

@@ -23,7 +23,7 @@ from pycocotools import mask as mask_utils
 
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
 from ..config import config_from_text, load_config, toolbox_of
-from ..datasets import UnreadableFileError
+from ..datasets import UnreadableFileError, cut_short_jpeg
 from ..deployment import (
     build_onnx_model,
     check_deployed_options,
@@ -105,6 +105,9 @@ def read_image(path: str) -> np.ndarray:
     if image is None:
         raise UnreadableFileError(f'it could not be decoded ({len(data)} bytes: corrupted, '
                                   f'truncated, or not an image file)')
+    cut_short = cut_short_jpeg(data)
+    if cut_short:
+        raise UnreadableFileError(cut_short)
     return image
 
 

@@ -9,10 +9,11 @@ from .loading import (
     LabelMapError,
     UnreadableFileError,
     check_dataset_files,
+    cut_short_jpeg,
     use_readable_loaders,
 )
 
 __all__ = ['DatasetAnnotationError', 'DatasetNotFoundError', 'check_dataset_annotations',
            'check_dataset_paths', 'explain_empty_dataset',
-           'LabelMapError', 'UnreadableFileError', 'check_dataset_files',
+           'LabelMapError', 'UnreadableFileError', 'check_dataset_files', 'cut_short_jpeg',
            'use_readable_loaders']

@@ -20,6 +20,7 @@ label-map loader how many classes the dataset has.
 import io
 import os
 import os.path as osp
+from typing import Optional
 
 import mmcv
 import numpy as np
@@ -62,19 +63,21 @@ def _unreadable(what, path, error, problem=None):
                                f'file (and its annotation).{detail}')
 
 
-def _cut_short_jpeg(data):
-    """Whether ``data`` is a JPEG that ends before its end-of-image marker. Its first and last
-    two bytes are looked at; only a JPEG without the marker at its end (rare) is opened with
-    Pillow, which tells data cut off (an error) from bytes appended after the marker (none)."""
+def cut_short_jpeg(data: bytes) -> Optional[str]:
+    """What is wrong, if ``data`` is a JPEG that ends before its end-of-image marker (OpenCV
+    decodes it with a grey bottom and only a warning); else None. Its first and last two bytes
+    are looked at; only a JPEG without the marker at its end (rare) is opened with Pillow, which
+    tells data cut off (an error) from bytes appended after the marker (none)."""
     if data[:2] != JPEG_START or data[-2:] == JPEG_END:
-        return False
+        return None
     from PIL import Image
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
     except OSError:
-        return True
-    return False
+        return (f'the JPEG is truncated ({len(data)} bytes, its end-of-image marker FF D9 is '
+                f'missing): it decodes only partly')
+    return None
 
 
 @TRANSFORMS.register_module()
@@ -94,10 +97,9 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
             if self.ignore_empty:
                 return None
             raise _unreadable('image', path, e) from e
-        if _cut_short_jpeg(data):
-            raise _unreadable('image', path, None, problem=(
-                f'the JPEG is truncated ({len(data)} bytes, its end-of-image marker FF D9 is '
-                f'missing): it decodes only partly'))
+        cut_short = cut_short_jpeg(data)
+        if cut_short:
+            raise _unreadable('image', path, None, problem=cut_short)
         if self.to_float32:
             img = img.astype(np.float32)
         results['img'] = img
