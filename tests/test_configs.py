@@ -92,3 +92,31 @@ def test_swap_into_stock_configs(tmp_path, base, extra):
     cfg = Config.fromfile(str(path))
     cfg.model.pop('pretrained', None)
     check_steps(cfg)
+
+
+# Every data transform the shipped configs (demo ones included) use, read for numpy 2 behaviour
+# changes (docs/installation.md, "numpy 2"). Not all of the toolboxes' transforms are safe:
+# mmcv's ``adjust_hue`` computes ``np.uint8(hue_factor * 255)``, which raises OverflowError under
+# numpy 2 for a negative factor (numpy 1 wrapped it). Read a new one before adding it here.
+NUMPY2_CHECKED_TRANSFORMS = {
+    'mmdet': {'LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomResize', 'RandomFlip',
+              'PackDetInputs'},
+    'mmseg': {'LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomResize', 'RandomCrop',
+              'RandomFlip', 'ResizeToMultiple', 'PhotoMetricDistortion', 'PackSegInputs'},
+}
+
+
+def test_every_config_transform_was_read_for_numpy2():
+    demo = sorted(osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs/demo/*.py')))
+    for config in CONFIGS + demo:
+        cfg = load_config(osp.join(REPO, config))
+        for split in ('train', 'val', 'test'):
+            dataset = cfg[f'{split}_dataloader'].dataset
+            while 'dataset' in dataset:  # dataset wrappers
+                dataset = dataset.dataset
+            for transform in dataset.pipeline:
+                assert transform.type in NUMPY2_CHECKED_TRANSFORMS[cfg.default_scope], (
+                    f'{config}: the {split} pipeline uses {cfg.default_scope} '
+                    f'{transform.type!r}, which was not read for numpy 2 behaviour changes '
+                    f'(docs/installation.md, "numpy 2"): read it, then add it to '
+                    f'NUMPY2_CHECKED_TRANSFORMS')

@@ -5,6 +5,8 @@ import os
 import pickle
 import subprocess
 import sys
+from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch
 import torch.nn as nn
 from conftest import REPO
 from mmengine.config import Config
-from mmengine.logging import HistoryBuffer
+from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
@@ -29,6 +31,8 @@ from mmrepvit.engine.resume import read_resumed_config_as_data
 from mmrepvit.models import RepViT
 
 CALLS = []
+DATA = Path(__file__).resolve().parent / 'data'
+NUMPY_MAJOR = np.lib.NumpyVersion(np.__version__).major
 
 
 class ToyModel(BaseModel):
@@ -119,7 +123,9 @@ def test_allow_list_is_exactly_what_a_runner_checkpoint_needs(runner_checkpoint)
         set(checkpoint)
     with no_user_safe_globals():
         needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(runner_checkpoint))
-    assert set(needed) == ALLOWED_GLOBAL_NAMES
+    # the rest: numpy's multiarray functions as the other numpy major version names them
+    other_numpy = 'numpy.core.' if NUMPY_MAJOR >= 2 else 'numpy._core.'
+    assert set(needed) == {n for n in ALLOWED_GLOBAL_NAMES if not n.startswith(other_numpy)}
 
 
 def test_without_the_allow_list_weights_only_fails(runner_checkpoint):
@@ -222,6 +228,63 @@ def test_object_arrays_are_refused_numeric_ones_allowed(tmp_path):
     torch.save({'meta': {'anything': np.array([1, 'two'], dtype=object)}}, objects)
     with pytest.raises(UnsafeCheckpointError, match='ObjectDType'):
         load_checkpoint_file(objects)
+
+
+def numpy_boundary_checkpoint():
+    """What an mmengine checkpoint carries, numpy-wise, with fixed values: the message hub
+    (HistoryBuffers of float64 arrays, numpy scalars in runtime_info), numpy scalars and arrays
+    of several dtypes, dtype objects and numpy's legacy RNG state in meta, a state_dict.
+    ``python tests/test_safe_load.py`` saves it as tests/data/numpy<major>_checkpoint.pth."""
+    hub = MessageHub('numpy_boundary_checkpoint')
+    for loss in (0.5, 0.25, 0.125):
+        hub.update_scalar('train/loss', loss)
+    hub.update_info('best_score', np.float64(0.75))
+    meta = dict(iter=400, seed=0, metric=np.float64(61.25), score=np.float32(0.5),
+                count=np.int64(7), flags=np.array([True, False]),
+                table=np.arange(6, dtype=np.float32).reshape(2, 3),
+                pixels=np.arange(4, dtype=np.uint8),
+                dtypes=[np.dtype('float32'), np.dtype('int64'), np.dtype('uint8')],
+                numpy_rng_state=np.random.RandomState(0).get_state())
+    state_dict = OrderedDict(weight=torch.tensor([[0.5, -2.0]]), bias=torch.tensor([1.5]))
+    return dict(meta=meta, message_hub=hub.state_dict(), state_dict=state_dict)
+
+
+def assert_same(loaded, expected, where='checkpoint'):
+    """Equal values of equal types, through containers, arrays and HistoryBuffers."""
+    assert type(loaded) is type(expected), (where, type(loaded), type(expected))
+    if isinstance(expected, dict):
+        assert list(loaded) == list(expected), where
+        for key in expected:
+            assert_same(loaded[key], expected[key], f'{where}[{key!r}]')
+    elif isinstance(expected, (list, tuple)):
+        assert len(loaded) == len(expected), where
+        for i, (a, b) in enumerate(zip(loaded, expected)):
+            assert_same(a, b, f'{where}[{i}]')
+    elif isinstance(expected, np.ndarray):
+        assert loaded.dtype == expected.dtype and np.array_equal(loaded, expected), where
+    elif isinstance(expected, torch.Tensor):
+        assert torch.equal(loaded, expected), where
+    elif isinstance(expected, HistoryBuffer):
+        assert_same(loaded.data, expected.data, f'{where}.data')
+        assert loaded.statistics('mean') == expected.statistics('mean'), where
+    else:
+        assert loaded == expected, (where, loaded, expected)
+
+
+@pytest.mark.parametrize('saved_under', [1, 2], ids=['saved_with_numpy1', 'saved_with_numpy2'])
+def test_checkpoints_cross_the_numpy_boundary(saved_under):
+    """A checkpoint saved under numpy 1 (which names numpy.core.multiarray) loads under numpy 2
+    (numpy._core.multiarray), and the other way round, through our loader and mmengine's."""
+    path = DATA / f'numpy{saved_under}_checkpoint.pth'
+    spelling = 'numpy.core.multiarray' if saved_under == 1 else 'numpy._core.multiarray'
+    with no_user_safe_globals():
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    assert {f'{spelling}._reconstruct', f'{spelling}.scalar', 'builtins.getattr'} <= set(named)
+    expected = numpy_boundary_checkpoint()
+    assert_same(load_checkpoint_file(path), expected)
+    model = nn.Linear(2, 1)
+    assert_same(mmengine_load_checkpoint(model, str(path), strict=True), expected)
+    assert_same(OrderedDict(model.state_dict()), expected['state_dict'])
 
 
 OPT_OUT_SCRIPT = '''
@@ -362,3 +425,7 @@ def test_resume_refuses_code_in_meta_config(runner_checkpoint, tmp_path):
     toy_runner(tmp_path / 'plain', 6, 'resume_plain', load_from=str(evil), resume=True).train()
     assert marker.exists()
 
+
+
+if __name__ == '__main__':  # writes this numpy's test file (tests/data/README.md)
+    torch.save(numpy_boundary_checkpoint(), DATA / f'numpy{NUMPY_MAJOR}_checkpoint.pth')

@@ -1,6 +1,7 @@
 """End to end on a tiny demo dataset: train -> test (COCO AP / mIoU) -> fuse -> test fused ->
 picture, through the library functions behind tools/ and through the command lines."""
 import glob
+import json
 import os.path as osp
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import pytest
 import torch
 from mmengine.config import Config
 from model_steps import synthetic_det_batch, synthetic_seg_batch
+from tiny_runs import make_data, write_seg_config
 
-from mmrepvit.apis import build_model, load_config, prepare_test_cfg, prepare_train_cfg
+from mmrepvit.apis import build_model, load_config, prepare_test_cfg, prepare_train_cfg, train
 from mmrepvit.apis import test as run_test
 from mmrepvit.checkpoint import (
     CheckpointDownloadError,
@@ -178,3 +180,17 @@ def test_train_cli_flags(tmp_path):
         bad = tmp_path / 'bad.py'
         bad.write_text('model = dict(type="X")\n')
         prepare_train_cfg(str(bad))
+
+
+def test_tiny_segmentation_train_then_test_gives_python_numbers(tmp_path):
+    """Four training iterations and a test on tiny ADE20K-layout data. The metrics are Python
+    floats, so they go to JSON as they are, under numpy 2 too (where mmseg returns
+    ``np.float32``)."""
+    config = write_seg_config(tmp_path / 'seg.py', make_data(tmp_path / 'data'),
+                              max_iters=4, interval=4)
+    train(prepare_train_cfg(config, work_dir=str(tmp_path / 'work')))
+    metrics = run_test(prepare_test_cfg(config, str(tmp_path / 'work' / 'iter_4.pth'),
+                                        work_dir=str(tmp_path / 'test')))
+    assert {'aAcc', 'mIoU', 'mAcc'} <= set(metrics)
+    assert all(type(value) is float for value in metrics.values()), metrics
+    assert json.loads(json.dumps(metrics)) == metrics

@@ -1,6 +1,7 @@
 """What ``tools/test.py`` does, as functions tests can call."""
 from typing import Optional
 
+import numpy as np
 from mmengine.config import Config
 
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
@@ -74,8 +75,9 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
 def test(cfg: Config, checkpoint: Optional[dict] = None) -> dict:
     """Check the data is there, read the checkpoint (``cfg.test_checkpoint``) or open the
     exported model (``cfg.deployed_model``), build the runner, load the checkpoint strictly
-    (the runner itself would only warn), test; returns the metrics dict. ``checkpoint``: the
-    already loaded checkpoint, which is then not read again."""
+    (the runner itself would only warn), test; returns the metrics dict, its numbers Python
+    numbers (``python_numbers``). ``checkpoint``: the already loaded checkpoint, which is then
+    not read again."""
     check_dataset_paths(cfg, splits=('test', ))
     check_dataset_annotations(cfg, splits=('test', ))
     path = cfg.get('test_checkpoint') or cfg.get('load_from')
@@ -95,7 +97,16 @@ def test(cfg: Config, checkpoint: Optional[dict] = None) -> dict:
             runner.model = deployed
         else:
             load_model_checkpoint(runner.model, checkpoint, source=f'checkpoint {path!r}')
-        return runner.test()
+        return python_numbers(runner.test())
+
+
+def python_numbers(metrics: dict) -> dict:
+    """``metrics`` with its numpy scalars as Python numbers. Under numpy 2, mmseg's IoUMetric
+    returns ``np.float32`` (numpy 1 promoted its arithmetic to ``np.float64``, a ``float``),
+    which ``json`` cannot write; the demo, ``tools/which_path.py`` and the tests report,
+    compare and save these values."""
+    return {key: value.item() if isinstance(value, np.generic) else value
+            for key, value in metrics.items()}
 
 
 def evaluate_path(config: str, weights: str, runtime: Optional[str] = None,

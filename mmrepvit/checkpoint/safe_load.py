@@ -23,6 +23,11 @@ float64 and int64 are in every Runner checkpoint, float32 and others appear when
 returns numpy scalars; object and string dtypes are not. ``collections.OrderedDict``
 (and ``collections.Counter``, in MultiStepLR's state) are already allowed by torch. Anything
 else is refused, naming the global.
+
+numpy 2 renamed ``numpy.core`` to ``numpy._core``, and a pickle names the module of the numpy that
+wrote it. Both spellings of ``_reconstruct`` and ``scalar`` are allowed, each bound to the running
+numpy's own function (torch's unpickler looks the name up in the allow-list and imports nothing),
+so a checkpoint saved under numpy 1 loads under numpy 2 and the other way round.
 """
 import contextlib
 import os
@@ -66,17 +71,23 @@ def history_buffer_getattr(obj, name):
     return value
 
 
-def _numpy_global(name):
-    return getattr(_np_multiarray, name), f'{_np_multiarray.__name__}.{name}'
+# Where numpy 1 and numpy 2 keep ``_reconstruct`` and ``scalar``, as pickles name them.
+NUMPY_MULTIARRAY_MODULES = ('numpy.core.multiarray', 'numpy._core.multiarray')
+
+
+def _numpy_globals(name):
+    """The running numpy's ``multiarray.<name>`` under the names both numpy 1 and 2 pickle."""
+    function = getattr(_np_multiarray, name)
+    return tuple((function, f'{module}.{name}') for module in NUMPY_MULTIARRAY_MODULES)
 
 
 # The globals an mmengine Runner checkpoint names, as (object, name in the pickle).
 MMENGINE_CHECKPOINT_GLOBALS = (
     (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
-    _numpy_global('_reconstruct'),
+    *_numpy_globals('_reconstruct'),
     (np.ndarray, 'numpy.ndarray'),
     (np.dtype, 'numpy.dtype'),
-    _numpy_global('scalar'),
+    *_numpy_globals('scalar'),
     (history_buffer_getattr, 'builtins.getattr'),
 )
 # Classes of the numeric numpy dtypes: an unpickled ``np.dtype`` is built as one of these.
