@@ -57,8 +57,7 @@ def main(argv=None):
 
     from mmrepvit.deployment import executorch_program as etp
     from mmrepvit.targets import target_kind
-    torch.set_num_threads(args.threads)
-    etp.set_threads(args.threads)
+    torch.set_num_threads(args.threads)  # and ExecuTorch's, when it loads the program
     kind = target_kind(args.target)
     sizes = dict(min_size=args.min_size, max_size=args.max_size)
     if kind == 'mmdet':

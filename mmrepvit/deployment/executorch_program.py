@@ -101,7 +101,10 @@ def image_steps(cfg) -> Dict:
     ``bgr`` (the model takes BGR), ``pad_divisor`` / ``pad_size`` / ``pad_val``.
 
     Raises ValueError naming a test-pipeline step that changes the image in a way the
-    program does not reproduce."""
+    program does not reproduce. A config whose pipeline ``feed_original_images`` changed:
+    the steps as they were before."""
+    if cfg.get('program_image_steps'):
+        return json.loads(cfg.program_image_steps)
     pipeline = cfg.test_dataloader.dataset.pipeline
     resizes = []
     for step in pipeline:
@@ -143,7 +146,8 @@ def image_steps(cfg) -> Dict:
 
 # steps that load or pack the image, or touch only the annotations
 IMAGE_NEUTRAL_STEPS = {'LoadImageFromFile', 'LoadImageFromNDArray', 'LoadAnnotations',
-                       'PackSegInputs', 'InferencerLoader'}
+                       'PackSegInputs', 'InferencerLoader', 'CheckedLoadImageFromFile',
+                       'CheckedLoadSegAnnotations'}
 # the test-pipeline steps the app program does itself
 PROGRAM_STEPS = {'Resize', 'ResizeToMultiple'}
 
@@ -500,6 +504,9 @@ def load_program(path: str):
     path = os.fspath(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'ExecuTorch program {path!r} does not exist')
+    if not _LOADED:
+        set_threads()
+        _LOADED.append(True)
     try:
         program = Runtime.get().load_program(path)
     except Exception as error:  # RuntimeError from the loader: truncated, not a program
@@ -524,23 +531,39 @@ def read_contract(program, path: str = 'the program') -> Dict:
     return contract
 
 
-def set_threads(threads: int) -> None:
-    """ExecuTorch's (process-wide) thread pool to ``threads`` threads, if it has another
-    count."""
+_LOADED = []  # whether this process has loaded a program (then the pool stays as it is)
+
+
+def set_threads(threads: Optional[int] = None) -> int:
+    """Size ExecuTorch's process-wide thread pool: ``threads`` (None: torch's current
+    setting). Only before the first program is loaded (``load_program`` sizes it then): a
+    program keeps using the pool, and resizing it after one had run crashed the process
+    (ExecuTorch 1.5.1), so another size then raises RuntimeError instead."""
     from executorch.extension.pybindings import portable_lib
-    if portable_lib._threadpool_get_thread_count() != threads:
+    threads = threads or torch.get_num_threads()
+    current = portable_lib._threadpool_get_thread_count()
+    if current != threads:
+        if _LOADED:
+            raise RuntimeError(f'ExecuTorch\'s thread pool has {current} threads and programs '
+                               f'are loaded: it cannot take {threads} in this process (run '
+                               f'each thread count in its own process)')
         portable_lib._unsafe_reset_threadpool(threads)
+    return threads
 
 
 class ExecuTorchSessions:
     """The ExecuTorch counterpart of ``runtime.OnnxSessions``: ``input_names``,
     ``output_names``, ``resize_mode`` (None: the program's outputs are final) and ``run``,
-    one loaded ``forward`` method; ``threads`` (None: torch's current setting at each call)
-    sets ExecuTorch's thread pool. A program runs in the precision it was exported in
-    (``contract['precision']``; ``openvino_runtime.resolve_precision`` checks a request)."""
+    one loaded ``forward`` method; ``threads``: the size of ExecuTorch's process-wide thread
+    pool (``set_threads``; None: as sized when the first program was loaded). A program runs
+    in the precision it was exported in (``contract['precision']``;
+    ``openvino_runtime.resolve_precision`` checks a request)."""
 
     def __init__(self, path: str, threads: Optional[int] = None):
         self.path, self.threads = os.fspath(path), threads
+        require_executorch()
+        if threads is not None:
+            set_threads(threads)
         self.program, self.contract = load_program(self.path)
         self.precision = self.contract['precision']
         self.method = self.program.load_method('forward')
@@ -553,7 +576,6 @@ class ExecuTorchSessions:
         if extra:
             raise ValueError(f'{self.path!r} takes one input, not {sorted(extra)}')
         check_input_size(self.contract, image, self.path)
-        set_threads(self.threads or torch.get_num_threads())
         return list(self.method.execute([image.detach().cpu().contiguous()]))
 
 
@@ -599,6 +621,8 @@ def check_program_config(contract: Dict, cfg, path: str) -> None:
 def feed_original_images(cfg) -> None:
     """Make the config's test pipeline give the app program what an app gives it: the
     original image (the resizes the program does itself taken out, ``PROGRAM_STEPS``), in
-    place. Labels are read at the original size either way."""
+    place. Labels are read at the original size either way. The steps taken out are kept in
+    ``cfg.program_image_steps`` (what ``image_steps`` then returns)."""
+    cfg.program_image_steps = json.dumps(image_steps(cfg))
     dataset = cfg.test_dataloader.dataset
     dataset.pipeline = without_program_steps(dataset.pipeline)
