@@ -218,9 +218,13 @@ def lower(exported, constants: Dict) -> bytes:
     """An exported program lowered to XNNPACK, with ``constants`` as constant methods: the
     bytes of a ``.pte`` file."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+    # the edge dialect's checker refuses torch.sym_min / sym_max (the keep-ratio resize's
+    # sizes), which ExecuTorch's emitter maps to its own size operators
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
-                                       constant_methods=constants)
+                                       constant_methods=constants,
+                                       compile_config=EdgeCompileConfig(
+                                           _check_ir_validity=False))
     return edge.to_executorch().buffer
 
 
