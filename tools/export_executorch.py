@@ -45,6 +45,11 @@ def parse_args(argv=None):
                         help='the example size traced (default 256 320; backbones 224 224)')
     parser.add_argument('--classifier', action='store_true', help='backbones: the ImageNet '
                         'classifier (logits) instead of the feature maps')
+    parser.add_argument('--check-size', nargs=2, type=int, action='append', metavar=('H', 'W'),
+                        help='image sizes to compare PyTorch and the program at (repeatable; '
+                        'default: the traced size and another)')
+    parser.add_argument('--time', type=int, default=0, metavar='N', help='also time the '
+                        'program against PyTorch at each check size, N interleaved rounds')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--json', action='store_true', help='print the report as JSON')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -59,7 +64,8 @@ def main(argv=None):
     from mmrepvit.targets import target_kind
     torch.set_num_threads(args.threads)  # and ExecuTorch's, when it loads the program
     kind = target_kind(args.target)
-    sizes = dict(min_size=args.min_size, max_size=args.max_size)
+    sizes = dict(min_size=args.min_size, max_size=args.max_size, time_repeats=args.time,
+                 check_sizes=[tuple(s) for s in args.check_size] if args.check_size else None)
     if kind == 'mmdet':
         sys.exit(f'{args.target} is a detector config: ExecuTorch programs cover segmentors '
                  f'and backbones')
@@ -120,6 +126,13 @@ def say_report(say, report):
                 f'{100 * check["agree"]:.3f}% of pixels')
         else:
             say(f'  {size}: ExecuTorch vs PyTorch: max abs diff {check["max_abs_diff"]:.2e}')
+        if 'timing' in check:
+            t = check['timing']
+            say(f'    {t["threads"]} threads: PyTorch median {t["pytorch"]["median_ms"]:.1f} ms '
+                f'(best {t["pytorch"]["best_ms"]:.1f}), ExecuTorch median '
+                f'{t["executorch"]["median_ms"]:.1f} ms (best {t["executorch"]["best_ms"]:.1f}); '
+                f'speed-up {t["speedup"]["median_round_ratio"]:.2f}x (median of rounds), '
+                f'{t["speedup"]["best_ratio"]:.2f}x (bests)')
 
 
 if __name__ == '__main__':

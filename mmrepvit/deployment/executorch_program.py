@@ -288,7 +288,7 @@ def _write(path: str, program: bytes) -> str:
     return path
 
 
-def check_sizes(min_size: int, max_size: int, example: Sequence[int]) -> None:
+def check_size_range(min_size: int, max_size: int, example: Sequence[int]) -> None:
     if not 0 < min_size <= max_size:
         raise ValueError(f'min_size={min_size}, max_size={max_size}: need 0 < min <= max')
     if not all(min_size <= s <= max_size for s in example):
@@ -303,7 +303,9 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
                              export_size: Tuple[int, int] = (256, 320),
                              cfg_options: Optional[dict] = None,
                              model: Optional[nn.Module] = None,
-                             calibration: Optional[Iterable[torch.Tensor]] = None) -> Dict:
+                             calibration: Optional[Iterable[torch.Tensor]] = None,
+                             check_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                             time_repeats: int = 0) -> Dict:
     """Write the app program of the segmentor of ``config`` (``SegmentorApp``: uint8 RGB
     [H, W, 3] in, int32 classes [H, W] out, any H and W in [``min_size``, ``max_size``]) to
     ``path``, in ``precision``; returns its contract and how the program (run by
@@ -314,13 +316,14 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
     ``model``: this (PyTorch) segmentor, fused here, instead of one built from
     ``checkpoint`` (random weights without either). int8: calibrated on ``calib_images``
     images of the config's validation set (``calibration``: these images instead, uint8 RGB
-    HWC tensors)."""
+    HWC tensors). ``check_sizes`` / ``time_repeats``: where to check (default: the export
+    size and another), and timing (``check_program``)."""
     require_executorch()
     from ..fusion import fuse_model
     from ..targets import load_target_config
     from .export import load_model
     cfg = load_target_config(config, cfg_options)
-    check_sizes(min_size, max_size, export_size)
+    check_size_range(min_size, max_size, export_size)
     if model is None:
         model = load_model(config, checkpoint, cfg_options)
     else:
@@ -344,12 +347,13 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
                     class_names=list(class_names(cfg, model)), precision=precision,
                     config_name=osp.basename(config), image_steps=json.dumps(steps))
     _write(path, lower(exported, contract))
-    checked = [export_size, other_size(export_size, min_size, max_size)]
-    if precision == 'int8':  # against float32 PyTorch
+    checked = check_sizes or [export_size, other_size(export_size, min_size, max_size)]
+    if precision == 'int8':  # against float32 PyTorch, at its one size
         app = SegmentorApp(model, steps).eval()
-        checked = checked[:1]
+        checked = [export_size]
     return dict(path=path, contract=contract, checks=check_program(
-        path, app, [synthetic_image(size, seed) for seed, size in enumerate(checked)]))
+        path, app, [synthetic_image(size, seed) for seed, size in enumerate(checked)],
+        time_repeats))
 
 
 def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -378,11 +382,14 @@ def other_size(size: Sequence[int], min_size: int, max_size: int) -> Tuple[int, 
             max(min_size, min(max_size, w * 5 // 4 + 3)))
 
 
-def check_program(path: str, module: nn.Module, inputs: Sequence[torch.Tensor]) -> List[Dict]:
+def check_program(path: str, module: nn.Module, inputs: Sequence[torch.Tensor],
+                  time_repeats: int = 0) -> List[Dict]:
     """Run the program at ``path`` (through ``executorch.runtime``) and ``module`` (PyTorch)
     on each of ``inputs``; per input its size and how the outputs compare: for integer
     outputs (class maps) the fraction of equal elements, for float ones the largest absolute
-    difference."""
+    difference. ``time_repeats``: also time both, interleaved (``analysis.timing``; after 3
+    warm-up calls each), under ``timing``: median / best ms of each and the per-round
+    speed-up of the program over PyTorch."""
     program, _ = load_program(path)
     forward = program.load_method('forward')
     checks = []
@@ -401,8 +408,26 @@ def check_program(path: str, module: nn.Module, inputs: Sequence[torch.Tensor]) 
         else:
             check['agree'] = float(sum((a == b).sum() for a, b in zip(got, expected)) /
                                    sum(a.numel() for a in got))
+        if time_repeats:
+            check['timing'] = time_against(forward, module, x, time_repeats)
         checks.append(check)
     return checks
+
+
+def time_against(forward, module: nn.Module, x: torch.Tensor, repeats: int) -> Dict:
+    """The program's ``forward`` and PyTorch's ``module`` on ``x``, timed interleaved."""
+    from ..analysis.timing import paired_ratios, summarize, time_interleaved
+
+    def pytorch():
+        with torch.inference_mode():
+            module(x)
+
+    times = time_interleaved(dict(pytorch=pytorch, executorch=lambda: forward.execute([x])),
+                             repeats, warmup=3)
+    return dict(threads=torch.get_num_threads(),
+                **{name: {k: summarize(t)[k] for k in ('median_ms', 'best_ms')}
+                   for name, t in times.items()},
+                speedup=paired_ratios(times['pytorch'], times['executorch']))
 
 
 def class_names(cfg, model: nn.Module) -> List[str]:
@@ -454,16 +479,19 @@ def export_backbone_program(arch: str, path: str, classifier: bool = False,
                             min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE,
                             export_size: Tuple[int, int] = (224, 224),
                             calibration: Optional[Iterable[torch.Tensor]] = None,
-                            model: Optional[nn.Module] = None) -> Dict:
+                            model: Optional[nn.Module] = None,
+                            check_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                            time_repeats: int = 0) -> Dict:
     """Write a fused backbone (its feature maps ``feat0``...) or, with ``classifier``, its
     ImageNet model (``logits``) as a program to ``path``: a normalised float32 image
     (1, 3, H, W) in, H and W in [``min_size``, ``max_size``]. int8: ``calibration`` are
     its (normalised) inputs. ``model``: export this module (fused here) instead. Returns the
-    contract and ``checks``: the largest difference from PyTorch at two sizes."""
+    contract and ``checks``: the largest difference from PyTorch at two sizes
+    (``check_sizes``: these; ``time_repeats``: timed too, ``check_program``)."""
     require_executorch()
     from ..fusion import fuse_model
     from ..targets import build_target
-    check_sizes(min_size, max_size, export_size)
+    check_size_range(min_size, max_size, export_size)
     if model is None:
         model = build_target(arch, 'fused', classifier=classifier, checkpoint=checkpoint)
     else:
@@ -489,10 +517,11 @@ def export_backbone_program(arch: str, path: str, classifier: bool = False,
                     precision=precision, config_name=arch)
     _write(path, lower(exported, contract))
     checked = [export_size] if precision == 'int8' else \
-        [export_size, other_size(export_size, min_size, max_size)]
+        check_sizes or [export_size, other_size(export_size, min_size, max_size)]
     inputs = [torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(i))
               for i, size in enumerate(checked)]
-    return dict(path=path, contract=contract, checks=check_program(path, reference, inputs))
+    return dict(path=path, contract=contract,
+                checks=check_program(path, reference, inputs, time_repeats))
 
 
 # ------------------------------------------------------------------------------ running
