@@ -153,6 +153,24 @@ def test_tools_test_scores_a_program_as_its_checkpoint(fpn):
     assert set(metrics['int8']) == set(metrics['pytorch'])
 
 
+def test_infer_tool_draws_a_program_s_classes(fpn, tmp_path):
+    """``tools/infer.py FOLDER CONFIG --weights fpn.pte --runtime executorch``: a picture
+    (image beside its class map) and the class fractions of every image."""
+    import json
+
+    import cv2
+
+    from mmrepvit.apis.infer import infer
+    folder = fpn['work'] / 'data' / 'ade' / 'images' / 'validation'
+    written = infer(str(folder), fpn['config'], fpn['f32']['path'], str(tmp_path),
+                    runtime='executorch')
+    pictures = [p for p in written if p.endswith('.png')]
+    assert len(pictures) == len(written) // 2 == 5
+    assert cv2.imread(pictures[0]).shape == (64, 128, 3)
+    fractions = json.load(open(written[1]))['class_fractions']
+    assert abs(sum(fractions.values()) - 1) < 1e-3
+
+
 def test_truncated_or_other_model_program_is_an_error_naming_it(fpn, tmp_path):
     from mmrepvit.apis.test import prepare_test_cfg
     from mmrepvit.deployment import build_onnx_model
