@@ -114,6 +114,7 @@ def test_contract_is_readable_as_an_app_reads_it(fpn):
     assert read('output_names') == ['classes']
     assert read('class_names') == ['background', 'circle', 'triangle', 'square', 'star']
     assert read('precision') == ['f32'] and read('config_name') == ['fpn.py']
+    assert 0 < fpn['f32']['planned_mb'] < 64  # activation memory, planned for 192 x 192
     int8 = Runtime.get().load_program(fpn['int8']['path'])
     assert int8.load_method('precision').execute([]) == ['int8']
     assert int8.load_method('max_size').execute([]) == list(INT8_SIZE)

@@ -118,7 +118,8 @@ def say_report(say, report):
     c = report['contract']
     say(f'wrote {report["path"]} ({c["kind"]}, {c["precision"]}; input {c["input_dtype"]} '
         f'{c["input_layout"]} {c["input_channels"]}, sides {c["min_size"][0]}..'
-        f'{c["max_size"][0]}; outputs {", ".join(c["output_names"])})')
+        f'{c["max_size"][0]}; outputs {", ".join(c["output_names"])}; '
+        f'{report["planned_mb"]:.0f} MiB of activation memory planned)')
     for check in report['checks']:
         size = f'{check["size"][0]}x{check["size"][1]}'
         if 'agree' in check:

@@ -288,6 +288,17 @@ def _write(path: str, program: bytes) -> str:
     return path
 
 
+def planned_memory_mb(path: str) -> float:
+    """The memory ExecuTorch plans for ``forward``'s activations (MiB): allocated when the
+    method is loaded, sized for ``max_size`` (weights and XNNPACK's own buffers come on top)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    with open(path, 'rb') as f:
+        program = deserialize_pte_binary(f.read())
+    program = getattr(program, 'program', program)
+    plan = next(p for p in program.execution_plan if p.name == 'forward')
+    return sum(plan.non_const_buffer_sizes) / 2**20
+
+
 def check_size_range(min_size: int, max_size: int, example: Sequence[int]) -> None:
     if not 0 < min_size <= max_size:
         raise ValueError(f'min_size={min_size}, max_size={max_size}: need 0 < min <= max')
@@ -351,9 +362,10 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
     if precision == 'int8':  # against float32 PyTorch, at its one size
         app = SegmentorApp(model, steps).eval()
         checked = [export_size]
-    return dict(path=path, contract=contract, checks=check_program(
-        path, app, [synthetic_image(size, seed) for seed, size in enumerate(checked)],
-        time_repeats))
+    return dict(path=path, contract=contract, planned_mb=planned_memory_mb(path),
+                checks=check_program(path, app, [synthetic_image(size, seed)
+                                                 for seed, size in enumerate(checked)],
+                                     time_repeats))
 
 
 def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -520,7 +532,7 @@ def export_backbone_program(arch: str, path: str, classifier: bool = False,
         check_sizes or [export_size, other_size(export_size, min_size, max_size)]
     inputs = [torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(i))
               for i, size in enumerate(checked)]
-    return dict(path=path, contract=contract,
+    return dict(path=path, contract=contract, planned_mb=planned_memory_mb(path),
                 checks=check_program(path, reference, inputs, time_repeats))
 
 
