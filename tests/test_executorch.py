@@ -120,6 +120,17 @@ def test_contract_is_readable_as_an_app_reads_it(fpn):
     assert int8.load_method('max_size').execute([]) == list(INT8_SIZE)
 
 
+def test_keep_ratio_size_is_mmcv_s_in_integer_arithmetic():
+    """The program's branch-free keep-ratio size (which stays symbolic in torch.export) equals
+    mmcv's ``rescale_size`` over a grid of image sizes and test scales."""
+    import mmcv
+    for long_edge, short_edge in [(2048, 512), (512, 128), (160, 96), (1333, 800)]:
+        for h in range(64, 1100, 29):
+            for w in range(64, 1100, 31):
+                new_w, new_h = mmcv.rescale_size((w, h), (long_edge, short_edge))
+                assert etp.keep_ratio_size(h, w, long_edge, short_edge) == (new_h, new_w)
+
+
 def test_backbone_program_features_match_fused_pytorch(tmp_path):
     """RepViT-M0.6's feature maps from the program within 1e-4 of the fused PyTorch backbone,
     at the export size and another."""

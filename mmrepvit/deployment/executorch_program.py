@@ -668,6 +668,10 @@ def feed_original_images(cfg) -> None:
     original image (the resizes the program does itself taken out, ``PROGRAM_STEPS``), in
     place. Labels are read at the original size either way. The steps taken out are kept in
     ``cfg.program_image_steps`` (what ``image_steps`` then returns)."""
+    from ..config import toolbox_of
+    if toolbox_of(cfg) != 'mmseg':
+        raise ValueError(f'runtime executorch runs segmentor app programs, but the config is '
+                         f'an {toolbox_of(cfg)} one (detectors are not exported as programs)')
     cfg.program_image_steps = json.dumps(image_steps(cfg))
     dataset = cfg.test_dataloader.dataset
     dataset.pipeline = without_program_steps(dataset.pipeline)
