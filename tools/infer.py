@@ -8,10 +8,13 @@ images or a video: pictures in OUT_DIR/vis, predictions as JSON in OUT_DIR/preds
   python tools/infer.py images/ configs/maskrcnn_repvit_m1_1_coco.py --weights maskrcnn_int8.onnx
   python tools/infer.py images/ configs/fpn_repvit_m1_1_ade20k.py --weights fpn.onnx \
       --runtime openvino --precision f32
+  python tools/infer.py images/ configs/fpn_repvit_m1_1_ade20k.py --weights fpn.pte \
+      --runtime executorch
 
 An exported .onnx file (tools/export_onnx.py, float32 or int8) runs in ONNX Runtime with the
 same pre-processing, pictures and JSON (in OpenVINO with --runtime openvino); it needs the
-config it was exported from.
+config it was exported from. So does an ExecuTorch app program (.pte, tools/export_executorch.py,
+--runtime executorch), which is given the original image.
 
 Every input file is either processed or named at the end with the reason (a file that cannot be
 read, a folder's file that is neither an image nor a video); the exit status is 1 when any

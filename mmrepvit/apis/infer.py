@@ -30,6 +30,7 @@ from ..deployment import (
     check_onnx_file,
     is_deployed_file,
 )
+from ..deployment.executorch_program import feed_original_images
 from ..fusion import fuse_model
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -130,7 +131,8 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
     strictly, the whole model fused when ``fuse``. ``weights`` may be an ``.onnx`` file
     exported from ``config`` (float32 or int8): the inferencer then runs it in ONNX Runtime
     or, with ``runtime='openvino'``, OpenVINO, in ``precision`` (``deployment.build_onnx_model``),
-    same pipeline, pictures and JSON."""
+    same pipeline, pictures and JSON; or an ExecuTorch app program (``.pte``) with
+    ``runtime='executorch'``, fed the original image."""
     deployed = is_deployed_file(weights)
     check_deployed_options(weights, deployed, runtime, precision)
     if deployed:
@@ -160,6 +162,8 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
             trust=trust_checkpoint_config)
     if deployed and cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # the PyTorch model is only a placeholder
+    if runtime == 'executorch':  # an app program resizes the original image itself
+        feed_original_images(cfg)
     with warnings.catch_warnings():  # built without weights on purpose: they follow
         warnings.filterwarnings('ignore', message='(Checkpoint is not loaded|weights is None)')
         if toolbox_of(cfg) == 'mmdet':

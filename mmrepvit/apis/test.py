@@ -13,6 +13,7 @@ from ..deployment import (
     check_onnx_file,
     is_deployed_file,
 )
+from ..deployment.executorch_program import feed_original_images
 from .diagnose import explained_errors
 from .train import build_runner
 
@@ -27,7 +28,8 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     model after loading, head norms included. ``checkpoint`` may also be an ``.onnx`` file
     exported from ``config`` (``tools/export_onnx.py``, float or int8): the deployed model is
     then what gets tested, in ``runtime`` (default ONNX Runtime; or OpenVINO) and
-    ``precision`` (``deployment.build_onnx_model``).
+    ``precision`` (``deployment.build_onnx_model``); or an ExecuTorch app program (``.pte``,
+    ``tools/export_executorch.py``) with ``runtime='executorch'``, fed the original images.
 
     The checkpoint is not read here: ``test`` reads it once, before building anything, and
     loads it strictly; ``load_from`` stays empty so that the runner does not read it again.
@@ -47,6 +49,8 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     cfg.deployed_runtime, cfg.deployed_precision = runtime or 'onnxruntime', precision
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # every weight comes from the checkpoint
+    if runtime == 'executorch':  # an app program resizes the original image itself
+        feed_original_images(cfg)
     if fuse:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='mmrepvit.FuseModelHook')]

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from ..utils.cpu import BF16_FLAGS, cpu_flags, cpu_model, describe_cpu
+from .executorch_program import PTE_SUFFIX, load_program
 from .seg_postprocess import cut_final_resize_openvino
 
-RUNTIMES = ('onnxruntime', 'openvino')
+RUNTIMES = ('onnxruntime', 'openvino', 'executorch')
 PRECISIONS = ('f32', 'bf16', 'int8')
 # ops that make a graph an int8 one: ONNX QDQ / QLinear, OpenVINO's FakeQuantize
 INT8_OPS = ('QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'FakeQuantize')
@@ -36,8 +37,11 @@ def check_runtime(runtime: str) -> str:
 
 
 def stored_precision(path: str) -> str:
-    """``'int8'`` if the model file holds quantisation ops (``INT8_OPS``), else ``'f32'``."""
+    """``'int8'`` if the model file holds quantisation ops (``INT8_OPS``), else ``'f32'``; an
+    ExecuTorch program: the precision its contract states."""
     path = os.fspath(path)
+    if path.endswith(PTE_SUFFIX):
+        return load_program(path)[1]['precision']
     if path.endswith('.xml'):
         with open(path, errors='replace') as f:
             text = f.read()
@@ -73,8 +77,9 @@ def resolve_precision(runtime: str, path: str, precision: Optional[str] = None,
         raise UnsupportedPrecision(f'{path!r} is an int8 model: run it with precision int8, '
                                    f'or give the float32 export for {precision}')
     if stored == 'f32' and precision == 'int8':
+        tool = 'export_executorch' if os.fspath(path).endswith(PTE_SUFFIX) else 'export_onnx'
         raise UnsupportedPrecision(f'{path!r} is a float32 model: precision int8 needs its int8 '
-                                   f'copy (tools/export_onnx.py ... --int8 PATH)')
+                                   f'copy (tools/{tool}.py ... --int8 PATH)')
     if precision == 'bf16':
         if runtime != 'openvino':
             raise UnsupportedPrecision(f'precision bf16 with runtime {runtime!r}: only '

@@ -17,11 +17,17 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.model import BaseModel
+from mmengine.model import BaseDataPreprocessor, BaseModel
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData, PixelData
 
 from ..config import toolbox_of
+from .executorch_program import (
+    PTE_SUFFIX,
+    ExecuTorchSessions,
+    check_program_config,
+    load_program,
+)
 from .openvino_runtime import (
     PRECISIONS,
     RUNTIMES,
@@ -102,10 +108,16 @@ class OnnxSessions:
 def make_sessions(model_file: str, runtime: str = 'onnxruntime', precision: Optional[str] = None,
                   device: str = 'cpu', threads: Optional[int] = None,
                   low_resolution: bool = False):
-    """``model_file``'s sessions in ``runtime`` (``OnnxSessions`` or ``OpenVinoSessions``),
+    """``model_file``'s sessions in ``runtime`` (``OnnxSessions``, ``OpenVinoSessions`` or
+    ``ExecuTorchSessions``),
     in ``precision`` (checked against the file and the CPU by ``resolve_precision``)."""
     precision = resolve_precision(runtime, model_file, precision)
-    if runtime == 'openvino':
+    if runtime == 'executorch':
+        if str(device) != 'cpu' or low_resolution:
+            raise ValueError(f'device={device!r}, low_resolution={low_resolution}: runtime '
+                             f'executorch runs whole programs on the CPU (device cpu)')
+        sessions = ExecuTorchSessions(model_file, threads)
+    elif runtime == 'openvino':
         if str(device) != 'cpu':
             raise ValueError(f'device={device!r}: runtime openvino runs on the CPU here '
                              f'(device cpu)')
@@ -244,6 +256,33 @@ class OnnxSegmentor(OnnxModel):
         return BaseSegmentor.postprocess_result(self, logits, [data_sample])[0]
 
 
+class ProgramSegmentor(OnnxModel):
+    """An ExecuTorch app program (``executorch_program.SegmentorApp``: uint8 RGB image
+    [H, W, 3] -> classes [H, W]) with mmseg's output format: ``pred_sem_seg`` at the original
+    image size (no ``seg_logits``: the program gives classes only).
+
+    The program resizes and normalises the image itself, so it is fed the original image:
+    its data preprocessor only collects the images (no normalisation, no BGR->RGB), and the
+    test pipeline must not resize them (``executorch_program.feed_original_images``, which
+    ``tools/test.py`` and ``tools/infer.py`` apply). The images come as the pipeline loads
+    them, uint8 BGR (3, H, W); the wrapper gives them to the program as an app does."""
+
+    def predict_one(self, image, data_sample):
+        image = image[0]
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f'an ExecuTorch app program takes uint8 images (3, H, W) as the '
+                             f'pipeline loads them, got {image.dtype} {tuple(image.shape)}')
+        meta = data_sample.metainfo
+        if tuple(image.shape[1:]) != tuple(meta['ori_shape'][:2]):
+            raise ValueError(f'the image is {tuple(image.shape[1:])}, not its original size '
+                             f'{tuple(meta["ori_shape"][:2])}: the test pipeline resized it '
+                             f'(use executorch_program.feed_original_images)')
+        rgb = image.flip(0).permute(1, 2, 0).contiguous()
+        classes = self.run(rgb)[0].long()
+        data_sample.set_data(dict(pred_sem_seg=PixelData(data=classes[None])))
+        return data_sample
+
+
 def _last_head(cfg: Config) -> dict:
     head = cfg.model.decode_head
     return head[-1] if isinstance(head, (list, tuple)) else head
@@ -267,8 +306,9 @@ def default_dataset_meta(cfg: Config) -> Optional[dict]:
     return defaults or None
 
 
-# the files a deployed model is read from: an export (both runtimes), an OpenVINO IR (openvino)
-DEPLOYED_SUFFIXES = ('.onnx', '.xml')
+# the files a deployed model is read from: an export (onnxruntime, openvino), an OpenVINO IR
+# (openvino), an ExecuTorch program (executorch)
+DEPLOYED_SUFFIXES = ('.onnx', '.xml', PTE_SUFFIX)
 
 
 def is_deployed_file(path: str) -> bool:
@@ -278,10 +318,17 @@ def is_deployed_file(path: str) -> bool:
 
 def check_onnx_file(path: str, fuse: bool = False, runtime: Optional[str] = None) -> None:
     """Raise ValueError naming ``path`` unless it is a readable ONNX model (or, with
-    ``runtime='openvino'``, OpenVINO IR), or if asked to ``fuse`` it (an exported model is
-    fused already)."""
+    ``runtime='openvino'``, OpenVINO IR; with ``runtime='executorch'``, an ExecuTorch program
+    with its contract), or if asked to ``fuse`` it (an exported model is fused already)."""
     if fuse:
         raise ValueError(f'--fuse with {path!r}: an exported ONNX model is fused already')
+    if (runtime == 'executorch') != os.fspath(path).endswith(PTE_SUFFIX):
+        raise ValueError(f'{path!r} with runtime {runtime or "onnxruntime"}: runtime '
+                         f'executorch runs ExecuTorch programs ({PTE_SUFFIX}, '
+                         f'tools/export_executorch.py), and only it')
+    if runtime == 'executorch':
+        load_program(path)
+        return
     if os.fspath(path).endswith('.xml'):
         if runtime != 'openvino':
             raise ValueError(f'{path!r} is an OpenVINO IR: run it with runtime openvino '
@@ -297,7 +344,10 @@ def check_onnx_file(path: str, fuse: bool = False, runtime: Optional[str] = None
 
 
 def graph_outputs(model_file: str) -> List[str]:
-    """The output names of an ONNX file (or OpenVINO IR), read without building a session."""
+    """The output names of an ONNX file (or OpenVINO IR, or ExecuTorch program), read without
+    building a session."""
+    if os.fspath(model_file).endswith(PTE_SUFFIX):
+        return list(load_program(model_file)[1]['output_names'])
     if os.fspath(model_file).endswith('.xml'):
         return [o.get_any_name() for o in read_openvino(model_file).outputs]
     import onnx
@@ -308,7 +358,8 @@ def add_runtime_arguments(parser) -> None:
     """``--runtime`` and ``--precision``, as tools/test.py and tools/infer.py take them."""
     parser.add_argument('--runtime', choices=list(RUNTIMES),
                         help='with an exported .onnx: the runtime that runs it (default '
-                        'onnxruntime; openvino: make install-openvino)')
+                        'onnxruntime; openvino: make install-openvino); executorch: an '
+                        'ExecuTorch program (.pte, tools/export_executorch.py)')
     parser.add_argument('--precision', choices=list(PRECISIONS),
                         help='with an exported .onnx: f32 (a float32 file\'s default), bf16 '
                         '(openvino, on a CPU with AVX512-BF16 or AMX), int8 (an int8 file, '
@@ -333,7 +384,8 @@ def build_onnx_model(config: Union[str, Config], onnx_file: str, device: str = '
                      runtime: str = 'onnxruntime', precision: Optional[str] = None,
                      seg_logits: bool = True) -> OnnxModel:
     """A model whose ``test_step(data)`` runs ``onnx_file`` (exported from ``config`` by
-    ``tools/export_onnx.py``) in ``runtime`` (``'onnxruntime'`` or ``'openvino'``) and
+    ``tools/export_onnx.py``) in ``runtime`` (``'onnxruntime'`` or ``'openvino'``; or an
+    ExecuTorch app program, ``.pte``, in ``'executorch'``: ``ProgramSegmentor``) and
     returns the toolbox's data samples:
     ``DetDataSample.pred_instances`` (bboxes, scores, labels[, masks]) for a detector,
     ``SegDataSample.pred_sem_seg`` / ``seg_logits`` for a segmentor, as the PyTorch model's.
@@ -358,15 +410,21 @@ def build_onnx_model(config: Union[str, Config], onnx_file: str, device: str = '
     init_default_scope(scope)
     models = importlib.import_module(f'{scope}.registry').MODELS
     preprocessor = models.build(cfg.model.data_preprocessor)
-    names = tuple(graph_outputs(onnx_file))
-    if names[:2] == DETECTOR_OUTPUTS:
-        cls, expected = OnnxDetector, 'mmdet'
-    elif names == SEGMENTOR_OUTPUTS:
-        cls, expected = OnnxSegmentor, 'mmseg'
+    if runtime == 'executorch':  # an app program: the image as an app gives it, classes out
+        check_program_config(load_program(onnx_file)[1], cfg, onnx_file)
+        preprocessor = BaseDataPreprocessor()  # the program prepares the image itself
+        cls, expected = ProgramSegmentor, 'mmseg'
     else:
-        raise ValueError(f'{onnx_file}: outputs {names} are neither a detector\'s '
-                         f'{DETECTOR_OUTPUTS} (+ masks) nor a segmentor\'s {SEGMENTOR_OUTPUTS}: '
-                         f'export whole models with tools/export_onnx.py')
+        names = tuple(graph_outputs(onnx_file))
+        if names[:2] == DETECTOR_OUTPUTS:
+            cls, expected = OnnxDetector, 'mmdet'
+        elif names == SEGMENTOR_OUTPUTS:
+            cls, expected = OnnxSegmentor, 'mmseg'
+        else:
+            raise ValueError(f'{onnx_file}: outputs {names} are neither a detector\'s '
+                             f'{DETECTOR_OUTPUTS} (+ masks) nor a segmentor\'s '
+                             f'{SEGMENTOR_OUTPUTS}: export whole models with '
+                             f'tools/export_onnx.py')
     if scope != expected:
         raise ValueError(f'{onnx_file} holds an {expected} model, but the config is {scope}')
     low_resolution = cls is OnnxSegmentor and not seg_logits

@@ -1,0 +1,677 @@
+"""ExecuTorch programs (``.pte``) for phone apps: export, the contract a program carries, and
+running one behind the PyTorch model's interface.
+
+Three kinds of program, each exported fused (backbone re-parameterised, Conv-BN folded) and
+lowered to XNNPACK (ExecuTorch's CPU backend on Android and iOS, and on x86 here):
+
+- ``backbone``: a normalised float32 image (1, 3, H, W) -> the feature maps ``feat0``...
+- ``classifier``: the ImageNet model, a normalised float32 image (1, 3, H, W) -> ``logits``
+  (1, 1000).
+- ``segmentor`` (the app program, "image in, classes out"): the image exactly as an app holds
+  it, **uint8 RGB in HWC layout, shape [H, W, 3]**, -> ``classes``, an int32 class map
+  [H, W] at the image's own size. Everything between runs inside the program, as the
+  config's test pipeline and model do it: to float, the test pipeline's ``Resize``
+  (keep-ratio to the test scale) and ``ResizeToMultiple`` (each rounded back to whole
+  8-bit values, as OpenCV's resize of a uint8 image gives them), the data preprocessor's
+  normalisation (its mean / std; RGB -> BGR first if the model was trained on BGR) and
+  padding, the network, its logits cropped and resized back to H x W, the argmax.
+
+Height and width are dynamic, between the program's ``min_size`` and ``max_size`` (the
+contract); ExecuTorch plans memory for ``max_size``, so keep it to what the app needs.
+
+The contract is a set of ExecuTorch constant methods, read by an app with
+``load_method(name).execute([])`` (``CONTRACT``): what goes in and comes out, the size
+limits, the class names (strings), the precision and the config the program came from.
+
+Precision is explicit: ``f32``, or ``int8`` (post-training quantisation for XNNPACK through
+PyTorch 2 export quantisation: weights per output channel, symmetric; activations per
+tensor; calibrated on images of the config's validation set fed as an app feeds them). Only
+the network is quantised; the preprocessing and the final resize and argmax stay float.
+"""
+import json
+import os
+import os.path as osp
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PTE_SUFFIX = '.pte'
+PRECISIONS = ('f32', 'int8')
+CONTRACT_VERSION = 1
+DEFAULT_MIN_SIZE = 64
+DEFAULT_MAX_SIZE = 1024
+# what each constant method returns (an app reads them with load_method(name).execute([]))
+CONTRACT = {
+    'contract_version': 'int: the layout of this contract',
+    'kind': "str: 'segmentor', 'backbone' or 'classifier'",
+    'input_layout': "str: 'HWC' (segmentor) or 'NCHW'",
+    'input_dtype': "str: 'uint8' (segmentor) or 'float32'",
+    'input_channels': "str: 'RGB' (segmentor) or 'normalised'",
+    'min_size': 'list of 2 ints: the smallest [height, width] the program takes',
+    'max_size': 'list of 2 ints: the largest [height, width] the program takes',
+    'output_names': 'list of str: the outputs of forward, in order',
+    'class_names': 'list of str: the classes (segmentor; index = class id)',
+    'precision': "str: 'f32' or 'int8'",
+    'config_name': 'str: the file name of the config it was exported from',
+}
+
+
+def require_executorch():
+    """The ``executorch`` package, or an ImportError naming the install command."""
+    try:
+        import executorch  # noqa: F401
+        from executorch.runtime import Runtime  # noqa: F401
+    except ImportError as error:
+        raise ImportError('ExecuTorch programs need the executorch package: pip install '
+                          '-r requirements/executorch.txt (it needs numpy 2)') from error
+
+
+# ---------------------------------------------------------------- the test-time image steps
+
+def round_div(a, b):
+    """``round(a / b)`` of non-negative ints, halves up (also for symbolic sizes)."""
+    return (2 * a + b) // (2 * b)
+
+
+def keep_ratio_size(h, w, long_edge: int, short_edge: int):
+    """mmcv's keep-ratio rescale of an (h, w) image to at most ``long_edge`` x ``short_edge``
+    (``mmcv.rescale_size``: the scale min(long / max(h, w), short / min(h, w)), sizes
+    rounded), in integer arithmetic without branches, so that it stays symbolic in
+    ``torch.export``: round(h * min(L / max(h, w), S / min(h, w))) =
+    min(L, round(L h / w), max(S, round(S h / w))), rounding being monotone."""
+    smin, smax = torch.sym_min, torch.sym_max
+    new_h = smin(smin(long_edge, round_div(long_edge * h, w)),
+                 smax(short_edge, round_div(short_edge * h, w)))
+    new_w = smin(smin(long_edge, round_div(long_edge * w, h)),
+                 smax(short_edge, round_div(short_edge * w, h)))
+    return new_h, new_w
+
+
+def ceil_to(n, divisor: int):
+    return (n + divisor - 1) // divisor * divisor
+
+
+def image_steps(cfg) -> Dict:
+    """What the config's test pipeline and data preprocessor do to an image, as the app
+    program does it: ``resizes`` (('keep_ratio', long, short), ('fixed', h, w) or
+    ('multiple', divisor), in order), ``mean`` / ``std`` (in the model's channel order),
+    ``bgr`` (the model takes BGR), ``pad_divisor`` / ``pad_size`` / ``pad_val``.
+
+    Raises ValueError naming a test-pipeline step that changes the image in a way the
+    program does not reproduce. A config whose pipeline ``feed_original_images`` changed:
+    the steps as they were before."""
+    if cfg.get('program_image_steps'):
+        return json.loads(cfg.program_image_steps)
+    pipeline = cfg.test_dataloader.dataset.pipeline
+    resizes = []
+    for step in pipeline:
+        kind = step['type'].split('.')[-1]
+        if kind in IMAGE_NEUTRAL_STEPS:
+            continue
+        if kind == 'Resize':
+            if step.get('scale') is None or step.get('scale_factor') is not None:
+                raise ValueError(f'test pipeline step {dict(step)}: the app program takes a '
+                                 f'Resize with a scale (and no scale_factor)')
+            if step.get('interpolation', 'bilinear') != 'bilinear':
+                raise ValueError(f'test pipeline step {dict(step)}: the app program resizes '
+                                 f'bilinearly only')
+            scale = step['scale']
+            if isinstance(scale, int):
+                scale = (scale, scale)
+            if step.get('keep_ratio', False):
+                resizes.append(('keep_ratio', max(scale), min(scale)))
+            else:
+                resizes.append(('fixed', scale[1], scale[0]))  # mmcv scales are (w, h)
+        elif kind == 'ResizeToMultiple':
+            if step.get('interpolation') not in (None, 'bilinear'):
+                raise ValueError(f'test pipeline step {dict(step)}: the app program resizes '
+                                 f'bilinearly only')
+            resizes.append(('multiple', step.get('size_divisor', 32)))
+        else:
+            raise ValueError(f'test pipeline step {kind!r} changes the image in a way the '
+                             f'ExecuTorch app program does not reproduce (it takes Resize, '
+                             f'ResizeToMultiple and {", ".join(sorted(IMAGE_NEUTRAL_STEPS))})')
+    pre = cfg.model.data_preprocessor
+    test_cfg = pre.get('test_cfg') or {}
+    mean = pre.get('mean') or [0.0, 0.0, 0.0]
+    std = pre.get('std') or [1.0, 1.0, 1.0]
+    return dict(resizes=resizes, mean=[float(m) for m in mean], std=[float(s) for s in std],
+                bgr=not pre.get('bgr_to_rgb', False) and not pre.get('rgb_to_bgr', False),
+                pad_divisor=test_cfg.get('size_divisor'), pad_size=test_cfg.get('size'),
+                pad_val=float(pre.get('pad_val', 0)))
+
+
+# steps that load or pack the image, or touch only the annotations
+IMAGE_NEUTRAL_STEPS = {'LoadImageFromFile', 'LoadImageFromNDArray', 'LoadAnnotations',
+                       'PackSegInputs', 'InferencerLoader', 'CheckedLoadImageFromFile',
+                       'CheckedLoadSegAnnotations'}
+# the test-pipeline steps the app program does itself
+PROGRAM_STEPS = {'Resize', 'ResizeToMultiple'}
+
+
+def without_program_steps(pipeline: Sequence[dict]) -> List[dict]:
+    """The test pipeline without the steps the app program does itself (``PROGRAM_STEPS``):
+    what feeds a program the original image."""
+    return [step for step in pipeline if step['type'].split('.')[-1] not in PROGRAM_STEPS]
+
+
+class SegmentorApp(nn.Module):
+    """The segmentor as an app calls it: uint8 RGB image [H, W, 3] -> int32 classes [H, W]
+    (module docstring). ``steps``: ``image_steps`` of the config."""
+
+    def __init__(self, segmentor: nn.Module, steps: Dict):
+        super().__init__()
+        from .export import SegmentorLogits, make_traceable
+        self.network = make_traceable(SegmentorLogits(segmentor))
+        self.steps = steps
+        self.register_buffer('mean', torch.tensor(steps['mean']).view(1, 3, 1, 1))
+        self.register_buffer('std', torch.tensor(steps['std']).view(1, 3, 1, 1))
+        self.align_corners = segmentor.align_corners
+        head = segmentor.decode_head
+        self.threshold = getattr(head, 'threshold', None) or 0.3
+        self.binary = getattr(head, 'out_channels', 2) == 1
+
+    def prepare(self, image: torch.Tensor) -> Tuple[torch.Tensor, Tuple]:
+        """The network's input (1, 3, h, w) for ``image`` and its size before padding."""
+        x = image.permute(2, 0, 1).unsqueeze(0).float()
+        if self.steps['bgr']:
+            x = x.flip(1)
+        for step in self.steps['resizes']:
+            size_h, size_w = x.shape[2], x.shape[3]
+            if step[0] == 'keep_ratio':
+                size = keep_ratio_size(size_h, size_w, step[1], step[2])
+            elif step[0] == 'fixed':
+                size = (step[1], step[2])
+            else:
+                size = (ceil_to(size_h, step[1]), ceil_to(size_w, step[1]))
+            # as OpenCV resizes a uint8 image: bilinear, back to whole 8-bit values
+            x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+            x = x.round().clamp(0, 255)
+        x = (x - self.mean) / self.std
+        net_h, net_w = x.shape[2], x.shape[3]
+        if self.steps['pad_divisor'] or self.steps['pad_size']:
+            if self.steps['pad_size']:
+                pad_h, pad_w = self.steps['pad_size']
+            else:
+                pad_h = ceil_to(net_h, self.steps['pad_divisor'])
+                pad_w = ceil_to(net_w, self.steps['pad_divisor'])
+            x = F.pad(x, (0, pad_w - net_w, 0, pad_h - net_h), value=self.steps['pad_val'])
+        return x, (net_h, net_w)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[0], image.shape[1]
+        x, (net_h, net_w) = self.prepare(image)
+        logits = self.network(x)[:, :, :net_h, :net_w]
+        logits = F.interpolate(logits, size=(h, w), mode='bilinear',
+                               align_corners=self.align_corners)
+        if self.binary:
+            return (logits[0, 0].sigmoid() > self.threshold).to(torch.int32)
+        return logits[0].argmax(0).to(torch.int32)
+
+
+# ------------------------------------------------------------------------------- export
+
+def lower(exported, constants: Dict) -> bytes:
+    """An exported program lowered to XNNPACK, with ``constants`` as constant methods: the
+    bytes of a ``.pte`` file."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+    # the edge dialect's checker refuses torch.sym_min / sym_max (the keep-ratio resize's
+    # sizes), which ExecuTorch's emitter maps to its own size operators
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
+                                       constant_methods=constants,
+                                       compile_config=EdgeCompileConfig(
+                                           _check_ir_validity=False))
+    return edge.to_executorch().buffer
+
+
+def xnnpack_quantizer():
+    """XNNPACK's int8 post-training quantiser: weights per output channel, symmetric;
+    activations per tensor."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def export_module(module: nn.Module, example: torch.Tensor,
+                  dynamic_axes: Optional[Dict[int, Tuple]] = None):
+    """``torch.export`` of ``module`` (one tensor in) with the axes of ``dynamic_axes``
+    (axis -> (name, min, max)) dynamic, the others fixed at ``example``'s."""
+    from torch.export import Dim, export
+    shapes = ({axis: Dim(name, min=low, max=high)
+               for axis, (name, low, high) in (dynamic_axes or {}).items()}, )
+    with torch.no_grad():
+        try:
+            return export(module, (example, ), dynamic_shapes=shapes)
+        except torch._dynamo.exc.UserError as error:  # a size range the model cannot take
+            raise ValueError(f'the model cannot be exported for every size in '
+                             f'{dict(dynamic_axes)} (axis: name, min, max): '
+                             f'{str(error).splitlines()[1].strip()}') from error
+
+
+def quantize_module(module: nn.Module, example: torch.Tensor,
+                    calibration: Iterable[torch.Tensor]) -> nn.Module:
+    """``module`` quantised to int8 for XNNPACK (``xnnpack_quantizer``; PyTorch 2 export
+    quantisation), activation ranges observed on ``calibration`` (inputs of ``example``'s
+    shape): a module with quantise / dequantise steps that XNNPACK lowers to int8 kernels.
+
+    For one input size: XNNPACK's int8 programs exported with dynamic sizes ran at the
+    export size only (ExecuTorch 1.5.1: other sizes crashed), so int8 programs are fixed-size."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    observed = prepare_pt2e(export_module(module, example).module(), xnnpack_quantizer())
+    seen = 0
+    with torch.no_grad():
+        for sample in calibration:
+            observed(sample)
+            seen += 1
+    if not seen:
+        raise ValueError('int8 calibration needs at least one input')
+    return convert_pt2e(observed)
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision={precision!r}: an ExecuTorch program is one of '
+                         f'{", ".join(PRECISIONS)}')
+    return precision
+
+
+def _write(path: str, program: bytes) -> str:
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(program)
+    return path
+
+
+def planned_memory_mb(path: str) -> float:
+    """The memory ExecuTorch plans for ``forward``'s activations (MiB): allocated when the
+    method is loaded, sized for ``max_size`` (weights and XNNPACK's own buffers come on top)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    with open(path, 'rb') as f:
+        program = deserialize_pte_binary(f.read())
+    program = getattr(program, 'program', program)
+    plan = next(p for p in program.execution_plan if p.name == 'forward')
+    return sum(plan.non_const_buffer_sizes) / 2**20
+
+
+def check_size_range(min_size: int, max_size: int, example: Sequence[int]) -> None:
+    if not 0 < min_size <= max_size:
+        raise ValueError(f'min_size={min_size}, max_size={max_size}: need 0 < min <= max')
+    if not all(min_size <= s <= max_size for s in example):
+        raise ValueError(f'export size {tuple(example)} is not within min_size={min_size} '
+                         f'and max_size={max_size}')
+
+
+def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] = None,
+                             precision: str = 'f32', calib_images: int = 32,
+                             min_size: int = DEFAULT_MIN_SIZE,
+                             max_size: int = DEFAULT_MAX_SIZE,
+                             export_size: Tuple[int, int] = (256, 320),
+                             cfg_options: Optional[dict] = None,
+                             model: Optional[nn.Module] = None,
+                             calibration: Optional[Iterable[torch.Tensor]] = None,
+                             check_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                             time_repeats: int = 0) -> Dict:
+    """Write the app program of the segmentor of ``config`` (``SegmentorApp``: uint8 RGB
+    [H, W, 3] in, int32 classes [H, W] out, any H and W in [``min_size``, ``max_size``]) to
+    ``path``, in ``precision``; returns its contract and how the program (run by
+    ``executorch.runtime``) compares with the PyTorch app module at the export size and
+    another (``checks``: the fraction of pixels of the same class; int8 against float32
+    PyTorch).
+
+    ``model``: this (PyTorch) segmentor, fused here, instead of one built from
+    ``checkpoint`` (random weights without either). int8: calibrated on ``calib_images``
+    images of the config's validation set (``calibration``: these images instead, uint8 RGB
+    HWC tensors). ``check_sizes`` / ``time_repeats``: where to check (default: the export
+    size and another), and timing (``check_program``)."""
+    require_executorch()
+    from ..fusion import fuse_model
+    from ..targets import load_target_config
+    from .export import load_model
+    cfg = load_target_config(config, cfg_options)
+    check_size_range(min_size, max_size, export_size)
+    if model is None:
+        model = load_model(config, checkpoint, cfg_options)
+    else:
+        fuse_model(model.eval())
+    steps = image_steps(cfg)
+    app = SegmentorApp(model, steps).eval()
+    example = torch.zeros(*export_size, 3, dtype=torch.uint8)
+    sizes = dict(min_size=[min_size] * 2, max_size=[max_size] * 2)
+    if check_precision(precision) == 'int8':  # one image size (quantize_module)
+        if calibration is None:
+            calibration = val_images(cfg, calib_images)
+        inputs = [app.prepare(resize_image(image, export_size))[0] for image in calibration]
+        app.network = quantize_module(app.network, app.prepare(example)[0], inputs)
+        sizes = dict(min_size=list(export_size), max_size=list(export_size))
+        exported = export_module(app, example)
+    else:
+        exported = export_module(app, example, {0: ('height', min_size, max_size),
+                                                1: ('width', min_size, max_size)})
+    contract = dict(contract_version=CONTRACT_VERSION, kind='segmentor', input_layout='HWC',
+                    input_dtype='uint8', input_channels='RGB', **sizes, output_names=['classes'],
+                    class_names=list(class_names(cfg, model)), precision=precision,
+                    config_name=osp.basename(config), image_steps=json.dumps(steps))
+    _write(path, lower(exported, contract))
+    checked = check_sizes or [export_size, other_size(export_size, min_size, max_size)]
+    if precision == 'int8':  # against float32 PyTorch, at its one size
+        app = SegmentorApp(model, steps).eval()
+        checked = [export_size]
+    return dict(path=path, contract=contract, planned_mb=planned_memory_mb(path),
+                checks=check_program(path, app, [synthetic_image(size, seed)
+                                                 for seed, size in enumerate(checked)],
+                                     time_repeats))
+
+
+def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A uint8 [H, W, 3] image resized (bilinear) to ``size`` (h, w)."""
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    x = F.interpolate(image.permute(2, 0, 1)[None].float(), size=tuple(size), mode='bilinear',
+                      align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).contiguous()
+
+
+def synthetic_image(size: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """A smooth uint8 RGB image [H, W, 3] (random 8 x 8 colours, resized): classes in
+    regions, as in a photograph, rather than pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.randint(0, 256, (1, 3, 8, 8), generator=g).float()
+    image = F.interpolate(small, size=tuple(size), mode='bilinear', align_corners=False)
+    return image[0].permute(1, 2, 0).round().to(torch.uint8).contiguous()
+
+
+def other_size(size: Sequence[int], min_size: int, max_size: int) -> Tuple[int, int]:
+    """A size within [min_size, max_size] other than ``size``, of another aspect ratio:
+    where a dynamic-shape program is checked besides its export size."""
+    h, w = size
+    return (max(min_size, min(max_size, h * 3 // 4 + 1)),
+            max(min_size, min(max_size, w * 5 // 4 + 3)))
+
+
+def check_program(path: str, module: nn.Module, inputs: Sequence[torch.Tensor],
+                  time_repeats: int = 0) -> List[Dict]:
+    """Run the program at ``path`` (through ``executorch.runtime``) and ``module`` (PyTorch)
+    on each of ``inputs``; per input its size and how the outputs compare: for integer
+    outputs (class maps) the fraction of equal elements, for float ones the largest absolute
+    difference. ``time_repeats``: also time both, interleaved (``analysis.timing``; after 3
+    warm-up calls each), under ``timing``: median / best ms of each and the per-round
+    speed-up of the program over PyTorch."""
+    program, _ = load_program(path)
+    forward = program.load_method('forward')
+    checks = []
+    for x in inputs:
+        with torch.no_grad():
+            expected = module(x)
+        expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
+        got = list(forward.execute([x]))
+        if [tuple(o.shape) for o in got] != [tuple(o.shape) for o in expected]:
+            raise AssertionError(f'{path}: output shapes {[tuple(o.shape) for o in got]}, '
+                                 f'PyTorch {[tuple(o.shape) for o in expected]}')
+        check = dict(size=list(x.shape[:2] if x.ndim == 3 else x.shape[2:]),
+                     output_shapes=[list(o.shape) for o in got])
+        if expected[0].is_floating_point():
+            check['max_abs_diff'] = max(float((a - b).abs().max()) for a, b in zip(got, expected))
+        else:
+            check['agree'] = float(sum((a == b).sum() for a, b in zip(got, expected)) /
+                                   sum(a.numel() for a in got))
+        if time_repeats:
+            check['timing'] = time_against(forward, module, x, time_repeats)
+        checks.append(check)
+    return checks
+
+
+def time_against(forward, module: nn.Module, x: torch.Tensor, repeats: int) -> Dict:
+    """The program's ``forward`` and PyTorch's ``module`` on ``x``, timed interleaved."""
+    from ..analysis.timing import paired_ratios, summarize, time_interleaved
+
+    def pytorch():
+        with torch.inference_mode():
+            module(x)
+
+    times = time_interleaved(dict(pytorch=pytorch, executorch=lambda: forward.execute([x])),
+                             repeats, warmup=3)
+    return dict(threads=torch.get_num_threads(),
+                **{name: {k: summarize(t)[k] for k in ('median_ms', 'best_ms')}
+                   for name, t in times.items()},
+                speedup=paired_ratios(times['pytorch'], times['executorch']))
+
+
+def class_names(cfg, model: nn.Module) -> List[str]:
+    """The classes the segmentor predicts: the config's test dataset's names, else
+    ``class0``... (as many as the decode head's classes)."""
+    from .runtime import default_dataset_meta
+    meta = default_dataset_meta(cfg) or {}
+    names = [str(c) for c in meta.get('classes') or ()]
+    count = model.decode_head.num_classes
+    return names if len(names) == count else [f'class{i}' for i in range(count)]
+
+
+def val_images(cfg, count: int, split: str = 'val') -> List[torch.Tensor]:
+    """``count`` images spread evenly over the config's ``split`` set, as an app holds them:
+    uint8 RGB [H, W, 3] tensors, read as the dataset's pipeline reads them."""
+    import mmcv
+
+    from ..datasets.checks import check_dataset_paths
+    if count < 1:
+        raise ValueError(f'calib_images={count}: int8 calibration needs at least 1 image')
+    loader = cfg.get(f'{split}_dataloader')
+    if not loader or not loader.get('dataset'):
+        raise ValueError(f'the config has no {split}_dataloader.dataset to calibrate on')
+    check_dataset_paths(cfg, splits=(split, ))
+    dataset = _build_dataset(cfg, loader['dataset'])
+    picks = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, count).round()})
+    images = []
+    for i in picks:
+        path = dataset.get_data_info(i)['img_path']
+        images.append(torch.from_numpy(mmcv.imread(path, channel_order='rgb').copy()))
+    return images
+
+
+def _build_dataset(cfg, dataset_cfg):
+    """The dataset of ``dataset_cfg`` without its pipeline (paths only)."""
+    import importlib
+
+    from mmengine.registry import init_default_scope
+
+    from ..config import toolbox_of
+    scope = toolbox_of(cfg)
+    init_default_scope(scope)
+    registry = importlib.import_module(f'{scope}.registry')
+    return registry.DATASETS.build(dict(dataset_cfg, pipeline=[]))
+
+
+def export_backbone_program(arch: str, path: str, classifier: bool = False,
+                            checkpoint: Optional[str] = None, precision: str = 'f32',
+                            min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE,
+                            export_size: Tuple[int, int] = (224, 224),
+                            calibration: Optional[Iterable[torch.Tensor]] = None,
+                            model: Optional[nn.Module] = None,
+                            check_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                            time_repeats: int = 0) -> Dict:
+    """Write a fused backbone (its feature maps ``feat0``...) or, with ``classifier``, its
+    ImageNet model (``logits``) as a program to ``path``: a normalised float32 image
+    (1, 3, H, W) in, H and W in [``min_size``, ``max_size``]. int8: ``calibration`` are
+    its (normalised) inputs. ``model``: export this module (fused here) instead. Returns the
+    contract and ``checks``: the largest difference from PyTorch at two sizes
+    (``check_sizes``: these; ``time_repeats``: timed too, ``check_program``)."""
+    require_executorch()
+    from ..fusion import fuse_model
+    from ..targets import build_target
+    check_size_range(min_size, max_size, export_size)
+    if model is None:
+        model = build_target(arch, 'fused', classifier=classifier, checkpoint=checkpoint)
+    else:
+        fuse_model(model.eval())
+    example = torch.zeros(1, 3, *export_size)
+    with torch.no_grad():
+        outputs = model(example)
+    names = ['logits'] if classifier else [f'feat{i}' for i in range(len(outputs))]
+    reference, sizes = model, dict(min_size=[min_size] * 2, max_size=[max_size] * 2)
+    if check_precision(precision) == 'int8':  # one input size (quantize_module)
+        if not calibration:
+            raise ValueError('an int8 backbone program needs calibration inputs')
+        model = quantize_module(model, example, calibration)
+        exported = export_module(model, example)
+        sizes = dict(min_size=list(export_size), max_size=list(export_size))
+    else:
+        exported = export_module(model, example, {2: ('height', min_size, max_size),
+                                                  3: ('width', min_size, max_size)})
+    contract = dict(contract_version=CONTRACT_VERSION,
+                    kind='classifier' if classifier else 'backbone', input_layout='NCHW',
+                    input_dtype='float32', input_channels='normalised', **sizes,
+                    output_names=names,
+                    precision=precision, config_name=arch)
+    _write(path, lower(exported, contract))
+    checked = [export_size] if precision == 'int8' else \
+        check_sizes or [export_size, other_size(export_size, min_size, max_size)]
+    inputs = [torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(i))
+              for i, size in enumerate(checked)]
+    return dict(path=path, contract=contract, planned_mb=planned_memory_mb(path),
+                checks=check_program(path, reference, inputs, time_repeats))
+
+
+# ------------------------------------------------------------------------------ running
+
+LIST_ENTRIES = ('min_size', 'max_size', 'output_names', 'class_names')
+
+
+def load_program(path: str):
+    """The ExecuTorch program in ``path`` (an ``executorch.runtime.Program``) and its
+    contract; ValueError naming the file if it is unreadable or carries no contract."""
+    require_executorch()
+    from executorch.runtime import Runtime
+    path = os.fspath(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'ExecuTorch program {path!r} does not exist')
+    if not _LOADED:
+        set_threads()
+        _LOADED.append(True)
+    try:
+        program = Runtime.get().load_program(path)
+    except Exception as error:  # RuntimeError from the loader: truncated, not a program
+        raise ValueError(f'{path!r} is not a readable ExecuTorch program ({os.path.getsize(path)} '
+                         f'bytes; {type(error).__name__}: {error}): truncated or not a .pte; '
+                         f'export one with tools/export_executorch.py') from error
+    return program, read_contract(program, path)
+
+
+def read_contract(program, path: str = 'the program') -> Dict:
+    """The contract of a loaded program: every constant method's value (``CONTRACT``)."""
+    names = program.method_names
+    missing = [n for n in ('contract_version', 'kind', 'output_names') if n not in names]
+    if missing:
+        raise ValueError(f'{path!r} is an ExecuTorch program without this project\'s contract '
+                         f'(no constant method {", ".join(missing)}): export it with '
+                         f'tools/export_executorch.py')
+    contract = {}
+    for name in sorted(names - {'forward'}):
+        value = list(program.load_method(name).execute([]))
+        contract[name] = value if name in LIST_ENTRIES else value[0]
+    return contract
+
+
+_LOADED = []  # whether this process has loaded a program (then the pool stays as it is)
+
+
+def set_threads(threads: Optional[int] = None) -> int:
+    """Size ExecuTorch's process-wide thread pool: ``threads`` (None: torch's current
+    setting). Only before the first program is loaded (``load_program`` sizes it then): a
+    program keeps using the pool, and resizing it after one had run crashed the process
+    (ExecuTorch 1.5.1), so another size then raises RuntimeError instead."""
+    from executorch.extension.pybindings import portable_lib
+    threads = threads or torch.get_num_threads()
+    current = portable_lib._threadpool_get_thread_count()
+    if current != threads:
+        if _LOADED:
+            raise RuntimeError(f'ExecuTorch\'s thread pool has {current} threads and programs '
+                               f'are loaded: it cannot take {threads} in this process (run '
+                               f'each thread count in its own process)')
+        portable_lib._unsafe_reset_threadpool(threads)
+    return threads
+
+
+class ExecuTorchSessions:
+    """The ExecuTorch counterpart of ``runtime.OnnxSessions``: ``input_names``,
+    ``output_names``, ``resize_mode`` (None: the program's outputs are final) and ``run``,
+    one loaded ``forward`` method; ``threads``: the size of ExecuTorch's process-wide thread
+    pool (``set_threads``; None: as sized when the first program was loaded). A program runs
+    in the precision it was exported in (``contract['precision']``;
+    ``openvino_runtime.resolve_precision`` checks a request)."""
+
+    def __init__(self, path: str, threads: Optional[int] = None):
+        self.path, self.threads = os.fspath(path), threads
+        require_executorch()
+        if threads is not None:
+            set_threads(threads)
+        self.program, self.contract = load_program(self.path)
+        self.precision = self.contract['precision']
+        self.method = self.program.load_method('forward')
+        self.input_names = ['image' if self.contract['kind'] == 'segmentor' else 'input']
+        self.input_name = self.input_names[0]
+        self.output_names = list(self.contract['output_names'])
+        self.resize_mode = None
+
+    def run(self, image: torch.Tensor, **extra) -> List[torch.Tensor]:
+        if extra:
+            raise ValueError(f'{self.path!r} takes one input, not {sorted(extra)}')
+        check_input_size(self.contract, image, self.path)
+        return list(self.method.execute([image.detach().cpu().contiguous()]))
+
+
+def check_input_size(contract: Dict, image: torch.Tensor, path: str) -> None:
+    """Raise ValueError naming ``path`` unless ``image``'s height and width are within the
+    program's ``min_size`` and ``max_size``."""
+    hw = tuple(image.shape[:2] if contract['input_layout'] == 'HWC' else image.shape[2:])
+    low, high = contract['min_size'], contract['max_size']
+    if not all(a <= s <= b for s, a, b in zip(hw, low, high)):
+        allowed = f'exactly {low[0]}x{low[1]}' if low == high else \
+            f'{low[0]}x{low[1]} to {high[0]}x{high[1]}'
+        raise ValueError(f'{path!r} takes images of {allowed} (height x width), not '
+                         f'{hw[0]}x{hw[1]}')
+
+
+def check_program_config(contract: Dict, cfg, path: str) -> None:
+    """Raise ValueError naming ``path`` unless its app program was exported from a config
+    like ``cfg``: a segmentor with the same classes (names and count) and the same test-time
+    image steps (``image_steps``: resize, normalisation). The program holds its whole
+    network, so these are what running it with ``cfg``'s data and metrics depends on."""
+    origin = f'{path!r} (exported from {contract.get("config_name")!r})'
+    if contract['kind'] != 'segmentor':
+        raise ValueError(f'{origin} is a {contract["kind"]} program; tools/test.py and '
+                         f'tools/infer.py run segmentor app programs')
+    from .runtime import default_dataset_meta
+    count = cfg.model.decode_head[-1].num_classes if isinstance(
+        cfg.model.decode_head, (list, tuple)) else cfg.model.decode_head.num_classes
+    names = list(contract.get('class_names') or [])
+    if len(names) != count:
+        raise ValueError(f'{origin} predicts {len(names)} classes, but the config\'s decode '
+                         f'head has {count}: give the config the program was exported from')
+    config_names = [str(c) for c in (default_dataset_meta(cfg) or {}).get('classes') or ()]
+    if len(config_names) == count and config_names != names:
+        raise ValueError(f'{origin} has classes {names}, the config {config_names}: give the '
+                         f'config the program was exported from')
+    steps = image_steps(cfg)
+    stored = json.loads(contract.get('image_steps') or 'null')
+    if stored != json.loads(json.dumps(steps)):
+        raise ValueError(f'{origin} prepares images as {stored}, but the config as {steps}: '
+                         f'give the config the program was exported from, or export again')
+
+
+def feed_original_images(cfg) -> None:
+    """Make the config's test pipeline give the app program what an app gives it: the
+    original image (the resizes the program does itself taken out, ``PROGRAM_STEPS``), in
+    place. Labels are read at the original size either way. The steps taken out are kept in
+    ``cfg.program_image_steps`` (what ``image_steps`` then returns)."""
+    from ..config import toolbox_of
+    if toolbox_of(cfg) != 'mmseg':
+        raise ValueError(f'runtime executorch runs segmentor app programs, but the config is '
+                         f'an {toolbox_of(cfg)} one (detectors are not exported as programs)')
+    cfg.program_image_steps = json.dumps(image_steps(cfg))
+    dataset = cfg.test_dataloader.dataset
+    dataset.pipeline = without_program_steps(dataset.pipeline)

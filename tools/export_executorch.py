@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Export a segmentor as an ExecuTorch app program (.pte, XNNPACK), or a fused backbone / its
+ImageNet classifier, then run the program through ExecuTorch's runtime against PyTorch at two
+sizes; exit status 1 if a float32 program's classes (or features) differ.
+
+  python tools/export_executorch.py configs/fpn_repvit_m1_1_ade20k.py fpn_m1_1.pte \\
+      --checkpoint fpn_m1_1.pth --int8 fpn_m1_1_int8.pte --calib-images 32
+  python tools/export_executorch.py m1_1 repvit_m1_1.pte [--classifier]
+
+Segmentor program: uint8 RGB image [H, W, 3] in (what a phone camera or bitmap gives), int32
+class map [H, W] out, at the image's own size; the config's test-time resize and
+normalisation run inside (docs/deployment.md, "On the device"). Backbone program: a
+normalised float32 image (1, 3, H, W) in, feature maps (or ImageNet logits) out. H and W are
+dynamic within --min-size and --max-size; the contract (layout, sizes, classes, precision,
+config) is stored as constant methods an app reads.
+
+--int8 PATH also writes an int8 program (XNNPACK post-training quantisation, calibrated on
+--calib-images images of the config's val set); its accuracy: python tools/test.py CONFIG
+PATH --runtime executorch.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('target', help='a segmentation config, or a backbone arch (m1_1)')
+    parser.add_argument('out', help='the .pte file to write (float32)')
+    parser.add_argument('--checkpoint', help='weights (plain or fused; random without)')
+    parser.add_argument('--int8', metavar='PATH', help='segmentors: also write an int8 '
+                        'program here')
+    parser.add_argument('--calib-images', type=int, default=32, help='--int8: how many images '
+                        'of the val set calibrate the activation ranges')
+    parser.add_argument('--min-size', type=int, default=64, help='smallest image side the '
+                        'program takes')
+    parser.add_argument('--max-size', type=int, default=1024, help='largest image side the '
+                        'program takes (ExecuTorch plans memory for it)')
+    parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'),
+                        help='the example size traced (default 256 320; backbones 224 224)')
+    parser.add_argument('--classifier', action='store_true', help='backbones: the ImageNet '
+                        'classifier (logits) instead of the feature maps')
+    parser.add_argument('--check-size', nargs=2, type=int, action='append', metavar=('H', 'W'),
+                        help='image sizes to compare PyTorch and the program at (repeatable; '
+                        'default: the traced size and another)')
+    parser.add_argument('--time', type=int, default=0, metavar='N', help='also time the '
+                        'program against PyTorch at each check size, N interleaved rounds')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--json', action='store_true', help='print the report as JSON')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+
+    from mmrepvit.deployment import executorch_program as etp
+    from mmrepvit.targets import target_kind
+    torch.set_num_threads(args.threads)  # and ExecuTorch's, when it loads the program
+    kind = target_kind(args.target)
+    sizes = dict(min_size=args.min_size, max_size=args.max_size, time_repeats=args.time,
+                 check_sizes=[tuple(s) for s in args.check_size] if args.check_size else None)
+    if kind == 'mmdet':
+        sys.exit(f'{args.target} is a detector config: ExecuTorch programs cover segmentors '
+                 f'and backbones')
+    reports = []
+    say = (lambda *a: None) if args.json else print
+    if kind == 'backbone':
+        if args.int8:
+            sys.exit('--int8 takes a segmentation config: the calibration images come from '
+                     'its val set')
+        say(f'exporting {args.target} (torch.export, lowering to XNNPACK: a minute or more)')
+        reports.append(etp.export_backbone_program(
+            args.target, args.out, args.classifier, args.checkpoint,
+            export_size=tuple(args.size or (224, 224)), **sizes))
+    else:
+        size = tuple(args.size or (256, 320))
+        for path, precision in [(args.out, 'f32')] + ([(args.int8, 'int8')] if args.int8
+                                                       else []):
+            say(f'exporting {args.target} as a {precision} app program (torch.export'
+                f'{", calibrating on val images" if precision == "int8" else ""}, lowering '
+                f'to XNNPACK: minutes)')
+            reports.append(etp.export_segmentor_program(
+                args.target, path, args.checkpoint, precision, args.calib_images,
+                export_size=size, cfg_options=args.cfg_options, **sizes))
+    for report in reports:
+        say_report(say, report)
+    passed = all(passes(c, r['contract']['precision']) for r in reports for c in r['checks'])
+    if args.json:
+        print(json.dumps(reports, indent=1))
+    else:
+        print('PASS' if passed else 'FAIL')
+    if not passed:
+        sys.exit(1)
+    return reports
+
+
+# what a float32 program must meet against PyTorch (int8 changes the outputs: reported only)
+FEATURE_TOL = 1e-4
+PIXELS_AGREE = 0.999
+
+
+def passes(check, precision):
+    if precision != 'f32':
+        return True
+    if 'max_abs_diff' in check:
+        return check['max_abs_diff'] <= FEATURE_TOL
+    return check['agree'] >= PIXELS_AGREE
+
+
+def say_report(say, report):
+    c = report['contract']
+    say(f'wrote {report["path"]} ({c["kind"]}, {c["precision"]}; input {c["input_dtype"]} '
+        f'{c["input_layout"]} {c["input_channels"]}, sides {c["min_size"][0]}..'
+        f'{c["max_size"][0]}; outputs {", ".join(c["output_names"])}; '
+        f'{report["planned_mb"]:.0f} MiB of activation memory planned)')
+    for check in report['checks']:
+        size = f'{check["size"][0]}x{check["size"][1]}'
+        if 'agree' in check:
+            say(f'  {size}: ExecuTorch vs PyTorch (float32): the same class on '
+                f'{100 * check["agree"]:.3f}% of pixels')
+        else:
+            say(f'  {size}: ExecuTorch vs PyTorch: max abs diff {check["max_abs_diff"]:.2e}')
+        if 'timing' in check:
+            t = check['timing']
+            say(f'    {t["threads"]} threads: PyTorch median {t["pytorch"]["median_ms"]:.1f} ms '
+                f'(best {t["pytorch"]["best_ms"]:.1f}), ExecuTorch median '
+                f'{t["executorch"]["median_ms"]:.1f} ms (best {t["executorch"]["best_ms"]:.1f}); '
+                f'speed-up {t["speedup"]["median_round_ratio"]:.2f}x (median of rounds), '
+                f'{t["speedup"]["best_ratio"]:.2f}x (bests)')
+
+
+if __name__ == '__main__':
+    main()
