@@ -131,3 +131,21 @@ def build_model(cfg: Config) -> nn.Module:
     scope = toolbox_of(cfg)
     init_default_scope(scope)
     return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+
+
+def default_dataset_meta(cfg: Config) -> Optional[dict]:
+    """The classes / palette an inferencer draws with: the test dataset's metainfo in the
+    config, else its dataset class's defaults (e.g. COCO, ADE20K)."""
+    loader = cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}
+    dataset = dict(loader.get('dataset') or {})
+    while 'dataset' in dataset and 'metainfo' not in dataset:  # wrappers (RepeatDataset...)
+        dataset = dict(dataset['dataset'])
+    meta = dict(dataset.get('metainfo') or {})
+    try:
+        registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
+        cls = registry.get(dataset.get('type'))
+        defaults = dict(getattr(cls, 'METAINFO', {}) or {})
+    except Exception:  # an unknown dataset type: the config's own metainfo only
+        defaults = {}
+    defaults.update(meta)
+    return defaults or None

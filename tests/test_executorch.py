@@ -8,6 +8,7 @@ import torch
 from tiny_runs import make_data, write_seg_config
 
 from mmrepvit.deployment import executorch_program as etp
+from mmrepvit.deployment.executorch_runtime import ExecuTorchSessions
 from mmrepvit.targets import build_target
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -95,7 +96,7 @@ def test_int8_program_runs_and_mostly_agrees_with_float(fpn):
     got, = run_program(fpn['int8']['path'], image)
     assert got.shape == INT8_SIZE
     assert (got.long() == expected).float().mean() >= 0.9
-    sessions = etp.ExecuTorchSessions(fpn['int8']['path'])
+    sessions = ExecuTorchSessions(fpn['int8']['path'])
     with pytest.raises(ValueError, match='fpn_int8.pte.*exactly 64x64.*not 96x128'):
         sessions.run(torch.from_numpy(app_image(EXPORT_SIZE)))
 

@@ -33,8 +33,10 @@ LAYERS = (
     ('__init__', ),
 )
 # What a function may import inside itself: dependencies a user may not have installed
-# (mmdet / mmseg are each optional extras, the deployment runtimes and mmdeploy too).
-OPTIONAL_IMPORTS = ('mmdet', 'mmseg', 'mmdeploy', 'onnx', 'onnxruntime', 'openvino')
+# (mmdet / mmseg are each optional extras, the deployment runtimes and mmdeploy too; ExecuTorch
+# and its quantiser need numpy 2, which a numpy 1 stack does not have).
+OPTIONAL_IMPORTS = ('mmdet', 'mmseg', 'mmdeploy', 'onnx', 'onnxruntime', 'openvino', 'executorch',
+                    'torchao')
 
 
 def python_files(package_dir):

@@ -20,6 +20,7 @@ from mmengine.runner import Runner
 from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
 from torch.utils.data import Dataset
 
+from mmrepvit.apis.train import read_resumed_config_as_data
 from mmrepvit.checkpoint import (
     ALLOWED_GLOBAL_NAMES,
     UnsafeCheckpointError,
@@ -27,7 +28,6 @@ from mmrepvit.checkpoint import (
     load_checkpoint_file,
 )
 from mmrepvit.config import ConfigTextError, config_from_text, load_config
-from mmrepvit.engine.resume import read_resumed_config_as_data
 from mmrepvit.models import RepViT
 
 CALLS = []

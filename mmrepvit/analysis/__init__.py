@@ -3,6 +3,7 @@ from ..deployment.compare import check_onnx
 from ..deployment.export import export_and_check, export_onnx
 from ..models import RepViTClassifier
 from ..targets import VARIANTS, build_target, synthetic_batch, target_kind
+from ..utils.timing import paired_ratios, summarize, time_interleaved
 from .benchmark import benchmark, format_table
 from .complexity import (
                          PUBLISHED,
@@ -13,7 +14,6 @@ from .complexity import (
                          model_complexity,
 )
 from .memory import peak_allocated_bytes, weight_bytes
-from .timing import paired_ratios, summarize, time_interleaved
 
 __all__ = ['benchmark', 'format_table', 'RepViTClassifier', 'PUBLISHED', 'compare_published',
            'count', 'format_complexity', 'format_published', 'model_complexity',

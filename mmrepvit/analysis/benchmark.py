@@ -32,8 +32,8 @@ from ..targets import (
     target_kind,
 )
 from ..utils.cpu import cpu_model, relevant_flags
+from ..utils.timing import num_threads, paired_ratios, summarize, time_interleaved
 from .memory import peak_allocated_bytes, weight_bytes
-from .timing import num_threads, paired_ratios, summarize, time_interleaved
 
 ONNX_VARIANT = 'onnxruntime'
 INT8_VARIANT = 'onnxruntime-int8'

@@ -30,7 +30,7 @@ from ..deployment import (
     check_onnx_file,
     is_deployed_file,
 )
-from ..deployment.executorch_program import feed_original_images
+from ..deployment.executorch_runtime import feed_original_images
 from ..fusion import fuse_model
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -102,13 +102,13 @@ def read_image(path: str) -> np.ndarray:
         data = f.read()
     if not data:
         raise UnreadableFileError('the file is empty (0 bytes)')
+    cut_short = cut_short_jpeg(data)  # OpenCV decodes one partly, or (5.x) not at all
+    if cut_short:
+        raise UnreadableFileError(cut_short)
     image = mmcv.imfrombytes(data)
     if image is None:
         raise UnreadableFileError(f'it could not be decoded ({len(data)} bytes: corrupted, '
                                   f'truncated, or not an image file)')
-    cut_short = cut_short_jpeg(data)
-    if cut_short:
-        raise UnreadableFileError(cut_short)
     return image
 
 

@@ -13,7 +13,7 @@ from ..deployment import (
     check_onnx_file,
     is_deployed_file,
 )
-from ..deployment.executorch_program import feed_original_images
+from ..deployment.executorch_runtime import feed_original_images
 from .diagnose import explained_errors
 from .train import build_runner
 

@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from ..config import default_work_dir, load_config, toolbox_of
+from ..config import config_from_text, default_work_dir, load_config, toolbox_of
 from ..datasets import (
     check_dataset_annotations,
     check_dataset_files,
@@ -15,7 +15,7 @@ from ..datasets import (
     use_readable_loaders,
 )
 from ..engine.distributed import setup_cpu_distributed
-from ..engine.resume import find_resumable_checkpoint, read_resumed_config_as_data
+from ..engine.resume import find_resumable_checkpoint
 from ..engine.run_folder import RunFolderRunner, training_lock
 from .diagnose import explained_errors
 
@@ -105,3 +105,25 @@ def train(cfg: Config) -> Runner:
         check_dataset_files(datasets)
         runner.train()
     return runner
+
+
+def read_resumed_config_as_data(runner) -> None:
+    """Have ``runner.resume`` refuse a checkpoint whose ``meta['config']`` is not plain data.
+
+    mmengine's ``Runner.resume`` reads ``gpu_ids`` from ``meta['config']`` (where mmcv 1.x
+    runners wrote their config) with ``Config.fromstring``, which runs it: a checkpoint that
+    passes the weights-only allow-list could bring code that way. The runner's
+    ``load_checkpoint``, which ``resume`` calls first, is wrapped to read that text as data
+    (``config.config_from_text``) and raise ``ConfigTextError`` before mmengine runs it."""
+    load_checkpoint = runner.load_checkpoint
+
+    def load_checkpoint_reading_config_as_data(filename, *args, **kwargs):
+        checkpoint = load_checkpoint(filename, *args, **kwargs)
+        text = (checkpoint.get('meta') or {}).get('config')
+        if text is not None:
+            config_from_text(text, f'The config in checkpoint {filename!r} (meta["config"])',
+                             'mmengine would run it as Python to resume. Resume from a '
+                             'checkpoint without it, or remove meta["config"] from this one.')
+        return checkpoint
+
+    runner.load_checkpoint = load_checkpoint_reading_config_as_data

@@ -27,6 +27,7 @@ import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmengine import fileio
 from mmengine.dataset import BaseDataset
+from PIL import Image
 
 from ..registry import TRANSFORMS
 from .checks import dataset_class, innermost_datasets
@@ -70,7 +71,6 @@ def cut_short_jpeg(data: bytes) -> Optional[str]:
     tells data cut off (an error) from bytes appended after the marker (none)."""
     if data[:2] != JPEG_START or data[-2:] == JPEG_END:
         return None
-    from PIL import Image
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
@@ -88,7 +88,7 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
     def transform(self, results):
         if self.file_client_args is not None:  # mmcv's deprecated file client: its own reading
             return self._named_errors(super().transform, results)
-        path = results['img_path']
+        path, data = results['img_path'], None
         try:
             data = fileio.get(path, backend_args=self.backend_args)
             img = mmcv.imfrombytes(data, flag=self.color_type, backend=self.imdecode_backend)
@@ -96,7 +96,8 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
         except Exception as e:  # what decoders raise varies: cv2.error, AssertionError, OSError
             if self.ignore_empty:
                 return None
-            raise _unreadable('image', path, e) from e
+            raise _unreadable('image', path, e,
+                              problem=cut_short_jpeg(data) if data else None) from e
         cut_short = cut_short_jpeg(data)
         if cut_short:
             raise _unreadable('image', path, None, problem=cut_short)

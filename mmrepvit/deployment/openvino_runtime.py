@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..utils.cpu import BF16_FLAGS, cpu_flags, cpu_model, describe_cpu
-from .executorch_program import PTE_SUFFIX, load_program
+from .executorch_runtime import PTE_SUFFIX, load_program
 from .seg_postprocess import cut_final_resize_openvino
 
 RUNTIMES = ('onnxruntime', 'openvino', 'executorch')

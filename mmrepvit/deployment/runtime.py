@@ -21,8 +21,8 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData, PixelData
 
-from ..config import toolbox_of
-from .executorch_program import (
+from ..config import default_dataset_meta, toolbox_of
+from .executorch_runtime import (
     PTE_SUFFIX,
     ExecuTorchSessions,
     check_program_config,
@@ -263,7 +263,7 @@ class ProgramSegmentor(OnnxModel):
 
     The program resizes and normalises the image itself, so it is fed the original image:
     its data preprocessor only collects the images (no normalisation, no BGR->RGB), and the
-    test pipeline must not resize them (``executorch_program.feed_original_images``, which
+    test pipeline must not resize them (``executorch_runtime.feed_original_images``, which
     ``tools/test.py`` and ``tools/infer.py`` apply). The images come as the pipeline loads
     them, uint8 BGR (3, H, W); the wrapper gives them to the program as an app does."""
 
@@ -276,7 +276,7 @@ class ProgramSegmentor(OnnxModel):
         if tuple(image.shape[1:]) != tuple(meta['ori_shape'][:2]):
             raise ValueError(f'the image is {tuple(image.shape[1:])}, not its original size '
                              f'{tuple(meta["ori_shape"][:2])}: the test pipeline resized it '
-                             f'(use executorch_program.feed_original_images)')
+                             f'(use executorch_runtime.feed_original_images)')
         rgb = image.flip(0).permute(1, 2, 0).contiguous()
         classes = self.run(rgb)[0].long()
         data_sample.set_data(dict(pred_sem_seg=PixelData(data=classes[None])))
@@ -286,24 +286,6 @@ class ProgramSegmentor(OnnxModel):
 def _last_head(cfg: Config) -> dict:
     head = cfg.model.decode_head
     return head[-1] if isinstance(head, (list, tuple)) else head
-
-
-def default_dataset_meta(cfg: Config) -> Optional[dict]:
-    """The classes / palette an inferencer draws with: the test dataset's metainfo in the
-    config, else its dataset class's defaults (e.g. COCO, ADE20K)."""
-    loader = cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}
-    dataset = dict(loader.get('dataset') or {})
-    while 'dataset' in dataset and 'metainfo' not in dataset:  # wrappers (RepeatDataset...)
-        dataset = dict(dataset['dataset'])
-    meta = dict(dataset.get('metainfo') or {})
-    try:
-        registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
-        cls = registry.get(dataset.get('type'))
-        defaults = dict(getattr(cls, 'METAINFO', {}) or {})
-    except Exception:  # an unknown dataset type: the config's own metainfo only
-        defaults = {}
-    defaults.update(meta)
-    return defaults or None
 
 
 # the files a deployed model is read from: an export (onnxruntime, openvino), an OpenVINO IR

@@ -10,9 +10,6 @@ things are added here:
   iterations after a resume draw different random numbers.)
 - :func:`find_resumable_checkpoint` picks the newest complete checkpoint of a work dir, skipping
   one that a kill left truncated or that ``last_checkpoint`` names but no longer exists.
-
-And :func:`read_resumed_config_as_data` keeps ``Runner.resume`` from running a checkpoint's
-``meta['config']`` as Python.
 """
 import glob
 import os.path as osp
@@ -27,7 +24,6 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 
-from ..config import config_from_text
 from ..registry import HOOKS
 
 RNG_META_KEY = 'rng_states'
@@ -214,25 +210,3 @@ def find_resumable_checkpoint(work_dir):
         print_log(f'Not resuming from {path!r}: it is missing, empty or truncated (was the run '
                   f'killed while saving it?)', logger='current', level=30)
     return None
-
-
-def read_resumed_config_as_data(runner) -> None:
-    """Have ``runner.resume`` refuse a checkpoint whose ``meta['config']`` is not plain data.
-
-    mmengine's ``Runner.resume`` reads ``gpu_ids`` from ``meta['config']`` (where mmcv 1.x
-    runners wrote their config) with ``Config.fromstring``, which runs it: a checkpoint that
-    passes the weights-only allow-list could bring code that way. The runner's
-    ``load_checkpoint``, which ``resume`` calls first, is wrapped to read that text as data
-    (``config.config_from_text``) and raise ``ConfigTextError`` before mmengine runs it."""
-    load_checkpoint = runner.load_checkpoint
-
-    def load_checkpoint_reading_config_as_data(filename, *args, **kwargs):
-        checkpoint = load_checkpoint(filename, *args, **kwargs)
-        text = (checkpoint.get('meta') or {}).get('config')
-        if text is not None:
-            config_from_text(text, f'The config in checkpoint {filename!r} (meta["config"])',
-                             'mmengine would run it as Python to resume. Resume from a '
-                             'checkpoint without it, or remove meta["config"] from this one.')
-        return checkpoint
-
-    runner.load_checkpoint = load_checkpoint_reading_config_as_data

@@ -1,0 +1,268 @@
+"""Running ExecuTorch programs (``.pte``) made by ``executorch_program``: loading one, the
+contract it carries (constant methods), the image steps it runs inside, and the sessions the
+deployed-model wrapper (``runtime.py``) feeds. Everything here needs only a program file and a
+config, never the model's code, so ``runtime.py`` imports it without importing the exporter."""
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from ..config import default_dataset_meta, toolbox_of
+
+PTE_SUFFIX = '.pte'
+PRECISIONS = ('f32', 'int8')
+CONTRACT_VERSION = 1
+DEFAULT_MIN_SIZE = 64
+DEFAULT_MAX_SIZE = 1024
+# what each constant method returns (an app reads them with load_method(name).execute([]))
+CONTRACT = {
+    'contract_version': 'int: the layout of this contract',
+    'kind': "str: 'segmentor', 'backbone' or 'classifier'",
+    'input_layout': "str: 'HWC' (segmentor) or 'NCHW'",
+    'input_dtype': "str: 'uint8' (segmentor) or 'float32'",
+    'input_channels': "str: 'RGB' (segmentor) or 'normalised'",
+    'min_size': 'list of 2 ints: the smallest [height, width] the program takes',
+    'max_size': 'list of 2 ints: the largest [height, width] the program takes',
+    'output_names': 'list of str: the outputs of forward, in order',
+    'class_names': 'list of str: the classes (segmentor; index = class id)',
+    'precision': "str: 'f32' or 'int8'",
+    'config_name': 'str: the file name of the config it was exported from',
+}
+
+
+def require_executorch():
+    """The ``executorch`` package, or an ImportError naming the install command."""
+    try:
+        import executorch  # noqa: F401
+        from executorch.runtime import Runtime  # noqa: F401
+    except ImportError as error:
+        raise ImportError('ExecuTorch programs need the executorch package: pip install '
+                          '-r requirements/executorch.txt (it needs numpy 2)') from error
+
+
+# ---------------------------------------------------------------- the test-time image steps
+
+def round_div(a, b):
+    """``round(a / b)`` of non-negative ints, halves up (also for symbolic sizes)."""
+    return (2 * a + b) // (2 * b)
+
+
+def keep_ratio_size(h, w, long_edge: int, short_edge: int):
+    """mmcv's keep-ratio rescale of an (h, w) image to at most ``long_edge`` x ``short_edge``
+    (``mmcv.rescale_size``: the scale min(long / max(h, w), short / min(h, w)), sizes
+    rounded), in integer arithmetic without branches, so that it stays symbolic in
+    ``torch.export``: round(h * min(L / max(h, w), S / min(h, w))) =
+    min(L, round(L h / w), max(S, round(S h / w))), rounding being monotone."""
+    smin, smax = torch.sym_min, torch.sym_max
+    new_h = smin(smin(long_edge, round_div(long_edge * h, w)),
+                 smax(short_edge, round_div(short_edge * h, w)))
+    new_w = smin(smin(long_edge, round_div(long_edge * w, h)),
+                 smax(short_edge, round_div(short_edge * w, h)))
+    return new_h, new_w
+
+
+def ceil_to(n, divisor: int):
+    return (n + divisor - 1) // divisor * divisor
+
+
+def image_steps(cfg) -> Dict:
+    """What the config's test pipeline and data preprocessor do to an image, as the app
+    program does it: ``resizes`` (('keep_ratio', long, short), ('fixed', h, w) or
+    ('multiple', divisor), in order), ``mean`` / ``std`` (in the model's channel order),
+    ``bgr`` (the model takes BGR), ``pad_divisor`` / ``pad_size`` / ``pad_val``.
+
+    Raises ValueError naming a test-pipeline step that changes the image in a way the
+    program does not reproduce. A config whose pipeline ``feed_original_images`` changed:
+    the steps as they were before."""
+    if cfg.get('program_image_steps'):
+        return json.loads(cfg.program_image_steps)
+    pipeline = cfg.test_dataloader.dataset.pipeline
+    resizes = []
+    for step in pipeline:
+        kind = step['type'].split('.')[-1]
+        if kind in IMAGE_NEUTRAL_STEPS:
+            continue
+        if kind == 'Resize':
+            if step.get('scale') is None or step.get('scale_factor') is not None:
+                raise ValueError(f'test pipeline step {dict(step)}: the app program takes a '
+                                 f'Resize with a scale (and no scale_factor)')
+            if step.get('interpolation', 'bilinear') != 'bilinear':
+                raise ValueError(f'test pipeline step {dict(step)}: the app program resizes '
+                                 f'bilinearly only')
+            scale = step['scale']
+            if isinstance(scale, int):
+                scale = (scale, scale)
+            if step.get('keep_ratio', False):
+                resizes.append(('keep_ratio', max(scale), min(scale)))
+            else:
+                resizes.append(('fixed', scale[1], scale[0]))  # mmcv scales are (w, h)
+        elif kind == 'ResizeToMultiple':
+            if step.get('interpolation') not in (None, 'bilinear'):
+                raise ValueError(f'test pipeline step {dict(step)}: the app program resizes '
+                                 f'bilinearly only')
+            resizes.append(('multiple', step.get('size_divisor', 32)))
+        else:
+            raise ValueError(f'test pipeline step {kind!r} changes the image in a way the '
+                             f'ExecuTorch app program does not reproduce (it takes Resize, '
+                             f'ResizeToMultiple and {", ".join(sorted(IMAGE_NEUTRAL_STEPS))})')
+    pre = cfg.model.data_preprocessor
+    test_cfg = pre.get('test_cfg') or {}
+    mean = pre.get('mean') or [0.0, 0.0, 0.0]
+    std = pre.get('std') or [1.0, 1.0, 1.0]
+    return dict(resizes=resizes, mean=[float(m) for m in mean], std=[float(s) for s in std],
+                bgr=not pre.get('bgr_to_rgb', False) and not pre.get('rgb_to_bgr', False),
+                pad_divisor=test_cfg.get('size_divisor'), pad_size=test_cfg.get('size'),
+                pad_val=float(pre.get('pad_val', 0)))
+
+
+# steps that load or pack the image, or touch only the annotations
+IMAGE_NEUTRAL_STEPS = {'LoadImageFromFile', 'LoadImageFromNDArray', 'LoadAnnotations',
+                       'PackSegInputs', 'InferencerLoader', 'CheckedLoadImageFromFile',
+                       'CheckedLoadSegAnnotations'}
+# the test-pipeline steps the app program does itself
+PROGRAM_STEPS = {'Resize', 'ResizeToMultiple'}
+
+
+def without_program_steps(pipeline: Sequence[dict]) -> List[dict]:
+    """The test pipeline without the steps the app program does itself (``PROGRAM_STEPS``):
+    what feeds a program the original image."""
+    return [step for step in pipeline if step['type'].split('.')[-1] not in PROGRAM_STEPS]
+
+
+LIST_ENTRIES = ('min_size', 'max_size', 'output_names', 'class_names')
+
+
+def load_program(path: str):
+    """The ExecuTorch program in ``path`` (an ``executorch.runtime.Program``) and its
+    contract; ValueError naming the file if it is unreadable or carries no contract."""
+    require_executorch()
+    from executorch.runtime import Runtime
+    path = os.fspath(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'ExecuTorch program {path!r} does not exist')
+    if not _LOADED:
+        set_threads()
+        _LOADED.append(True)
+    try:
+        program = Runtime.get().load_program(path)
+    except Exception as error:  # RuntimeError from the loader: truncated, not a program
+        raise ValueError(f'{path!r} is not a readable ExecuTorch program ({os.path.getsize(path)} '
+                         f'bytes; {type(error).__name__}: {error}): truncated or not a .pte; '
+                         f'export one with tools/export_executorch.py') from error
+    return program, read_contract(program, path)
+
+
+def read_contract(program, path: str = 'the program') -> Dict:
+    """The contract of a loaded program: every constant method's value (``CONTRACT``)."""
+    names = program.method_names
+    missing = [n for n in ('contract_version', 'kind', 'output_names') if n not in names]
+    if missing:
+        raise ValueError(f'{path!r} is an ExecuTorch program without this project\'s contract '
+                         f'(no constant method {", ".join(missing)}): export it with '
+                         f'tools/export_executorch.py')
+    contract = {}
+    for name in sorted(names - {'forward'}):
+        value = list(program.load_method(name).execute([]))
+        contract[name] = value if name in LIST_ENTRIES else value[0]
+    return contract
+
+
+_LOADED = []  # whether this process has loaded a program (then the pool stays as it is)
+
+
+def set_threads(threads: Optional[int] = None) -> int:
+    """Size ExecuTorch's process-wide thread pool: ``threads`` (None: torch's current
+    setting). Only before the first program is loaded (``load_program`` sizes it then): a
+    program keeps using the pool, and resizing it after one had run crashed the process
+    (ExecuTorch 1.5.1), so another size then raises RuntimeError instead."""
+    from executorch.extension.pybindings import portable_lib
+    threads = threads or torch.get_num_threads()
+    current = portable_lib._threadpool_get_thread_count()
+    if current != threads:
+        if _LOADED:
+            raise RuntimeError(f'ExecuTorch\'s thread pool has {current} threads and programs '
+                               f'are loaded: it cannot take {threads} in this process (run '
+                               f'each thread count in its own process)')
+        portable_lib._unsafe_reset_threadpool(threads)
+    return threads
+
+
+class ExecuTorchSessions:
+    """The ExecuTorch counterpart of ``runtime.OnnxSessions``: ``input_names``,
+    ``output_names``, ``resize_mode`` (None: the program's outputs are final) and ``run``,
+    one loaded ``forward`` method; ``threads``: the size of ExecuTorch's process-wide thread
+    pool (``set_threads``; None: as sized when the first program was loaded). A program runs
+    in the precision it was exported in (``contract['precision']``;
+    ``openvino_runtime.resolve_precision`` checks a request)."""
+
+    def __init__(self, path: str, threads: Optional[int] = None):
+        self.path, self.threads = os.fspath(path), threads
+        require_executorch()
+        if threads is not None:
+            set_threads(threads)
+        self.program, self.contract = load_program(self.path)
+        self.precision = self.contract['precision']
+        self.method = self.program.load_method('forward')
+        self.input_names = ['image' if self.contract['kind'] == 'segmentor' else 'input']
+        self.input_name = self.input_names[0]
+        self.output_names = list(self.contract['output_names'])
+        self.resize_mode = None
+
+    def run(self, image: torch.Tensor, **extra) -> List[torch.Tensor]:
+        if extra:
+            raise ValueError(f'{self.path!r} takes one input, not {sorted(extra)}')
+        check_input_size(self.contract, image, self.path)
+        return list(self.method.execute([image.detach().cpu().contiguous()]))
+
+
+def check_input_size(contract: Dict, image: torch.Tensor, path: str) -> None:
+    """Raise ValueError naming ``path`` unless ``image``'s height and width are within the
+    program's ``min_size`` and ``max_size``."""
+    hw = tuple(image.shape[:2] if contract['input_layout'] == 'HWC' else image.shape[2:])
+    low, high = contract['min_size'], contract['max_size']
+    if not all(a <= s <= b for s, a, b in zip(hw, low, high)):
+        allowed = f'exactly {low[0]}x{low[1]}' if low == high else \
+            f'{low[0]}x{low[1]} to {high[0]}x{high[1]}'
+        raise ValueError(f'{path!r} takes images of {allowed} (height x width), not '
+                         f'{hw[0]}x{hw[1]}')
+
+
+def check_program_config(contract: Dict, cfg, path: str) -> None:
+    """Raise ValueError naming ``path`` unless its app program was exported from a config
+    like ``cfg``: a segmentor with the same classes (names and count) and the same test-time
+    image steps (``image_steps``: resize, normalisation). The program holds its whole
+    network, so these are what running it with ``cfg``'s data and metrics depends on."""
+    origin = f'{path!r} (exported from {contract.get("config_name")!r})'
+    if contract['kind'] != 'segmentor':
+        raise ValueError(f'{origin} is a {contract["kind"]} program; tools/test.py and '
+                         f'tools/infer.py run segmentor app programs')
+    count = cfg.model.decode_head[-1].num_classes if isinstance(
+        cfg.model.decode_head, (list, tuple)) else cfg.model.decode_head.num_classes
+    names = list(contract.get('class_names') or [])
+    if len(names) != count:
+        raise ValueError(f'{origin} predicts {len(names)} classes, but the config\'s decode '
+                         f'head has {count}: give the config the program was exported from')
+    config_names = [str(c) for c in (default_dataset_meta(cfg) or {}).get('classes') or ()]
+    if len(config_names) == count and config_names != names:
+        raise ValueError(f'{origin} has classes {names}, the config {config_names}: give the '
+                         f'config the program was exported from')
+    steps = image_steps(cfg)
+    stored = json.loads(contract.get('image_steps') or 'null')
+    if stored != json.loads(json.dumps(steps)):
+        raise ValueError(f'{origin} prepares images as {stored}, but the config as {steps}: '
+                         f'give the config the program was exported from, or export again')
+
+
+def feed_original_images(cfg) -> None:
+    """Make the config's test pipeline give the app program what an app gives it: the
+    original image (the resizes the program does itself taken out, ``PROGRAM_STEPS``), in
+    place. Labels are read at the original size either way. The steps taken out are kept in
+    ``cfg.program_image_steps`` (what ``image_steps`` then returns)."""
+    if toolbox_of(cfg) != 'mmseg':
+        raise ValueError(f'runtime executorch runs segmentor app programs, but the config is '
+                         f'an {toolbox_of(cfg)} one (detectors are not exported as programs)')
+    cfg.program_image_steps = json.dumps(image_steps(cfg))
+    dataset = cfg.test_dataloader.dataset
+    dataset.pipeline = without_program_steps(dataset.pipeline)
