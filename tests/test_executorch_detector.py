@@ -51,7 +51,8 @@ def test_program_detects_what_mmdet_detects(retinanet):
 
 def test_program_matches_mmdet_inference_on_an_image_file_read_as_bgr(retinanet, tmp_path):
     """The image an app holds (RGB) through the program, the same image through mmdet's
-    inference_detector from a BGR array (its own test pipeline and data preprocessor)."""
+    inference_detector from a BGR array (its own test pipeline, OpenCV's resize, and data
+    preprocessor): every detection agrees."""
     from mmdet.apis import inference_detector
     from mmengine.structures import InstanceData
 
@@ -63,8 +64,10 @@ def test_program_matches_mmdet_inference_on_an_image_file_read_as_bgr(retinanet,
     expected = inference_detector(model, image.flip(-1).numpy()).pred_instances
     got = DetectorProgram(retinanet['path'])(image)
     assert got['boxes'].shape[1] == 4 and got['labels'].dtype == torch.int32
-    assert_all_agree(compare_detections(expected, InstanceData(
-        bboxes=got['boxes'], scores=got['scores'], labels=got['labels'].long())))
+    got = InstanceData(bboxes=got['boxes'], scores=got['scores'], labels=got['labels'].long())
+    # OpenCV's uint8 resize (fixed-point weights) and the program's (float, rounded) differ
+    # by one level in some pixels: measured, boxes within 0.008 px, scores within 0.0051
+    assert_all_agree(compare_detections(expected, got, box_tol=0.05, score_tol=0.01))
 
 
 def test_contract_and_padding(retinanet):

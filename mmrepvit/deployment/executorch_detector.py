@@ -7,7 +7,7 @@ layout, [H, W, 3]**, and does inside what the config's test pipeline and mmdet d
 
 - the test pipeline's keep-ratio ``Resize`` and the data preprocessor's normalisation and
   padding (``executorch_program.image_steps``, as the segmentor's app program does them);
-- the network (the only part that is quantised in an int8 program);
+- the network (its backbone and neck are what an int8 program quantises);
 - mmdet's post-processing: per FPN level the best ``nms_pre`` (anchor, class) pairs above
   ``score_thr``, their boxes decoded and clipped to the resized image, rescaled to the
   original image's pixels, boxes of ``min_bbox_size`` or less dropped, NMS per class
@@ -109,17 +109,17 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
     return keep, (keep == previous).all()
 
 
-class DenseDetectorNetwork(nn.Module):
-    """The network of a dense detector: normalised, padded image (1, 3, H, W) -> the head's
-    class logits of every level, then its box deltas of every level (what int8 quantises)."""
+class DetectorFeatures(nn.Module):
+    """Backbone and neck: normalised, padded image (1, 3, H, W) -> the FPN's maps (what int8
+    quantises; XNNPACK failed to load programs with the dense head quantised too:
+    "XNNCompiler::compileModel failed")."""
 
     def __init__(self, detector: nn.Module):
         super().__init__()
         self.detector = detector
 
     def forward(self, x):
-        cls_scores, bbox_preds = self.detector.bbox_head(self.detector.extract_feat(x))
-        return tuple(cls_scores) + tuple(bbox_preds)
+        return tuple(self.detector.extract_feat(x))
 
 
 class DenseDetectorApp(nn.Module):
@@ -138,7 +138,7 @@ class DenseDetectorApp(nn.Module):
                 not head.use_sigmoid_cls:
             raise ValueError(f'{type(head).__name__}: the detector app program takes dense '
                              f'anchor heads scored by a sigmoid (RetinaHead)')
-        self.network = DenseDetectorNetwork(detector)
+        self.network = DetectorFeatures(detector)
         self.head, self.cfg, self.steps = head, head.test_cfg, steps
         if self.cfg.nms.get('type', 'nms') != 'nms':
             raise ValueError(f'test_cfg.nms={dict(self.cfg.nms)}: the app program runs plain '
@@ -153,10 +153,8 @@ class DenseDetectorApp(nn.Module):
     def forward(self, image: torch.Tensor):
         h, w = image.shape[0], image.shape[1]
         x, (net_h, net_w) = self.prepare(image)
-        outputs = self.network(x)
-        levels = len(outputs) // 2
-        boxes, scores, labels = self.candidates(outputs[:levels], outputs[levels:],
-                                                (net_h, net_w))
+        cls_scores, bbox_preds = self.head(self.network(x))
+        boxes, scores, labels = self.candidates(cls_scores, bbox_preds, (net_h, net_w))
         # mmdet's Resize scale factor is (net_w / w, net_h / h); boxes go back through it
         boxes = boxes * boxes.new_tensor([w / net_w, h / net_h] * 2)
         return self.select(boxes, scores, labels)
