@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Export a segmentor as an ExecuTorch app program (.pte, XNNPACK), or a fused backbone / its
-ImageNet classifier, then run the program through ExecuTorch's runtime against PyTorch at two
-sizes; exit status 1 if a float32 program's classes (or features) differ.
+"""Export a segmentor or a RetinaNet-like detector as an ExecuTorch app program (.pte, XNNPACK),
+or a fused backbone / its ImageNet classifier, then run the program through ExecuTorch's
+runtime against PyTorch; exit status 1 if a float32 program's classes, detections (or
+features) differ.
 
   python tools/export_executorch.py configs/fpn_repvit_m1_1_ade20k.py fpn_m1_1.pte \\
       --checkpoint fpn_m1_1.pth --int8 fpn_m1_1_int8.pte --calib-images 32
   python tools/export_executorch.py m1_1 repvit_m1_1.pte [--classifier]
 
 Segmentor program: uint8 RGB image [H, W, 3] in (what a phone camera or bitmap gives), int32
-class map [H, W] out, at the image's own size; the config's test-time resize and
+class map [H, W] out, at the image's own size (detector program: boxes in the image's pixels,
+scores, labels and their count out, for images of one size, --size H W); the config's test-time resize and
 normalisation run inside (docs/deployment.md, "On the device"). Backbone program: a
 normalised float32 image (1, 3, H, W) in, feature maps (or ImageNet logits) out. H and W are
 dynamic within --min-size and --max-size; the contract (layout, sizes, classes, precision,
@@ -60,15 +62,13 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
+    from mmrepvit.deployment import executorch_detector as etd
     from mmrepvit.deployment import executorch_program as etp
     from mmrepvit.targets import target_kind
     torch.set_num_threads(args.threads)  # and ExecuTorch's, when it loads the program
     kind = target_kind(args.target)
     sizes = dict(min_size=args.min_size, max_size=args.max_size, time_repeats=args.time,
                  check_sizes=[tuple(s) for s in args.check_size] if args.check_size else None)
-    if kind == 'mmdet':
-        sys.exit(f'{args.target} is a detector config: ExecuTorch programs cover segmentors '
-                 f'and backbones')
     reports = []
     say = (lambda *a: None) if args.json else print
     if kind == 'backbone':
@@ -80,15 +80,20 @@ def main(argv=None):
             args.target, args.out, args.classifier, args.checkpoint,
             export_size=tuple(args.size or (224, 224)), **sizes))
     else:
-        size = tuple(args.size or (256, 320))
+        size = tuple(args.size or ((800, 1216) if kind == 'mmdet' else (256, 320)))
         for path, precision in [(args.out, 'f32')] + ([(args.int8, 'int8')] if args.int8
                                                        else []):
             say(f'exporting {args.target} as a {precision} app program (torch.export'
                 f'{", calibrating on val images" if precision == "int8" else ""}, lowering '
                 f'to XNNPACK: minutes)')
-            reports.append(etp.export_segmentor_program(
-                args.target, path, args.checkpoint, precision, args.calib_images,
-                export_size=size, cfg_options=args.cfg_options, **sizes))
+            if kind == 'mmdet':  # one fixed image size (executorch_detector.FIXED_SIZE_REASON)
+                reports.append(etd.export_detector_program(
+                    args.target, path, args.checkpoint, precision, args.calib_images,
+                    export_size=size, cfg_options=args.cfg_options))
+            else:
+                reports.append(etp.export_segmentor_program(
+                    args.target, path, args.checkpoint, precision, args.calib_images,
+                    export_size=size, cfg_options=args.cfg_options, **sizes))
     for report in reports:
         say_report(say, report)
     passed = all(passes(c, r['contract']['precision']) for r in reports for c in r['checks'])
@@ -109,6 +114,8 @@ PIXELS_AGREE = 0.999
 def passes(check, precision):
     if precision != 'f32':
         return True
+    if 'leading' in check:  # detections: every one of mmdet's has its counterpart
+        return check['agree'] == check['pytorch'] == check['onnx'] and check['converged']
     if 'max_abs_diff' in check:
         return check['max_abs_diff'] <= FEATURE_TOL
     return check['agree'] >= PIXELS_AGREE
@@ -118,11 +125,17 @@ def say_report(say, report):
     c = report['contract']
     say(f'wrote {report["path"]} ({c["kind"]}, {c["precision"]}; input {c["input_dtype"]} '
         f'{c["input_layout"]} {c["input_channels"]}, sides {c["min_size"][0]}..'
-        f'{c["max_size"][0]}; outputs {", ".join(c["output_names"])}; '
-        f'{report["planned_mb"]:.0f} MiB of activation memory planned)')
+        f'{c["max_size"][0]}; outputs {", ".join(c["output_names"])}'
+        + (f'; {report["planned_mb"]:.0f} MiB of activation memory planned)'
+           if 'planned_mb' in report else ')'))
     for check in report['checks']:
         size = f'{check["size"][0]}x{check["size"][1]}'
-        if 'agree' in check:
+        if 'leading' in check:
+            say(f'  {size}: ExecuTorch vs mmdet: {check["agree"]} of {check["pytorch"]} '
+                f'detections agree (program: {check["onnx"]}; boxes within '
+                f'{check["max_box_diff"]:.2e} px, scores within {check["max_score_diff"]:.2e}); '
+                f'NMS {"converged" if check["converged"] else "did NOT converge"}')
+        elif 'agree' in check:
             say(f'  {size}: ExecuTorch vs PyTorch (float32): the same class on '
                 f'{100 * check["agree"]:.3f}% of pixels')
         else:

@@ -1,0 +1,132 @@
+"""The RetinaNet app program (uint8 RGB image in, detections out) run by executorch.runtime
+alone, against mmdet's own predictions: a tiny RetinaNet (RepViT-M0.6, 32-channel FPN and
+head, 4 classes, test scale 160x128) with random weights and scores spread around the
+threshold, exported once."""
+import pytest
+import torch
+
+from mmrepvit.deployment.compare import MASK_IOU
+from mmrepvit.deployment.executorch_detector import (
+    DetectorProgram,
+    compare_programs,
+    export_detector_program,
+    greedy_nms,
+)
+from mmrepvit.deployment.executorch_program import synthetic_image
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+RETINANET = 'configs/retinanet_repvit_m1_1_coco.py'
+OPTIONS = {'model.backbone.arch': 'm0_6', 'model.backbone.init_cfg': None,
+           'model.neck.in_channels': [40, 80, 160, 320], 'model.neck.out_channels': 32,
+           'model.bbox_head.in_channels': 32, 'model.bbox_head.feat_channels': 32,
+           'model.bbox_head.stacked_convs': 2, 'model.bbox_head.num_classes': 4,
+           'test_dataloader.dataset.pipeline.1.scale': (160, 128)}
+EXPORT_SIZE = (96, 120)  # resized to the test scale (128x160) inside the program
+SCALE_SIZE = (128, 160)  # the test scale itself: the program's resize keeps it
+
+
+def assert_all_agree(report):
+    assert report['pytorch'] > 10, report  # detections to compare
+    assert report['onnx'] == report['pytorch'] == report['agree'] == report['leading'], report
+    assert report['min_mask_iou'] is None or report['min_mask_iou'] >= MASK_IOU
+
+
+@pytest.fixture(scope='module')
+def retinanet(tmp_path_factory):
+    from mmrepvit.deployment.export import load_model
+    model = load_model(RETINANET, cfg_options=OPTIONS)
+    path = str(tmp_path_factory.mktemp('etdet') / 'retinanet.pte')
+    report = export_detector_program(RETINANET, path, cfg_options=OPTIONS, model=model,
+                                     export_size=EXPORT_SIZE, nms_candidates=300)
+    return dict(model=model, report=report, path=path)
+
+
+def test_program_detects_what_mmdet_detects(retinanet):
+    """Image resized up inside the program: every detection agrees with mmdet's on the same
+    network input (label, box within 1e-3 px, score within 1e-4), and the NMS converged."""
+    check, = retinanet['report']['checks']
+    assert check['size'] == list(EXPORT_SIZE) and check['converged'] == 1, check
+    assert_all_agree(check)
+
+
+def test_program_matches_mmdet_inference_on_an_image_file_read_as_bgr(retinanet, tmp_path):
+    """The image an app holds (RGB) through the program, the same image through mmdet's
+    inference_detector from a BGR array (its own test pipeline, OpenCV's resize, and data
+    preprocessor): every detection agrees."""
+    from mmdet.apis import inference_detector
+    from mmengine.structures import InstanceData
+
+    from mmrepvit.deployment.compare import compare_detections
+    from mmrepvit.targets import load_target_config
+    model = retinanet['model']
+    model.cfg = load_target_config(RETINANET, OPTIONS)
+    image = synthetic_image(EXPORT_SIZE, seed=7)
+    expected = inference_detector(model, image.flip(-1).numpy()).pred_instances
+    got = DetectorProgram(retinanet['path'])(image)
+    assert got['boxes'].shape[1] == 4 and got['labels'].dtype == torch.int32
+    got = InstanceData(bboxes=got['boxes'], scores=got['scores'], labels=got['labels'].long())
+    # OpenCV's uint8 resize (fixed-point weights) and the program's (float, rounded) differ
+    # by one level in some pixels: measured, boxes within 0.008 px, scores within 0.0051
+    assert_all_agree(compare_detections(expected, got, box_tol=0.05, score_tol=0.01))
+
+
+def test_contract_and_padding(retinanet):
+    from executorch.runtime import Runtime
+    program = Runtime.get().load_program(retinanet['path'])
+    assert list(program.load_method('output_names').execute([])) == [
+        'boxes', 'scores', 'labels', 'num_detections', 'nms_converged']
+    assert program.load_method('max_detections').execute([])[0] == 100
+    boxes, scores, labels, count, _ = program.load_method('forward').execute(
+        [synthetic_image(EXPORT_SIZE, seed=3)])
+    n = int(count[0])
+    assert boxes.shape == (100, 4) and scores.shape == labels.shape == (100, )
+    assert (scores[n:] == 0).all() and (labels[n:] == -1).all() and (boxes[n:] == 0).all()
+    assert (scores[:n] > 0.05).all() and (labels[:n] >= 0).all()
+
+
+def test_program_refuses_images_outside_its_contract(retinanet):
+    run = DetectorProgram(retinanet['path'])
+    with pytest.raises(ValueError, match=r'takes images of exactly 96x120.*not 300x64'):
+        run(torch.zeros(300, 64, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r'uint8 RGB image \[H, W, 3\], not torch.float32'):
+        run(torch.zeros(64, 64, 3))
+
+
+def test_int8_program_runs_and_mostly_agrees(retinanet, tmp_path):
+    """int8 (the network only), calibrated on app images, at the test scale (no resize):
+    most of the float model's detections are found (same label, box within 2 px, score
+    within 0.05; measured: 79 of 100, boxes within 0.09 px, scores within 0.047)."""
+    from mmrepvit.deployment.executorch_detector import DenseDetectorApp, detector_image_steps
+    from mmrepvit.targets import load_target_config
+    model = retinanet['model']
+    calibration = [synthetic_image(SCALE_SIZE, seed) for seed in range(4)]
+    path = str(tmp_path / 'int8.pte')
+    report = export_detector_program(RETINANET, path, precision='int8', cfg_options=OPTIONS,
+                                     model=model, export_size=SCALE_SIZE, nms_candidates=300,
+                                     calibration=calibration)
+    assert report['contract']['precision'] == 'int8'
+    app = DenseDetectorApp(model, detector_image_steps(load_target_config(RETINANET, OPTIONS)))
+    check, = compare_programs(path, model, app, [synthetic_image(SCALE_SIZE, 11)],
+                              box_tol=2.0, score_tol=0.05)
+    assert check['converged'] == 1 and check['agree'] >= 0.7 * check['pytorch'] > 7, check
+
+
+def test_greedy_nms_is_mmcvs_batched_nms():
+    """On 300 random boxes of 3 classes: the same boxes kept as mmcv's batched_nms, and not
+    converged (so flagged) when given too few iterations for a suppression chain."""
+    from mmcv.ops import batched_nms
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + torch.rand(300, 2, generator=g) * 40 + 1], 1)
+    scores, labels = torch.rand(300, generator=g), torch.randint(0, 3, (300, ), generator=g)
+    _, expected = batched_nms(boxes, scores, labels, dict(type='nms', iou_threshold=0.5))
+    order = scores.argsort(descending=True)
+    shifted = boxes[order] + (labels[order] * (boxes.max() + 1))[:, None]
+    keep, converged = greedy_nms(shifted, torch.ones(300, dtype=torch.bool), 0.5, 8)
+    assert converged and set(order[keep].tolist()) == set(expected.tolist())
+    # a chain: each box suppresses the next; greedy keeps every other one
+    chain = torch.tensor([[i * 0.4, 0.0, i * 0.4 + 1, 1.0] for i in range(6)])
+    keep, converged = greedy_nms(chain, torch.ones(6, dtype=torch.bool), 0.3, 2)
+    assert not converged
+    keep, converged = greedy_nms(chain, torch.ones(6, dtype=torch.bool), 0.3, 7)
+    assert converged and keep.tolist() == [True, False, True, False, True, False]
