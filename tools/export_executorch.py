@@ -9,12 +9,13 @@ features) differ.
   python tools/export_executorch.py m1_1 repvit_m1_1.pte [--classifier]
 
 Segmentor program: uint8 RGB image [H, W, 3] in (what a phone camera or bitmap gives), int32
-class map [H, W] out, at the image's own size (detector program: boxes in the image's pixels,
-scores, labels and their count out, for images of one size, --size H W); the config's
-test-time resize and normalisation run inside (docs/deployment.md, "On the device").
-Backbone program: a normalised float32 image (1, 3, H, W) in, feature maps (or ImageNet
-logits) out. H and W are dynamic within --min-size and --max-size; the contract (layout, sizes, classes, precision,
-config) is stored as constant methods an app reads.
+class map [H, W] out, at the image's own size. Detector program: the same image in; boxes in
+the image's pixels, scores, labels and their count out, for images of one size (--size H W).
+The config's test-time resize and normalisation run inside (docs/deployment.md, "On the
+device"). Backbone program: a normalised float32 image (1, 3, H, W) in, feature maps (or
+ImageNet logits) out. H and W are dynamic within --min-size and --max-size (not for
+detectors); the contract (layout, sizes, classes, precision, config) is stored as constant
+methods an app reads.
 
 --int8 PATH also writes an int8 program (XNNPACK post-training quantisation, calibrated on
 --calib-images images of the config's val set); its accuracy: python tools/test.py CONFIG
