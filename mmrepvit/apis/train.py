@@ -95,15 +95,16 @@ def train(cfg: Config) -> Runner:
     training run is writing into is refused (``training_lock``)."""
     check_dataset_paths(cfg, splits=('train', 'val'))
     check_dataset_annotations(cfg, splits=('train', 'val'))
-    with training_lock(cfg.work_dir), explained_errors(cfg):
-        runner = build_runner(cfg)
-        if cfg.get('resume'):
-            read_resumed_config_as_data(runner)
-        datasets = {'train': runner.train_dataloader.dataset}
-        if runner.val_loop is not None:
-            datasets['val'] = runner.val_dataloader.dataset
-        check_dataset_files(datasets)
-        runner.train()
+    with explained_errors(cfg):
+        runner = build_runner(cfg)  # ranks known from here on: rank 0 takes the lock
+        with training_lock(runner.work_dir):
+            if cfg.get('resume'):
+                read_resumed_config_as_data(runner)
+            datasets = {'train': runner.train_dataloader.dataset}
+            if runner.val_loop is not None:
+                datasets['val'] = runner.val_dataloader.dataset
+            check_dataset_files(datasets)
+            runner.train()
     return runner
 
 

@@ -54,8 +54,10 @@ def training_lock(work_dir: str):
     """Hold ``work_dir`` for one training run, or raise :class:`WorkDirBusyError` naming the
     process that holds it. The lock is the operating system's (``flock``): it goes with the
     process however that ends, so a killed run leaves no stale lock and ``--resume`` works at
-    once. Only rank 0 takes it (the ranks of one run share the dir)."""
-    if get_rank() != 0 or int(os.environ.get('RANK', '0')) != 0:
+    once. Only rank 0 takes it (the ranks of one run share the dir): take it once the
+    distributed group is up (after the runner is built), when ranks are known under every
+    launcher."""
+    if get_rank() != 0:
         yield
         return
     os.makedirs(work_dir, exist_ok=True)
