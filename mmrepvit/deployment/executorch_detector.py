@@ -322,7 +322,6 @@ def compare_programs(path: str, detector: nn.Module, app: DenseDetectorApp,
     (``mmdet_detections``) on each image; per image its size, whether the program's NMS
     converged and ``compare.compare_detections``'s report (default tolerances: the ONNX
     export's)."""
-
     run = DetectorProgram(path)
 
     def instances(found):

@@ -351,7 +351,6 @@ def class_names(cfg, model: nn.Module) -> List[str]:
 def val_images(cfg, count: int, split: str = 'val') -> List[torch.Tensor]:
     """``count`` images spread evenly over the config's ``split`` set, as an app holds them:
     uint8 RGB [H, W, 3] tensors, read as the dataset's pipeline reads them."""
-
     if count < 1:
         raise ValueError(f'calib_images={count}: int8 calibration needs at least 1 image')
     loader = cfg.get(f'{split}_dataloader')
@@ -369,8 +368,6 @@ def val_images(cfg, count: int, split: str = 'val') -> List[torch.Tensor]:
 
 def _build_dataset(cfg, dataset_cfg):
     """The dataset of ``dataset_cfg`` without its pipeline (paths only)."""
-
-
     scope = toolbox_of(cfg)
     init_default_scope(scope)
     registry = importlib.import_module(f'{scope}.registry')
