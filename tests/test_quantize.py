@@ -214,7 +214,7 @@ def test_calibration_without_the_val_set_names_the_missing_path(tmp_path):
     cfg = load_target_config(FPN, {'val_dataloader.dataset.data_root': missing})
     with pytest.raises(DatasetNotFoundError, match='no_ade'):
         dataset_feeds(cfg, ['input'], 4)
-    with pytest.raises(ValueError, match='num_images=0'):
+    with pytest.raises(ValueError, match='0 calibration images'):
         dataset_feeds(cfg, ['input'], 0)
 
 

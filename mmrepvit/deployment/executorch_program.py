@@ -28,22 +28,18 @@ PyTorch 2 export quantisation: weights per output channel, symmetric; activation
 tensor; calibrated on images of the config's validation set fed as an app feeds them). Only
 the network is quantised; the preprocessing and the final resize and argmax stay float.
 """
-import importlib
 import json
 import os
 import os.path as osp
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import mmcv
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import init_default_scope
 from torch.export import Dim, export
 
-from ..config import default_dataset_meta, toolbox_of
-from ..datasets.checks import check_dataset_paths
+from ..config import default_dataset_meta
 from ..fusion import fuse_model
 from ..targets import build_target, load_target_config
 from ..utils.timing import paired_ratios, summarize, time_interleaved
@@ -59,6 +55,7 @@ from .executorch_runtime import (
     require_executorch,
 )
 from .export import SegmentorLogits, load_model, make_traceable
+from .quantize import calibration_set
 
 
 class SegmentorApp(nn.Module):
@@ -351,27 +348,12 @@ def class_names(cfg, model: nn.Module) -> List[str]:
 def val_images(cfg, count: int, split: str = 'val') -> List[torch.Tensor]:
     """``count`` images spread evenly over the config's ``split`` set, as an app holds them:
     uint8 RGB [H, W, 3] tensors, read as the dataset's pipeline reads them."""
-    if count < 1:
-        raise ValueError(f'calib_images={count}: int8 calibration needs at least 1 image')
-    loader = cfg.get(f'{split}_dataloader')
-    if not loader or not loader.get('dataset'):
-        raise ValueError(f'the config has no {split}_dataloader.dataset to calibrate on')
-    check_dataset_paths(cfg, splits=(split, ))
-    dataset = _build_dataset(cfg, loader['dataset'])
-    picks = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, count).round()})
+    dataset, picks = calibration_set(cfg, count, split, pipeline=False)
     images = []
     for i in picks:
         path = dataset.get_data_info(i)['img_path']
         images.append(torch.from_numpy(mmcv.imread(path, channel_order='rgb').copy()))
     return images
-
-
-def _build_dataset(cfg, dataset_cfg):
-    """The dataset of ``dataset_cfg`` without its pipeline (paths only)."""
-    scope = toolbox_of(cfg)
-    init_default_scope(scope)
-    registry = importlib.import_module(f'{scope}.registry')
-    return registry.DATASETS.build(dict(dataset_cfg, pipeline=[]))
 
 
 def export_backbone_program(arch: str, path: str, classifier: bool = False,

@@ -259,14 +259,12 @@ def graph_inputs(path: str) -> List[str]:
     return [i.name for i in graph.input if i.name not in constants]
 
 
-def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
-                  split: str = 'val') -> List[Dict[str, np.ndarray]]:
-    """The graph's inputs for ``num_images`` images spread evenly over the config's ``split``
-    set: that dataset's pipeline, then the model's data preprocessor, one image each (plus its
-    unpadded ``img_shape`` where the graph takes it)."""
-
-    if num_images < 1:
-        raise ValueError(f'num_images={num_images}: int8 calibration needs at least 1 image')
+def calibration_set(cfg, count: int, split: str = 'val', pipeline: bool = True):
+    """The config's ``split`` dataset (without its pipeline unless ``pipeline``: paths only)
+    and the indices of ``count`` samples spread evenly over it: what int8 calibration reads,
+    for ONNX Runtime and ExecuTorch alike. Errors name what is missing."""
+    if count < 1:
+        raise ValueError(f'{count} calibration images: int8 calibration needs at least 1 image')
     loader = cfg.get(f'{split}_dataloader')
     if not loader or not loader.get('dataset'):
         raise ValueError(f'the config has no {split}_dataloader.dataset to calibrate on')
@@ -274,9 +272,20 @@ def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
     scope = toolbox_of(cfg)
     init_default_scope(scope)
     registry = importlib.import_module(f'{scope}.registry')
-    dataset = registry.DATASETS.build(loader['dataset'])
+    dataset_cfg = loader['dataset'] if pipeline else dict(loader['dataset'], pipeline=[])
+    dataset = registry.DATASETS.build(dataset_cfg)
+    return dataset, sorted({int(i) for i in np.linspace(0, len(dataset) - 1, count).round()})
+
+
+def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
+                  split: str = 'val') -> List[Dict[str, np.ndarray]]:
+    """The graph's inputs for ``num_images`` images spread evenly over the config's ``split``
+    set: that dataset's pipeline, then the model's data preprocessor, one image each (plus its
+    unpadded ``img_shape`` where the graph takes it)."""
+
+    dataset, picks = calibration_set(cfg, num_images, split)
+    registry = importlib.import_module(f'{toolbox_of(cfg)}.registry')
     preprocessor = registry.MODELS.build(cfg.model.data_preprocessor)
-    picks = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, num_images).round()})
     feeds = []
     with torch.no_grad():
         for i in picks:
