@@ -5,7 +5,7 @@ for a truncated program or one of another model. Tiny models (RepViT-M0.6, 32-ch
 exported once per module."""
 import pytest
 import torch
-from tiny_runs import make_data, write_seg_config
+from tiny_runs import demo_pipeline, make_data, write_seg_config
 
 from mmrepvit.deployment import executorch_program as etp
 from mmrepvit.deployment.executorch_runtime import ExecuTorchSessions
@@ -15,14 +15,8 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 # the tiny Semantic FPN with a test pipeline that resizes (keep-ratio, then to a multiple of
 # 32), so that the program's own resizing is what gets checked; no test hooks
-RESIZING = '''
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(160, 96), keep_ratio=True),
-    dict(type='ResizeToMultiple', size_divisor=32),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
+RESIZING = f'''
+test_pipeline = {demo_pipeline('test_pipeline', {1: dict(scale=(160, 96))})}
 val_dataloader['dataset']['pipeline'] = test_pipeline  # test_dataloader's too
 custom_hooks = []
 '''

@@ -26,15 +26,7 @@ model = dict(
     backbone=dict(arch='m0_6', init_cfg=None),
     neck=dict(in_channels=[40, 80, 160, 320], out_channels=32),
     decode_head=dict(in_channels=[32, 32, 32, 32], channels=32))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(80, 80), ratio_range=(0.8, 1.2), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
+train_pipeline = {train_pipeline}
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
@@ -87,6 +79,16 @@ randomness = dict(seed=0, deterministic=True)
 '''
 
 
+def demo_pipeline(name, changes):
+    """The demo Semantic FPN config's pipeline ``name`` as config text, with ``changes``
+    ({step index: {key: value}}) applied: tiny configs scale the demo's steps, not restate them."""
+    from mmengine.config import Config
+    steps = Config.fromfile(str(REPO / 'configs/demo/fpn_repvit_m1_1_demo.py')).to_dict()[name]
+    for index, change in changes.items():
+        steps[index].update(change)
+    return repr(steps)
+
+
 def make_data(root):
     """8 train / 5 val scenes of 64x64 in COCO and ADE20K layouts under ``root``."""
     make_demo_dataset(str(root), num_train=8, num_val=5, size=(64, 64), seed=0, progress=False)
@@ -97,7 +99,9 @@ def write_seg_config(path, data, max_iters=6, interval=2):
     """A Semantic FPN RepViT-M0.6 config on ``data/ade`` (from the demo config)."""
     text = SEG_CONFIG.format(base=str(REPO / 'configs/demo/fpn_repvit_m1_1_demo.py'),
                              data_root=str(Path(data) / 'ade'), max_iters=max_iters,
-                             interval=interval)
+                             interval=interval, train_pipeline=demo_pipeline(
+                                 'train_pipeline', {2: dict(scale=(80, 80), ratio_range=(0.8, 1.2)),
+                                                    3: dict(crop_size=(64, 64))}))
     Path(path).write_text(text)
     return str(path)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_train.sh CONFIG GPUS [train.py args...]   (CPU-only machines: gloo)
+# DIST_TOOL=test.py runs tools/test.py instead (what dist_test.sh does)
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}
@@ -11,4 +12,4 @@ PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 python -m torch.distributed.run \
     --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \
     --nproc_per_node=$GPUS --master_port=$PORT \
-    "$(dirname "$0")/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+    "$(dirname "$0")/${DIST_TOOL:-train.py}" "$CONFIG" "${@:3}" --launcher pytorch
