@@ -1,22 +1,10 @@
 # Mask R-CNN + FPN 1x on COCO-2017 with a RepViT backbone: the published recipe (RepViT paper,
 # trained on 8 GPUs x 2 images) as a diff on mmdet's own Mask R-CNN R50-FPN 1x config.
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './repvit_detection_backbone.py']
 custom_imports = dict(imports=['mmrepvit'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmrepvit.RepViT',
-        arch='m1_1',
-        out_indices=(0, 1, 2, 3),
-        taps='detection',  # one row before each stage end, as the original detection configs
-        frozen_stages=-1,
-        norm_eval=True,  # BatchNorm statistics frozen at their ImageNet values
-        # ImageNet weights (any published layout; see README). Override with
-        # --cfg-options model.backbone.init_cfg.checkpoint=PATH, or init_cfg=None for scratch.
-        init_cfg=dict(type='Pretrained',
-                      checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/'
-                                 'repvit_m1_1_distill_300e.pth')),
+    backbone={{_base_.repvit_detection_backbone}},
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=256, num_outs=5))
 
 optim_wrapper = dict(

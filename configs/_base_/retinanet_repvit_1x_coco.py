@@ -1,19 +1,10 @@
 # RetinaNet + FPN 1x on COCO-2017 (the setting MoCoViT reports in): mmdet's stock RetinaNet
 # R50-FPN 1x recipe with the backbone replaced.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './repvit_detection_backbone.py']
 custom_imports = dict(imports=['mmrepvit'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmrepvit.RepViT',
-        arch='m1_1',
-        out_indices=(0, 1, 2, 3),
-        taps='detection',
-        norm_eval=True,
-        init_cfg=dict(type='Pretrained',
-                      checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/'
-                                 'repvit_m1_1_distill_300e.pth')),
+    backbone={{_base_.repvit_detection_backbone}},
     # RetinaNet's FPN starts at stride 8 (start_level=1), as in the stock config
     neck=dict(in_channels=[64, 128, 256, 512]))
 # stock schedule: 8 GPUs x 2 images
