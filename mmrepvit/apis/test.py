@@ -123,5 +123,4 @@ def evaluate_path(config: str, weights: str, runtime: Optional[str] = None,
     if fast:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='mmrepvit.CPUSpeedHook', channels_last=True)]
-    return test(cfg, runtime=runtime if deployed else None,
-                precision=precision if deployed else None)
+    return test(cfg, runtime=runtime, precision=precision)

@@ -175,12 +175,10 @@ def set_threads(threads: Optional[int] = None) -> int:
 
 
 class ExecuTorchSessions:
-    """The ExecuTorch counterpart of ``runtime.OnnxSessions``: ``input_names``,
-    ``output_names``, ``resize_mode`` (None: the program's outputs are final) and ``run``,
-    one loaded ``forward`` method; ``threads``: the size of ExecuTorch's process-wide thread
-    pool (``set_threads``; None: as sized when the first program was loaded). A program runs
-    in the precision it was exported in (``contract['precision']``;
-    ``runtime.resolve_precision`` checks a request)."""
+    """The ExecuTorch counterpart of ``runtime.OnnxSessions`` (one loaded ``forward``
+    method, its outputs final): ``threads`` sizes ExecuTorch's process-wide thread pool
+    (``set_threads``; None: as sized when the first program was loaded). A program runs in the
+    precision it was exported in (``runtime.resolve_precision`` checks a request)."""
 
     def __init__(self, path: str, threads: Optional[int] = None):
         self.path, self.threads = os.fspath(path), threads
@@ -188,16 +186,13 @@ class ExecuTorchSessions:
         if threads is not None:
             set_threads(threads)
         self.program, self.contract = load_program(self.path)
-        self.precision = self.contract['precision']
         self.method = self.program.load_method('forward')
         self.input_names = ['image' if self.contract['input_layout'] == 'HWC' else 'input']
         self.input_name = self.input_names[0]
         self.output_names = list(self.contract['output_names'])
         self.resize_mode = None
 
-    def run(self, image: torch.Tensor, **extra) -> List[torch.Tensor]:
-        if extra:
-            raise ValueError(f'{self.path!r} takes one input, not {sorted(extra)}')
+    def run(self, image: torch.Tensor) -> List[torch.Tensor]:
         check_input_size(self.contract, image, self.path)
         return list(self.method.execute([image.detach().cpu().contiguous()]))
 
