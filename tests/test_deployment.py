@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrepvit.deployment import build_onnx_model
+from mmrepvit.deployment import open_model
 from mmrepvit.deployment.compare import LOGIT_TOL, MASK_IOU, compare_detections
 from mmrepvit.deployment.export import check_model, export_model, spread_dense_scores
 from mmrepvit.targets import build_target, load_target_config
@@ -110,7 +110,7 @@ def test_segmentor_logits_match_pytorch_at_three_sizes(work):
     inferencer = MMSegInferencer(FPN, weights=ckpt, device='cpu')
     image = scene(150, 200)
     expected = inferencer(image, return_datasamples=True)
-    inferencer.model = build_onnx_model(FPN, report['path'])
+    inferencer.model = open_model(FPN, report['path'])
     got = inferencer(image, return_datasamples=True)
     assert got.seg_logits.data.shape == (5, 150, 200)
     assert (got.seg_logits.data - expected.seg_logits.data).abs().max() <= LOGIT_TOL
@@ -146,7 +146,7 @@ def test_mask_rcnn_plain_and_fused_checkpoints_export_the_same_graph(work, mask_
 
 
 def test_mask_rcnn_in_det_inferencer(mask_rcnn):
-    """build_onnx_model swapped into mmdet's DetInferencer: the same JSON predictions (boxes
+    """open_model swapped into mmdet's DetInferencer: the same JSON predictions (boxes
     in original-image pixels, RLE masks pasted at the original size) and drawing."""
     from mmdet.apis import DetInferencer
     inferencer = DetInferencer(MASK_RCNN, weights=mask_rcnn['ckpt'], device='cpu',
@@ -155,7 +155,7 @@ def test_mask_rcnn_in_det_inferencer(mask_rcnn):
     # pasted at the original size, and clipped to the image, not to the padding
     image = scene(120, 150)
     expected = inferencer(image, return_vis=True, return_datasamples=True)
-    inferencer.model = build_onnx_model(MASK_RCNN, mask_rcnn['onnx'])
+    inferencer.model = open_model(MASK_RCNN, mask_rcnn['onnx'])
     got = inferencer(image, return_vis=True, return_datasamples=True)
     a, b = expected['predictions'][0].pred_instances, got['predictions'][0].pred_instances
     report = compare_detections(a, b)
@@ -287,11 +287,11 @@ def test_infer_tool_runs_an_exported_detector_as_its_checkpoint(demo_run, demo_e
 
 
 def test_tools_test_refuses_a_broken_or_fused_onnx_file(tmp_path):
-    from mmrepvit.apis.test import prepare_test_cfg
+    from mmrepvit.apis.test import prepare_test_cfg, test
     broken = tmp_path / 'broken.onnx'
     broken.write_text('not a graph')
     with pytest.raises(ValueError, match='broken.onnx.*not a readable ONNX model'):
-        prepare_test_cfg(FPN, str(broken))
+        test(prepare_test_cfg(FPN, str(broken)))  # before the (missing) data is looked for
     with pytest.raises(ValueError, match='--fuse with .*fused already'):
         prepare_test_cfg(FPN, str(broken), fuse=True)
 

@@ -149,8 +149,8 @@ def test_tools_test_scores_a_program_as_its_checkpoint(fpn):
     too."""
     from mmrepvit.apis.test import prepare_test_cfg, test
     work = fpn['work']
-    metrics = {name: test(prepare_test_cfg(fpn['config'], weights, work_dir=str(work / name),
-                                           runtime=runtime))
+    metrics = {name: test(prepare_test_cfg(fpn['config'], weights, work_dir=str(work / name)),
+                          runtime=runtime)
                for name, weights, runtime in [('pytorch', fpn['ckpt'], None),
                                               ('f32', fpn['f32']['path'], 'executorch'),
                                               ('int8', fpn['int8']['path'], 'executorch')]}
@@ -179,23 +179,22 @@ def test_infer_tool_draws_a_program_s_classes(fpn, tmp_path):
 
 
 def test_truncated_or_other_model_program_is_an_error_naming_it(fpn, tmp_path):
-    from mmrepvit.apis.test import prepare_test_cfg
-    from mmrepvit.deployment import build_onnx_model
+    from mmrepvit.deployment import check_model_file, open_model
     path = fpn['f32']['path']
     truncated = tmp_path / 'truncated.pte'
     data = open(path, 'rb').read()
     truncated.write_bytes(data[:len(data) // 2])
     with pytest.raises(ValueError, match='truncated.pte.*not a readable ExecuTorch program'):
-        prepare_test_cfg(fpn['config'], str(truncated), runtime='executorch')
+        check_model_file(str(truncated), 'executorch')
     with pytest.raises(ValueError, match='fpn.pte.*runtime executorch runs ExecuTorch'):
-        prepare_test_cfg(fpn['config'], path)  # without --runtime executorch
+        check_model_file(path)  # without --runtime executorch
     with pytest.raises(ValueError, match="fpn.pte.*exported from 'fpn.py'.*predicts 5 "
-                       "classes, but the config's decode head has 3"):
-        build_onnx_model(_config(fpn['config'], {'model.decode_head.num_classes': 3}), path,
+                       "classes, but the config's head has 3"):
+        open_model(_config(fpn['config'], {'model.decode_head.num_classes': 3}), path,
                          runtime='executorch')
     plain = write_seg_config(tmp_path / 'no_resize.py', fpn['work'] / 'data')
     with pytest.raises(ValueError, match='fpn.pte.*prepares images as .*but the config as'):
-        build_onnx_model(_config(plain), path, runtime='executorch')
+        open_model(_config(plain), path, runtime='executorch')
 
 
 def _config(path, options=None):

@@ -21,8 +21,9 @@ from test_deployment import (
     plain_model,
 )
 
-from mmrepvit.deployment import UnsupportedPrecision, build_onnx_model
+from mmrepvit.deployment import UnsupportedPrecision, open_model
 from mmrepvit.deployment import openvino_runtime as ovr
+from mmrepvit.deployment import runtime as rt
 from mmrepvit.deployment.compare import LOGIT_TOL
 from mmrepvit.deployment.export import check_model, export_model
 from mmrepvit.deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
@@ -69,7 +70,7 @@ def test_segmentor_in_openvino_matches_pytorch_at_three_sizes(fpn):
                              runtime='openvino', precision='f32'):
         assert check['max_abs_diff'] <= LOGIT_TOL, check
         assert check['pixels_agree'] == 1.0, check
-    classes_only = build_onnx_model(FPN, fpn['onnx'], runtime='openvino', seg_logits=False)
+    classes_only = open_model(FPN, fpn['onnx'], runtime='openvino', seg_logits=False)
     assert classes_only.sessions.resize_mode in ('half_pixel', 'pytorch_half_pixel')
     for size, ori in zip(sizes, [(259, 135), (96, 160), (120, 333)]):
         with torch.no_grad():
@@ -129,9 +130,9 @@ def test_int8_graph_runs_in_openvino_at_unseen_sizes(fpn):
     the same file does. Its weights have the range this CPU's int8 kernels sum without
     saturating (``quantize.default_reduce_range``): 8-bit weights on a CPU without VNNI
     saturate and fail this bound (docs/deployment.md)."""
-    float_model = build_onnx_model(FPN, fpn['onnx'], runtime='openvino')
-    int8_model = build_onnx_model(FPN, fpn['int8'], runtime='openvino', precision='int8')
-    ort_int8 = build_onnx_model(FPN, fpn['int8'])
+    float_model = open_model(FPN, fpn['onnx'], runtime='openvino')
+    int8_model = open_model(FPN, fpn['int8'], runtime='openvino', precision='int8')
+    ort_int8 = open_model(FPN, fpn['int8'])
     assert int8_model.sessions.precision == ort_int8.sessions.precision == 'int8'
 
     def correlation(x, y):
@@ -155,66 +156,66 @@ def test_an_openvino_ir_runs_and_the_test_loop_takes_it(fpn, work):
     ``--runtime openvino`` and names the file when asked to run it elsewhere."""
     import openvino as ov
 
-    from mmrepvit.apis.test import prepare_test_cfg
+    from mmrepvit.deployment import check_model_file
     xml = str(work / 'fpn_int8.xml')
     ov.save_model(ovr.read_openvino(fpn['int8']), xml, compress_to_fp16=False)
-    assert osp.isfile(xml[:-4] + '.bin') and ovr.stored_precision(xml) == 'int8'
-    model = build_onnx_model(FPN, xml, runtime='openvino')
+    assert osp.isfile(xml[:-4] + '.bin') and rt.stored_precision(xml) == 'int8'
+    model = open_model(FPN, xml, runtime='openvino')
     assert model.sessions.precision == 'int8'
-    onnx_model = build_onnx_model(FPN, fpn['int8'], runtime='openvino')
+    onnx_model = open_model(FPN, fpn['int8'], runtime='openvino')
     with torch.no_grad():
         a, b = (m.test_step(synthetic_batch('mmseg', (96, 160)))[0]
                 for m in (onnx_model, model))
     assert b.seg_logits.data.shape == (5, 96, 160)
     torch.testing.assert_close(b.seg_logits.data, a.seg_logits.data, atol=1e-4, rtol=0)
-    assert prepare_test_cfg(FPN, xml, runtime='openvino').deployed_model == xml
+    assert check_model_file(xml, 'openvino')
     with pytest.raises(ValueError, match='fpn_int8.xml.*is an OpenVINO IR: run it with '
                        'runtime openvino'):
-        prepare_test_cfg(FPN, xml)
+        check_model_file(xml)
 
 
 def test_precision_is_checked_against_the_file_and_the_runtime(fpn):
     with pytest.raises(UnsupportedPrecision, match='fpn_int8.onnx.*is an int8 model'):
-        build_onnx_model(FPN, fpn['int8'], runtime='openvino', precision='f32')
+        open_model(FPN, fpn['int8'], runtime='openvino', precision='f32')
     with pytest.raises(UnsupportedPrecision, match='fpn.onnx.*is a float32 model.*--int8'):
-        build_onnx_model(FPN, fpn['onnx'], runtime='openvino', precision='int8')
+        open_model(FPN, fpn['onnx'], runtime='openvino', precision='int8')
     with pytest.raises(UnsupportedPrecision, match="bf16 with runtime 'onnxruntime'"):
-        build_onnx_model(FPN, fpn['onnx'], precision='bf16')
+        open_model(FPN, fpn['onnx'], precision='bf16')
     with pytest.raises(ValueError, match="precision='fp16': valid are f32, bf16, int8"):
-        build_onnx_model(FPN, fpn['onnx'], runtime='openvino', precision='fp16')
+        open_model(FPN, fpn['onnx'], runtime='openvino', precision='fp16')
     with pytest.raises(ValueError, match="runtime='tensorrt': valid are onnxruntime, openvino"):
-        build_onnx_model(FPN, fpn['onnx'], runtime='tensorrt')
+        open_model(FPN, fpn['onnx'], runtime='tensorrt')
 
 
 def test_bf16_is_refused_on_a_cpu_without_it(fpn, monkeypatch):
     """A CPU without AVX512-BF16 / AMX (simulated here; this is also the real answer on
     such a CPU): an error naming the missing features and the CPU, before compiling."""
-    monkeypatch.setattr(ovr, 'cpu_flags', lambda: frozenset({'avx2', 'avx512_vnni'}))
+    monkeypatch.setattr(rt, 'cpu_flags', lambda: frozenset({'avx2', 'avx512_vnni'}))
     with pytest.raises(UnsupportedPrecision,
                        match='bf16 needs a CPU with avx512_bf16 or amx_bf16.*has neither'):
-        build_onnx_model(FPN, fpn['onnx'], runtime='openvino', precision='bf16')
+        open_model(FPN, fpn['onnx'], runtime='openvino', precision='bf16')
 
 
 def test_bf16_accepted_where_the_cpu_has_it(fpn, monkeypatch):
     """With the capability present (simulated on a CPU without it) the check lets bf16
     through; OpenVINO then compiles in bf16 on a real bf16 CPU, and on any other CPU it would
     quietly compile in f32, which the read-back turns into an error instead."""
-    monkeypatch.setattr(ovr, 'cpu_flags', lambda: frozenset({'avx512_bf16', 'amx_bf16'}))
-    assert ovr.resolve_precision('openvino', fpn['onnx'], 'bf16') == 'bf16'
+    monkeypatch.setattr(rt, 'cpu_flags', lambda: frozenset({'avx512_bf16', 'amx_bf16'}))
+    assert rt.resolve_precision('openvino', fpn['onnx'], 'bf16') == 'bf16'
     if HAS_BF16:
-        model = build_onnx_model(FPN, fpn['onnx'], runtime='openvino', precision='bf16')
+        model = open_model(FPN, fpn['onnx'], runtime='openvino', precision='bf16')
         with torch.no_grad():
             got = model.test_step(synthetic_batch('mmseg', (96, 160)))[0]
         assert got.seg_logits.data.shape == (5, 96, 160)
     else:
         with pytest.raises(UnsupportedPrecision, match='OpenVINO compiled .* in f32, not bf16'):
-            build_onnx_model(FPN, fpn['onnx'], runtime='openvino', precision='bf16')
+            open_model(FPN, fpn['onnx'], runtime='openvino', precision='bf16')
 
 
 @pytest.mark.skipif(not HAS_BF16, reason=f'this CPU has no bf16 ({describe_cpu()}): the '
                     f'bf16 model can only be run on one that has')
 def test_bf16_model_runs_at_unseen_sizes(fpn):
-    model = build_onnx_model(FPN, fpn['onnx'], runtime='openvino', precision='bf16')
+    model = open_model(FPN, fpn['onnx'], runtime='openvino', precision='bf16')
     for size in [(96, 160), (160, 224)]:
         with torch.no_grad():
             got = model.test_step(synthetic_batch('mmseg', size))[0]
@@ -251,16 +252,16 @@ def test_wrong_or_truncated_model_file_is_an_error_naming_it(work, fpn):
     module, names = exportable('m0_6')
     export_onnx(module, backbone, names, (64, 64))
     with pytest.raises(ValueError, match='backbone.onnx: outputs .* neither a detector'):
-        build_onnx_model(FPN, backbone, runtime='openvino')
+        open_model(FPN, backbone, runtime='openvino')
     truncated = work / 'truncated.onnx'
     truncated.write_bytes(open(fpn['onnx'], 'rb').read()[:5000])
     with pytest.raises(ValueError, match='truncated.onnx'):
         ovr.read_openvino(str(truncated))
-    from mmrepvit.apis.test import prepare_test_cfg
+    from mmrepvit.deployment import check_model_file
     with pytest.raises(ValueError, match='truncated.onnx.*not a readable ONNX model'):
-        prepare_test_cfg(FPN, str(truncated), runtime='openvino')
-    with pytest.raises(ValueError, match='--runtime / --precision run an exported .onnx'):
-        prepare_test_cfg(FPN, str(work / 'fpn.pth'), runtime='openvino')
+        check_model_file(str(truncated), 'openvino')
+    with pytest.raises(ValueError, match='--runtime / --precision run an exported model'):
+        check_model_file(str(work / 'fpn.pth'), 'openvino')
 
 
 @pytest.fixture(scope='module')
@@ -285,7 +286,7 @@ def test_tools_test_and_infer_with_openvino_give_the_checkpoints_results(
     expected = test(prepare_test_cfg(FPN, ckpt, work_dir=str(tmp_path / 'pt'),
                                      cfg_options=options))
     got = test(prepare_test_cfg(FPN, demo_fpn_onnx, work_dir=str(tmp_path / 'ov'),
-                                cfg_options=options, runtime='openvino', precision='f32'))
+                                cfg_options=options), runtime='openvino', precision='f32')
     assert expected['mIoU'] > 0 and set(expected) == set(got)
     for key, value in expected.items():
         assert abs(got[key] - value) <= 0.01, (key, expected, got)

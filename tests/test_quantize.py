@@ -14,7 +14,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from test_deployment import FPN, MASK_RCNN, demo_data_options, plain_model
 
-from mmrepvit.deployment import build_onnx_model
+from mmrepvit.deployment import open_model
 from mmrepvit.deployment.compare import compare_graphs
 from mmrepvit.deployment.export import export_int8, export_model
 from mmrepvit.deployment.quantize import (
@@ -59,7 +59,7 @@ def test_own_initializers_gives_every_conv_its_own_weights():
     constants = {t.name for t in fixed.graph.initializer}
     assert set(reads) <= constants
     x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
-    run = [ort_session_from_bytes(b).run(None, {'x': x})[0]
+    run = [ort_session(b).run(None, {'x': x})[0]
            for b in (before, fixed.SerializeToString())]
     np.testing.assert_array_equal(run[0], run[1])
 
@@ -114,16 +114,8 @@ def test_fuse_gelu_rewrites_exported_gelus_into_one_op(tmp_path):
     assert ops.count('Gelu') == 2 and 'Erf' not in ops and 'Tanh' in ops
     feed = {'x': x.numpy()}
     expected = ort_session(path).run(None, feed)[0]
-    got = ort_session_from_bytes(model.SerializeToString()).run(None, feed)[0]
+    got = ort_session(model.SerializeToString()).run(None, feed)[0]
     np.testing.assert_allclose(got, expected, atol=1e-6)
-
-
-def ort_session_from_bytes(data):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    return ort.InferenceSession(data, options, providers=['CPUExecutionProvider'])
 
 
 @pytest.fixture(scope='module')
@@ -156,7 +148,7 @@ def test_int8_segmentor_runs_in_int8_and_follows_the_float_graph(demo_run, work)
     meta = {p.key: p.value for p in onnx.load(int8['path']).metadata_props}
     assert meta['mmrepvit.kind'] == 'mmseg' and 'int8' in meta['mmrepvit.quantization']
     # the deployed model's interface, at a size it was neither exported nor calibrated at
-    deployed = build_onnx_model(FPN, int8['path'])
+    deployed = open_model(FPN, int8['path'])
     with torch.no_grad():
         sample = deployed.test_step(synthetic_batch('mmseg', (96, 160)))[0]
     assert sample.seg_logits.data.shape == (5, 96, 160)
@@ -187,7 +179,7 @@ def test_int8_detector_runs_every_conv_and_gemm_in_int8(demo_run, work):
     feeds = dataset_feeds(load_target_config(MASK_RCNN, options), ['input', 'img_shape'], 3)
     vs = compare_graphs(path, report['path'], feeds, min_score=0.0)
     assert vs['detections'] > 0 and vs['also_made'] >= 0.25 * vs['detections'], vs
-    deployed = build_onnx_model(load_target_config(MASK_RCNN, options), report['path'])
+    deployed = open_model(load_target_config(MASK_RCNN, options), report['path'])
     with torch.no_grad():
         sample = deployed.test_step(synthetic_batch('mmdet', (128, 192)))[0]
     found = sample.pred_instances

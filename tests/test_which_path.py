@@ -11,7 +11,7 @@ from test_deployment import FPN, demo_data_options
 
 from mmrepvit.analysis.which_path import PATHS, format_report, which_path
 from mmrepvit.apis import evaluate_path
-from mmrepvit.deployment.openvino_runtime import stored_precision
+from mmrepvit.deployment.runtime import stored_precision
 from mmrepvit.utils.cpu import cpu_flags
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -28,6 +28,7 @@ def test_which_path_tool_times_every_path_and_names_what_cannot_run(capsys):
     report = load_tool('which_path').main(['m0_6', '--size', '64', '64', '--threads', '1',
                                            '--repeats', '2', '--warmup', '1', '--quiet'])
     assert [r['path'] for r in report['rows']] == list(PATHS)
+    assert {'executorch', 'executorch-int8'} <= set(PATHS)
     has_bf16 = any(f in cpu_flags() for f in ('avx512_bf16', 'amx_bf16'))
     for row in report['rows']:
         assert row['available'] == (row['path'] != 'openvino-bf16' or has_bf16), row
@@ -42,6 +43,23 @@ def test_which_path_tool_times_every_path_and_names_what_cannot_run(capsys):
         assert '| openvino-bf16 | openvino | bf16 | unavailable: precision bf16 needs a CPU ' \
             'with avx512_bf16 or amx_bf16' in out
     assert 'fastest path in float32 (int8 / bf16 accuracy not measured' in out
+    assert '| executorch-int8 | executorch | int8 | ' in out
+
+
+def test_executorch_paths_say_why_they_cannot_run(monkeypatch):
+    """Without the executorch package, and for a whole model (an app program takes uint8
+    images): unavailable, with the reason."""
+    import importlib.util
+
+    from mmrepvit.analysis.which_path import unavailable_reason
+    assert unavailable_reason('executorch') is None
+    assert 'tools/test.py --runtime executorch' in unavailable_reason('executorch-int8',
+                                                                      kind='mmseg')
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name: None if name == 'executorch' else find_spec(name))
+    assert unavailable_reason('executorch') == ('executorch is not installed (pip install -r '
+                                                'requirements/executorch.txt)')
 
 
 def test_which_path_measures_every_paths_accuracy_against_float32(demo_run, tmp_path):
@@ -64,7 +82,8 @@ def test_which_path_measures_every_paths_accuracy_against_float32(demo_run, tmp_
     rows = {r['path']: r for r in report['rows']}
     assert not rows['openvino-bf16']['available']
     assert 'avx512_bf16 or amx_bf16' in rows['openvino-bf16']['reason']
-    assert evaluated == [p for p in PATHS if p != 'openvino-bf16']
+    assert evaluated == [p for p in PATHS if p != 'openvino-bf16' and 'executorch' not in p]
+    assert 'tools/export_executorch.py' in rows['executorch']['reason']
     assert report['accuracy_reference'] == 'fused'
     reference = rows['fused']['metrics']
     assert reference['mIoU'] > 0

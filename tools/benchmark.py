@@ -20,6 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
+
+    from mmrepvit.analysis.benchmark import DEPLOYED
+    from mmrepvit.targets import VARIANTS
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('targets', nargs='+',
@@ -27,9 +30,7 @@ def parse_args(argv=None):
                              'mmdet::/mmseg:: name), optionally @variant[,variant] to time '
                              'it only so; the first candidate is the reference')
     parser.add_argument('--variants', nargs='+', default=['unfused', 'fused', 'fast'],
-                        choices=['unfused', 'fused-backbone', 'fused', 'fast', 'compiled',
-                                 'onnxruntime', 'onnxruntime-int8', 'openvino',
-                                 'openvino-bf16', 'openvino-int8'],
+                        choices=VARIANTS + tuple(DEPLOYED),
                         help='fused-backbone: only the backbone fused (what a fused '
                              'checkpoint loads as); fused: every BatchNorm folded too; '
                              'fast: fused + channels-last; compiled: fast + TorchInductor '
@@ -40,7 +41,8 @@ def parse_args(argv=None):
                              'graph quantised to int8, calibrated on synthetic images '
                              '(timing only); openvino, openvino-bf16, openvino-int8: the '
                              'same float32 / int8 graphs in OpenVINO (bf16 only on a CPU '
-                             'with AVX512-BF16 or AMX)')
+                             'with AVX512-BF16 or AMX); executorch, executorch-int8: a '
+                             'backbone as an ExecuTorch program')
     parser.add_argument('--size', nargs='+', type=int, action='append', metavar='H [W]',
                         help='input size, repeatable (default 224 for a backbone, 800 1333 '
                              'for mmdet, 512 512 for mmseg)')
@@ -68,19 +70,15 @@ def parse_args(argv=None):
     return args
 
 
-def default_size(target):
-    from mmrepvit.targets import target_kind
-    return {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}[
-        target_kind(target.partition('@')[0])]
-
-
 def main(argv=None):
     args = parse_args(argv)
     from mmrepvit.analysis.benchmark import benchmark, format_table
+    from mmrepvit.analysis.which_path import DEFAULT_SIZES
+    from mmrepvit.targets import target_kind
     if args.seg_postprocess:
         return seg_postprocess(args)
     sizes = [tuple(s) * (3 - len(s)) for s in args.size] if args.size else \
-        [default_size(args.targets[0])]
+        [DEFAULT_SIZES[target_kind(args.targets[0].partition('@')[0])]]
     report = benchmark(args.targets, args.variants, sizes, args.batch_size, args.threads,
                        args.repeats, args.warmup, args.mode, args.classifier,
                        args.cfg_options, memory=not args.no_memory, progress=not args.quiet)

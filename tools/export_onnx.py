@@ -13,10 +13,10 @@ Backbone: its feature maps (max abs difference <= --tolerance). Detector (throug
 `make install-deploy`; deploy config from configs/deploy): one image in, dets / labels /
 masks out, including NMS done as mmdet does it; checked as a whole test step (the data
 preprocessor and mmdet's rescaling / mask pasting on both sides,
-`mmrepvit.deployment.build_onnx_model` for ONNX Runtime), detection by detection, with what
+`mmrepvit.deployment.open_model` for ONNX Runtime), detection by detection, with what
 may still differ printed. Segmentor (this
 project's exporter): logits at the image size; its whole test step compared (logits within
---tolerance). Load the ONNX file for inference with `build_onnx_model(config, onnx_file)`.
+--tolerance). Load the ONNX file for inference with `open_model(config, onnx_file)`.
 
 --int8 PATH also writes an int8 copy (static quantisation for ONNX Runtime on CPU, calibrated
 on --calib-images images of the config's val set; detectors and segmentors), reports how it

@@ -49,7 +49,7 @@ def parse_args(argv=None):
                         help='without a config file: I trust this checkpoint, run the config '
                         'it carries as Python (by default it is read as data only, and a '
                         'config that is not plain data is refused)')
-    from mmrepvit.deployment.runtime import add_runtime_arguments
+    from tools._args import add_runtime_arguments
     add_runtime_arguments(parser)
     return parser.parse_args(argv)
 

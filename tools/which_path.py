@@ -1,18 +1,20 @@
 #!/usr/bin/env python
 """Which way to run a model on this CPU: every path (PyTorch fused / fast, ONNX Runtime f32 /
-int8, OpenVINO f32 / bf16 / int8) timed interleaved, and with --checkpoint each one's accuracy
-on the config's test set (the loop of tools/test.py) against float32; prints the table (CPU,
-its flags, library versions) and the fastest path losing at most --tolerance points.
+int8, OpenVINO f32 / bf16 / int8, ExecuTorch f32 / int8 for backbones) timed interleaved, and
+with --checkpoint each one's accuracy on the config's test set (the loop of tools/test.py)
+against float32; prints the table (CPU, its flags, library versions) and the fastest path
+losing at most --tolerance points.
 
   python tools/which_path.py configs/demo/fpn_repvit_m1_1_demo.py \\
       --checkpoint work_dirs/demo/fpn/fused.pth --tolerance 1.0
   python tools/which_path.py configs/repvit/maskrcnn_repvit_m1_1_coco.py --size 800 1333 --repeats 5
   python tools/which_path.py m1_1 --size 224 224            # a backbone: speed only
 
-Paths that cannot run here (bf16 without AVX512-BF16 / AMX, a runtime not installed) are
-listed with the reason. Without --checkpoint, weights are random and only float32 paths
-can be the answer (int8 / bf16 change the outputs; their accuracy needs the test set).
-With it, the exported files (float32, and int8 calibrated on the val set) stay in --work-dir.
+Paths that cannot run here (bf16 without AVX512-BF16 / AMX, a runtime not installed,
+ExecuTorch for a whole model) are listed with the reason. Without --checkpoint, weights are
+random and only float32 paths can be the answer (int8 / bf16 change the outputs; their
+accuracy needs the test set). With it, the exported files (float32, and int8 calibrated on
+the val set) stay in --work-dir.
 """
 import argparse
 import os

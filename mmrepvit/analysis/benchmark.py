@@ -12,6 +12,8 @@ import mmengine
 import torch
 import torch.nn.functional as F
 
+from ..deployment.deployed_model import open_model
+from ..deployment.executorch_program import export_backbone_program
 from ..deployment.export import (
     export_detector,
     export_onnx,
@@ -20,7 +22,7 @@ from ..deployment.export import (
     make_traceable,
 )
 from ..deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
-from ..deployment.runtime import OnnxBackbone, build_onnx_model
+from ..deployment.runtime import OnnxBackbone
 from ..deployment.seg_postprocess import resize_argmax
 from ..targets import (
     VARIANTS,
@@ -35,19 +37,20 @@ from ..utils.cpu import cpu_model, relevant_flags
 from ..utils.timing import num_threads, paired_ratios, summarize, time_interleaved
 from .memory import peak_allocated_bytes, weight_bytes
 
-ONNX_VARIANT = 'onnxruntime'
-INT8_VARIANT = 'onnxruntime-int8'
 # deployed variants: (runtime, precision); int8 runs the quantised copy of the export
+# (ExecuTorch: backbones, exported as programs)
 DEPLOYED = {
-    ONNX_VARIANT: ('onnxruntime', 'f32'),
-    INT8_VARIANT: ('onnxruntime', 'int8'),
+    'onnxruntime': ('onnxruntime', 'f32'),
+    'onnxruntime-int8': ('onnxruntime', 'int8'),
     'openvino': ('openvino', 'f32'),
     'openvino-bf16': ('openvino', 'bf16'),
     'openvino-int8': ('openvino', 'int8'),
+    'executorch': ('executorch', 'f32'),
+    'executorch-int8': ('executorch', 'int8'),
 }
 ONNX_VARIANTS = tuple(DEPLOYED)
-LIBRARIES = ('torch', 'onnxruntime', 'openvino', 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation',
-             'numpy')
+LIBRARIES = ('torch', 'onnxruntime', 'openvino', 'executorch', 'mmengine', 'mmcv', 'mmdet',
+             'mmsegmentation', 'numpy')
 
 
 def _label(target, variant):
@@ -125,24 +128,32 @@ def candidates(targets, variants):
 
 def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
                       runtime='onnxruntime', precision='f32', exports=None, checkpoint=None):
-    """A deployed variant (``DEPLOYED``): the fused model exported to ONNX (into a temporary
-    folder, traced at ``size``) and run by ``runtime`` in ``precision`` with the calling
-    interface of the PyTorch candidates. A backbone: images in, feature maps out. A
-    detector / segmentor: ``build_onnx_model``, whose ``test_step`` keeps the toolbox's data
-    preprocessor and, after the graph, its rescaling / mask pasting (mmdet) or classes at the
-    original size (mmseg, without full-size logit maps: ``deployment.seg_postprocess``), so
-    that the whole test step is timed on both sides; a detector's NMS runs inside the graph,
-    done as mmdet does it (docs/deployment.md). Threads follow the group's setting.
-
-    ``int8``: the export quantised (``deployment.quantize``), calibrated on four synthetic
-    images of ``size``: right for timing, not for accuracy (measure that with
-    ``tools/export_onnx.py --int8`` and ``tools/test.py``). ``exports`` caches the files
+    """A deployed variant (``DEPLOYED``) with the calling interface of the PyTorch
+    candidates: the fused model exported to ONNX (traced at ``size``) and run by ``runtime``
+    in ``precision``, or a backbone's ExecuTorch program (in ExecuTorch's thread pool as the
+    first program loaded sized it). A backbone: images in, feature maps out. A detector /
+    segmentor: ``open_model``, whose ``test_step`` keeps the toolbox's pre- and
+    post-processing (mmseg's classes without full-size logit maps), so that the whole test
+    step is timed on both sides (docs/deployment.md). Threads follow the group's setting.
+    int8: calibrated on four synthetic images of ``size``, right for timing, not accuracy
+    (``tools/export_onnx.py --int8``, ``tools/test.py``). ``exports`` caches the files
     between variants. ``checkpoint``: the weights exported (random otherwise)."""
     if classifier:
         raise ValueError(f'the {", ".join(DEPLOYED)} variants export backbones without the '
                          f'classifier head')
     exports = {} if exports is None else exports
     int8 = precision == 'int8'
+    if runtime == 'executorch':
+        if kind != 'backbone':
+            raise ValueError(f'{spec}: the executorch variants time backbones (whole models: '
+                             f'tools/export_executorch.py, tools/test.py --runtime executorch)')
+        if (spec, int8, 'pte') not in exports:
+            path = exports[spec, int8, 'pte'] = _file(spec, '.pte')
+            export_backbone_program(
+                spec, path, checkpoint=checkpoint, precision=precision, export_size=size,
+                min_size=min(64, *size), max_size=max(1024, *size), check_sizes=[size],
+                calibration=[synthetic_batch('backbone', size, seed=i) for i in range(4)])
+        return OnnxBackbone(exports[spec, int8, 'pte'], runtime=runtime)
     if (spec, int8) not in exports:
         if (spec, False) not in exports:
             exports[spec, False] = _export(spec, kind, size, cfg_options, checkpoint)
@@ -151,14 +162,18 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
     path = exports[spec, int8][0]
     if kind == 'backbone':
         return OnnxBackbone(path, runtime=runtime, precision=precision)
-    return build_onnx_model(load_target_config(spec, cfg_options), path, runtime=runtime,
-                            precision=precision, seg_logits=False)
+    return open_model(load_target_config(spec, cfg_options), path, runtime, precision,
+                      seg_logits=False)
+
+
+def _file(spec, suffix):
+    folder = tempfile.mkdtemp(prefix='mmrepvit_deployed_')
+    atexit.register(shutil.rmtree, folder, True)  # kept till then: sessions per thread count
+    return osp.join(folder, osp.splitext(osp.basename(spec))[0] + suffix)
 
 
 def _export(spec, kind, size, cfg_options, checkpoint=None):
-    folder = tempfile.mkdtemp(prefix='mmrepvit_onnx_')
-    atexit.register(shutil.rmtree, folder, True)  # kept till then: sessions per thread count
-    path = osp.join(folder, f'{osp.splitext(osp.basename(spec))[0]}.onnx')
+    path = _file(spec, '.onnx')
     if kind == 'backbone':
         module, names = exportable(spec, cfg_options, checkpoint)
         export_onnx(make_traceable(module), path, names, size)

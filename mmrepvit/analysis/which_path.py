@@ -1,8 +1,9 @@
 """Which way of running a model is fastest on this CPU at an accuracy close enough to float32.
 
-Every path (PyTorch fused and fast, ONNX Runtime f32 / int8, OpenVINO f32 / bf16 / int8) that
-can run here is timed interleaved with the others (``benchmark``); a path that cannot run here
-(bf16 without AVX512-BF16 / AMX, a runtime not installed) is listed with the reason. Given a
+Every path (PyTorch fused and fast, ONNX Runtime f32 / int8, OpenVINO f32 / bf16 / int8,
+ExecuTorch f32 / int8 for backbones) that can run here is timed interleaved with the others
+(``benchmark``); a path that cannot run here (bf16 without AVX512-BF16 / AMX, a runtime not
+installed, ExecuTorch for a whole model) is listed with the reason. Given a
 checkpoint, the model is exported from it once (float32 and, calibrated on the config's val
 set, int8: ``deployment.export.export_model``), every path runs on those files, and each
 path's accuracy on the test set is measured by ``evaluate`` (``apis.evaluate_path``, the loop
@@ -16,13 +17,12 @@ import os.path as osp
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from ..deployment.export import export_model
-from ..deployment.openvino_runtime import UnsupportedPrecision, require_bf16
+from ..deployment.runtime import UnsupportedPrecision, require_bf16
 from ..targets import target_kind
 from ..utils.cpu import cpu_flags
 from .benchmark import DEPLOYED, benchmark, format_environment
 
-PATHS = ('fused', 'fast', 'onnxruntime', 'onnxruntime-int8', 'openvino', 'openvino-bf16',
-         'openvino-int8')
+PATHS = ('fused', 'fast') + tuple(DEPLOYED)
 PYTORCH_PATHS = ('fused', 'fast')
 DEFAULT_SIZES = {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}
 # (metric key, label, factor to points): what "within tolerance" is judged on
@@ -30,7 +30,8 @@ KEY_METRICS = {
     'mmdet': (('coco/bbox_mAP_50', 'bbox AP50', 100.0), ('coco/segm_mAP_50', 'segm AP50', 100.0)),
     'mmseg': (('mIoU', 'mIoU', 1.0), ),
 }
-INSTALL = {'onnxruntime': 'make install-deploy', 'openvino': 'make install-openvino'}
+INSTALL = {'onnxruntime': 'make install-deploy', 'openvino': 'make install-openvino',
+           'executorch': 'pip install -r requirements/executorch.txt'}
 
 # evaluate(path, weights, runtime, precision, fast) -> the test loop's metrics; runtime and
 # precision None for a checkpoint (PyTorch)
@@ -46,12 +47,15 @@ def runtime_precision(path: str) -> Tuple[str, str]:
     return DEPLOYED[path]
 
 
-def unavailable_reason(path: str, flags=None) -> Optional[str]:
+def unavailable_reason(path: str, flags=None, kind: str = 'backbone') -> Optional[str]:
     """Why ``path`` cannot run on this machine (a runtime not installed, bf16 without the CPU
-    feature), or None if it can."""
+    feature) or for a ``kind`` of model, or None if it can."""
     runtime, precision = runtime_precision(path)
     if runtime != 'pytorch' and importlib.util.find_spec(runtime) is None:
         return f'{runtime} is not installed ({INSTALL[runtime]})'
+    if runtime == 'executorch' and kind != 'backbone':
+        return ('whole models run as app programs: tools/export_executorch.py, then '
+                'tools/test.py --runtime executorch')
     if precision == 'bf16':
         try:
             require_bf16(cpu_flags() if flags is None else flags)
@@ -87,7 +91,7 @@ def which_path(target: str, checkpoint: Optional[str] = None,
         raise ValueError(f'checkpoint={checkpoint!r} with the backbone {target!r}: accuracy '
                          f'needs a detector or segmentor config and its test set')
     size = tuple(size or DEFAULT_SIZES[kind])
-    reasons = {p: unavailable_reason(p, flags) for p in paths}
+    reasons = {p: unavailable_reason(p, flags, kind) for p in paths}
     runnable = [p for p in paths if reasons[p] is None]
     files, exports = {}, None
     if checkpoint is not None and any(p not in PYTORCH_PATHS for p in runnable):

@@ -24,12 +24,7 @@ from pycocotools import mask as mask_utils
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
 from ..config import config_from_text, load_config, toolbox_of
 from ..datasets import UnreadableFileError, cut_short_jpeg
-from ..deployment import (
-    build_onnx_model,
-    check_deployed_options,
-    check_onnx_file,
-    is_deployed_file,
-)
+from ..deployment import check_model_file, open_model
 from ..deployment.executorch_runtime import feed_original_images
 from ..fusion import fuse_model
 
@@ -128,18 +123,15 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
                      precision: Optional[str] = None, trust_checkpoint_config: bool = False):
     """The toolbox's inferencer for ``config`` (or the config inside ``weights``, read as data
     unless ``trust_checkpoint_config``: ``config.config_from_text``), the checkpoint loaded
-    strictly, the whole model fused when ``fuse``. ``weights`` may be an ``.onnx`` file
-    exported from ``config`` (float32 or int8): the inferencer then runs it in ONNX Runtime
-    or, with ``runtime='openvino'``, OpenVINO, in ``precision`` (``deployment.build_onnx_model``),
-    same pipeline, pictures and JSON; or an ExecuTorch app program (``.pte``) with
-    ``runtime='executorch'``, fed the original image."""
-    deployed = is_deployed_file(weights)
-    check_deployed_options(weights, deployed, runtime, precision)
+    strictly, the whole model fused when ``fuse``. ``weights`` may be an exported model
+    (``.onnx``, ``.xml``, ``.pte``) of ``config``: the inferencer then runs it in ``runtime``
+    and ``precision`` (``deployment.open_model``; an ExecuTorch app program is fed the
+    original image), same pipeline, pictures and JSON."""
+    deployed = check_model_file(weights, runtime, precision, fuse)
     if deployed:
         if not config:
-            raise ValueError(f'{weights!r} is an ONNX model, which carries no config: pass the '
-                             f'config it was exported from')
-        check_onnx_file(weights, fuse, runtime)
+            raise ValueError(f'{weights!r} is an exported model, which carries no config: '
+                             f'pass the config it was exported from')
         checkpoint = None
     else:
         weights = resolve_checkpoint_path(weights)  # a URL: downloaded once, then the cache
@@ -175,8 +167,8 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
             inferencer = MMSegInferencer(model=cfg, weights=None, device=device)
             inferencer.show_progress = False  # one bar over all inputs is ours
     if deployed:
-        inferencer.model = build_onnx_model(cfg, weights, device, runtime=runtime or 'onnxruntime',
-                                            precision=precision, seg_logits=False)
+        inferencer.model = open_model(cfg, weights, runtime, precision, device=device,
+                                      seg_logits=False)
     else:
         load_model_checkpoint(inferencer.model, checkpoint, source=f'checkpoint {weights!r}')
         # class names and palette as the toolbox takes them from a checkpoint (the weights

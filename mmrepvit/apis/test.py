@@ -7,12 +7,7 @@ from mmengine.config import Config
 from ..checkpoint import load_checkpoint_file, load_model_checkpoint, resolve_checkpoint_path
 from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
-from ..deployment import (
-    build_onnx_model,
-    check_deployed_options,
-    check_onnx_file,
-    is_deployed_file,
-)
+from ..deployment import check_model_file, is_deployed_file, open_model
 from ..deployment.executorch_runtime import feed_original_images
 from .diagnose import explained_errors
 from .train import build_runner
@@ -21,36 +16,26 @@ from .train import build_runner
 def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = None,
                      out: Optional[str] = None, show_dir: Optional[str] = None,
                      fuse: bool = False, cfg_options: Optional[dict] = None,
-                     launcher: str = 'none', runtime: Optional[str] = None,
-                     precision: Optional[str] = None) -> Config:
+                     launcher: str = 'none') -> Config:
     """The config of a test run. A fused checkpoint (``tools/fuse_checkpoint.py``) needs
     nothing special (the backbone takes the form of the weights); ``fuse`` fuses the whole
-    model after loading, head norms included. ``checkpoint`` may also be an ``.onnx`` file
-    exported from ``config`` (``tools/export_onnx.py``, float or int8): the deployed model is
-    then what gets tested, in ``runtime`` (default ONNX Runtime; or OpenVINO) and
-    ``precision`` (``deployment.build_onnx_model``); or an ExecuTorch app program (``.pte``,
-    ``tools/export_executorch.py``) with ``runtime='executorch'``, fed the original images.
+    model after loading, head norms included. ``checkpoint`` may also be an exported model
+    (``.onnx``, ``.xml``, ``.pte``): ``test`` opens it in its runtime (``open_model``).
 
     The checkpoint is not read here: ``test`` reads it once, before building anything, and
     loads it strictly; ``load_from`` stays empty so that the runner does not read it again.
     An http(s) URL is downloaded once into the checkpoint cache (``resolve_checkpoint_path``)."""
     checkpoint = resolve_checkpoint_path(checkpoint)
-    deployed = is_deployed_file(checkpoint)
-    check_deployed_options(checkpoint, deployed, runtime, precision)
-    if deployed:
-        check_onnx_file(checkpoint, fuse, runtime)
+    if fuse:
+        check_model_file(checkpoint, fuse=fuse)
     cfg = load_config(config, cfg_options)
     toolbox = toolbox_of(cfg)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or default_work_dir(config)
     cfg.load_from = None
-    cfg.test_checkpoint = None if deployed else checkpoint
-    cfg.deployed_model = checkpoint if deployed else None
-    cfg.deployed_runtime, cfg.deployed_precision = runtime or 'onnxruntime', precision
+    cfg.test_checkpoint = checkpoint
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # every weight comes from the checkpoint
-    if runtime == 'executorch':  # an app program resizes the original image itself
-        feed_original_images(cfg)
     if fuse:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='mmrepvit.FuseModelHook')]
@@ -76,29 +61,32 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     return cfg
 
 
-def test(cfg: Config, checkpoint: Optional[dict] = None) -> dict:
+def test(cfg: Config, checkpoint: Optional[dict] = None, runtime: Optional[str] = None,
+         precision: Optional[str] = None) -> dict:
     """Check the data is there, read the checkpoint (``cfg.test_checkpoint``) or open the
-    exported model (``cfg.deployed_model``), build the runner, load the checkpoint strictly
+    exported model in ``runtime`` and ``precision`` (``deployment.open_model``; an ExecuTorch
+    app program is fed the original images), build the runner, load the checkpoint strictly
     (the runner itself would only warn), test; returns the metrics dict, its numbers Python
     numbers (``python_numbers``). ``checkpoint``: the already loaded checkpoint, which is then
     not read again."""
+    path = cfg.get('test_checkpoint') or cfg.get('load_from')
+    deployed = path is not None and check_model_file(path, runtime, precision)
+    if runtime == 'executorch':  # an app program resizes the original image itself
+        feed_original_images(cfg)
     check_dataset_paths(cfg, splits=('test', ))
     check_dataset_annotations(cfg, splits=('test', ))
-    path = cfg.get('test_checkpoint') or cfg.get('load_from')
-    deployed = None
-    if cfg.get('deployed_model'):  # a file that is not a model of this config: said first
+    model = None
+    if deployed:  # a file that is not a model of this config: said first
         # the metrics need only the predicted classes: no full-size logit maps
-        deployed = build_onnx_model(cfg, cfg.deployed_model,
-                                    runtime=cfg.get('deployed_runtime', 'onnxruntime'),
-                                    precision=cfg.get('deployed_precision'), seg_logits=False)
+        model = open_model(cfg, path, runtime, precision, seg_logits=False)
     elif checkpoint is None:  # truncated, corrupted or unsafe: said first
         checkpoint = load_checkpoint_file(path)
     cfg.load_from = None
     with explained_errors(cfg):
         runner = build_runner(cfg)
-        if deployed is not None:
-            deployed.dataset_meta = runner.test_dataloader.dataset.metainfo
-            runner.model = deployed
+        if model is not None:
+            model.dataset_meta = runner.test_dataloader.dataset.metainfo
+            runner.model = model
         else:
             load_model_checkpoint(runner.model, checkpoint, source=f'checkpoint {path!r}')
         return python_numbers(runner.test())
@@ -129,11 +117,10 @@ def evaluate_path(config: str, weights: str, runtime: Optional[str] = None,
         raise ValueError(f'fast=True is the PyTorch CPU fast path, but {weights!r} is an '
                          f'exported model: give a checkpoint')
     cfg = prepare_test_cfg(config, weights, work_dir=work_dir, fuse=not deployed,
-                           cfg_options=cfg_options, runtime=runtime if deployed else None,
-                           precision=precision if deployed else None)
+                           cfg_options=cfg_options)
     cfg.test_dataloader.num_workers = 0
     cfg.test_dataloader.persistent_workers = False
     if fast:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='mmrepvit.CPUSpeedHook', channels_last=True)]
-    return test(cfg)
+    return test(cfg, runtime=runtime, precision=precision)

@@ -1,15 +1,15 @@
 """Whole-model deployment to ONNX Runtime and OpenVINO, and to phones as ExecuTorch programs
 (``executorch_program``): export (``export_model``; detectors through
 mmdeploy, segmentors through this project's exporter), int8 copies for ONNX Runtime on CPU
-(``quantize``) and deployed inference (``build_onnx_model``: an ONNX file behind the PyTorch
+(``quantize``) and deployed inference (``open_model``: an exported file behind the PyTorch
 model's ``test_step``).
 
 Not imported by ``import mmrepvit``; mmdeploy, onnxruntime and executorch are imported only
 when used.
 """
+from .deployed_model import check_model_file, is_deployed_file, open_model
 from .export import export_model
-from .openvino_runtime import PRECISIONS, RUNTIMES, UnsupportedPrecision
-from .runtime import build_onnx_model, check_deployed_options, check_onnx_file, is_deployed_file
+from .runtime import PRECISIONS, RUNTIMES, UnsupportedPrecision
 
-__all__ = ['build_onnx_model', 'check_deployed_options', 'check_onnx_file', 'export_model',
-           'is_deployed_file', 'PRECISIONS', 'RUNTIMES', 'UnsupportedPrecision']
+__all__ = ['check_model_file', 'export_model', 'is_deployed_file', 'open_model', 'PRECISIONS',
+           'RUNTIMES', 'UnsupportedPrecision']

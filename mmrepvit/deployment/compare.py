@@ -76,12 +76,7 @@ def check_onnx(path, module, sizes, threads=2, seed=1):
     """Run the ONNX file under ONNX Runtime and ``module`` in PyTorch at every size; returns
     ``[{'size', 'max_abs_diff', 'max_abs_output', 'output_shapes'}]`` (worst over the
     outputs; the largest output magnitude puts the difference in scale)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    # spinning pool threads would slow the PyTorch runs in between (deployment.runtime)
-    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    session = ort_session(path, threads=threads)
     results = []
     for size in sizes:
         x = synthetic_batch('backbone', tuple(size), seed=seed)

@@ -20,7 +20,7 @@ Height and width are dynamic, between the program's ``min_size`` and ``max_size`
 contract); ExecuTorch plans memory for ``max_size``, so keep it to what the app needs.
 
 The contract is a set of ExecuTorch constant methods, read by an app with
-``load_method(name).execute([])`` (``CONTRACT``): what goes in and comes out, the size
+``load_method(name).execute([])`` (docs/deployment.md): what goes in and comes out, the size
 limits, the class names (strings), the precision and the config the program came from.
 
 Precision is explicit: ``f32``, or ``int8`` (post-training quantisation for XNNPACK through

@@ -1,7 +1,8 @@
 """Running ExecuTorch programs (``.pte``) made by ``executorch_program``: loading one, the
 contract it carries (constant methods), the image steps it runs inside, and the sessions the
-deployed-model wrapper (``runtime.py``) feeds. Everything here needs only a program file and a
-config, never the model's code, so ``runtime.py`` imports it without importing the exporter."""
+wrappers of ``deployed_model`` feed. Everything here needs only a program file and a config,
+never the model's code, so ``deployed_model`` imports it without importing the exporter (a
+detector's image steps excepted)."""
 import json
 import os
 import os.path as osp
@@ -16,20 +17,6 @@ PRECISIONS = ('f32', 'int8')
 CONTRACT_VERSION = 1
 DEFAULT_MIN_SIZE = 64
 DEFAULT_MAX_SIZE = 1024
-# what each constant method returns (an app reads them with load_method(name).execute([]))
-CONTRACT = {
-    'contract_version': 'int: the layout of this contract',
-    'kind': "str: 'segmentor', 'backbone' or 'classifier'",
-    'input_layout': "str: 'HWC' (segmentor) or 'NCHW'",
-    'input_dtype': "str: 'uint8' (segmentor) or 'float32'",
-    'input_channels': "str: 'RGB' (segmentor) or 'normalised'",
-    'min_size': 'list of 2 ints: the smallest [height, width] the program takes',
-    'max_size': 'list of 2 ints: the largest [height, width] the program takes',
-    'output_names': 'list of str: the outputs of forward, in order',
-    'class_names': 'list of str: the classes (segmentor; index = class id)',
-    'precision': "str: 'f32' or 'int8'",
-    'config_name': 'str: the file name of the config it was exported from',
-}
 
 
 def require_executorch():
@@ -74,10 +61,7 @@ def image_steps(cfg) -> Dict:
     ``bgr`` (the model takes BGR), ``pad_divisor`` / ``pad_size`` / ``pad_val``.
 
     Raises ValueError naming a test-pipeline step that changes the image in a way the
-    program does not reproduce. A config whose pipeline ``feed_original_images`` changed:
-    the steps as they were before."""
-    if cfg.get('program_image_steps'):
-        return json.loads(cfg.program_image_steps)
+    program does not reproduce."""
     pipeline = cfg.test_dataloader.dataset.pipeline
     resizes = []
     for step in pipeline:
@@ -155,7 +139,8 @@ def load_program(path: str):
 
 
 def read_contract(program, path: str = 'the program') -> Dict:
-    """The contract of a loaded program: every constant method's value (``CONTRACT``)."""
+    """The contract of a loaded program: every constant method's value (docs/deployment.md
+    lists them)."""
     names = program.method_names
     missing = [n for n in ('contract_version', 'kind', 'output_names') if n not in names]
     if missing:
@@ -190,12 +175,10 @@ def set_threads(threads: Optional[int] = None) -> int:
 
 
 class ExecuTorchSessions:
-    """The ExecuTorch counterpart of ``runtime.OnnxSessions``: ``input_names``,
-    ``output_names``, ``resize_mode`` (None: the program's outputs are final) and ``run``,
-    one loaded ``forward`` method; ``threads``: the size of ExecuTorch's process-wide thread
-    pool (``set_threads``; None: as sized when the first program was loaded). A program runs
-    in the precision it was exported in (``contract['precision']``;
-    ``openvino_runtime.resolve_precision`` checks a request)."""
+    """The ExecuTorch counterpart of ``runtime.OnnxSessions`` (one loaded ``forward``
+    method, its outputs final): ``threads`` sizes ExecuTorch's process-wide thread pool
+    (``set_threads``; None: as sized when the first program was loaded). A program runs in the
+    precision it was exported in (``runtime.resolve_precision`` checks a request)."""
 
     def __init__(self, path: str, threads: Optional[int] = None):
         self.path, self.threads = os.fspath(path), threads
@@ -203,16 +186,13 @@ class ExecuTorchSessions:
         if threads is not None:
             set_threads(threads)
         self.program, self.contract = load_program(self.path)
-        self.precision = self.contract['precision']
         self.method = self.program.load_method('forward')
-        self.input_names = ['image' if self.contract['kind'] == 'segmentor' else 'input']
+        self.input_names = ['image' if self.contract['input_layout'] == 'HWC' else 'input']
         self.input_name = self.input_names[0]
         self.output_names = list(self.contract['output_names'])
         self.resize_mode = None
 
-    def run(self, image: torch.Tensor, **extra) -> List[torch.Tensor]:
-        if extra:
-            raise ValueError(f'{self.path!r} takes one input, not {sorted(extra)}')
+    def run(self, image: torch.Tensor) -> List[torch.Tensor]:
         check_input_size(self.contract, image, self.path)
         return list(self.method.execute([image.detach().cpu().contiguous()]))
 
@@ -229,26 +209,52 @@ def check_input_size(contract: Dict, image: torch.Tensor, path: str) -> None:
                          f'{hw[0]}x{hw[1]}')
 
 
+# the toolbox of each kind of app program
+PROGRAM_TOOLBOXES = {'segmentor': 'mmseg', 'detector': 'mmdet'}
+
+
+def program_image_steps(cfg) -> Dict:
+    """What an app program of ``cfg`` does to an image (``image_steps``; a detector's:
+    ``executorch_detector.detector_image_steps``); a config whose pipeline
+    ``feed_original_images`` changed: the steps as they were before."""
+    if cfg.get('program_image_steps'):
+        return json.loads(cfg.program_image_steps)
+    if toolbox_of(cfg) == 'mmdet':
+        from .executorch_detector import detector_image_steps
+        return detector_image_steps(cfg)
+    return image_steps(cfg)
+
+
+def model_head(cfg):
+    """The config's head that predicts the classes: the (last) decode head, the bbox head or
+    the RoI head's bbox head."""
+    model = cfg.model
+    head = model.get('decode_head') or model.get('bbox_head') or model.roi_head.bbox_head
+    return head[-1] if isinstance(head, (list, tuple)) else head
+
+
 def check_program_config(contract: Dict, cfg, path: str) -> None:
     """Raise ValueError naming ``path`` unless its app program was exported from a config
-    like ``cfg``: a segmentor with the same classes (names and count) and the same test-time
-    image steps (``image_steps``: resize, normalisation). The program holds its whole
-    network, so these are what running it with ``cfg``'s data and metrics depends on."""
+    like ``cfg``: a segmentor or detector of ``cfg``'s toolbox with the same classes (names
+    and count) and the same test-time image steps (``program_image_steps``: resize,
+    normalisation). The program holds its whole network, so these are what running it with
+    ``cfg``'s data and metrics depends on."""
     origin = f'{path!r} (exported from {contract.get("config_name")!r})'
-    if contract['kind'] != 'segmentor':
-        raise ValueError(f'{origin} is a {contract["kind"]} program; tools/test.py and '
-                         f'tools/infer.py run segmentor app programs')
-    count = cfg.model.decode_head[-1].num_classes if isinstance(
-        cfg.model.decode_head, (list, tuple)) else cfg.model.decode_head.num_classes
+    toolbox = PROGRAM_TOOLBOXES.get(contract['kind'])
+    if toolbox != toolbox_of(cfg):
+        raise ValueError(f'{origin} is a {contract["kind"]} program, but the config is an '
+                         f'{toolbox_of(cfg)} one; tools/test.py and tools/infer.py run '
+                         f'segmentor (mmseg) and detector (mmdet) app programs')
+    count = model_head(cfg).num_classes
     names = list(contract.get('class_names') or [])
     if len(names) != count:
-        raise ValueError(f'{origin} predicts {len(names)} classes, but the config\'s decode '
-                         f'head has {count}: give the config the program was exported from')
+        raise ValueError(f'{origin} predicts {len(names)} classes, but the config\'s head '
+                         f'has {count}: give the config the program was exported from')
     config_names = [str(c) for c in (default_dataset_meta(cfg) or {}).get('classes') or ()]
     if len(config_names) == count and config_names != names:
         raise ValueError(f'{origin} has classes {names}, the config {config_names}: give the '
                          f'config the program was exported from')
-    steps = image_steps(cfg)
+    steps = program_image_steps(cfg)
     stored = json.loads(contract.get('image_steps') or 'null')
     if stored != json.loads(json.dumps(steps)):
         raise ValueError(f'{origin} prepares images as {stored}, but the config as {steps}: '
@@ -259,10 +265,7 @@ def feed_original_images(cfg) -> None:
     """Make the config's test pipeline give the app program what an app gives it: the
     original image (the resizes the program does itself taken out, ``PROGRAM_STEPS``), in
     place. Labels are read at the original size either way. The steps taken out are kept in
-    ``cfg.program_image_steps`` (what ``image_steps`` then returns)."""
-    if toolbox_of(cfg) != 'mmseg':
-        raise ValueError(f'runtime executorch runs segmentor app programs, but the config is '
-                         f'an {toolbox_of(cfg)} one (detectors are not exported as programs)')
-    cfg.program_image_steps = json.dumps(image_steps(cfg))
+    ``cfg.program_image_steps`` (what ``program_image_steps`` then returns)."""
+    cfg.program_image_steps = json.dumps(program_image_steps(cfg))
     dataset = cfg.test_dataloader.dataset
     dataset.pipeline = without_program_steps(dataset.pipeline)

@@ -10,7 +10,7 @@
 
 Both are fused first (backbone re-parameterised, every Conv-BN folded) and exported with
 dynamic height and width. ``export_model`` then runs the graph in ONNX Runtime through
-``build_onnx_model`` against the PyTorch model's own ``test_step`` at several input sizes.
+``open_model`` against the PyTorch model's own ``test_step`` at several input sizes.
 """
 import copy
 import os
@@ -35,9 +35,9 @@ from .compare import (
     compare_graphs,
     compare_segmentations,
 )
+from .deployed_model import open_model
 from .mmdeploy_compat import mmdeploy_context
 from .quantize import dataset_feeds, graph_inputs, quantize_onnx
-from .runtime import build_onnx_model
 
 OPSET = 17
 
@@ -390,11 +390,11 @@ def check_model(model: nn.Module, kind: str, config: str, path: str,
                 sizes: Sequence[Tuple[int, int]], threads: Optional[int] = None, seed: int = 1,
                 cfg_options: Optional[dict] = None, runtime: str = 'onnxruntime',
                 precision: Optional[str] = None) -> list:
-    """Run ``path`` (through ``build_onnx_model``, in ``runtime`` and ``precision``) and
+    """Run ``path`` (through ``open_model``, in ``runtime`` and ``precision``) and
     ``model`` (PyTorch ``test_step``) on the same synthetic images at every size; one
     comparison per size (see ``compare``)."""
-    onnx_model = build_onnx_model(load_target_config(config, cfg_options), path,
-                                  threads=threads, runtime=runtime, precision=precision)
+    onnx_model = open_model(load_target_config(config, cfg_options), path, runtime, precision,
+                            threads)
     results = []
     for size in sizes:
         size = tuple(size)

@@ -1,5 +1,4 @@
-"""OpenVINO as a second runtime for the exported graphs, and the precision a deployed model runs
-in, stated and checked instead of left to a runtime's default.
+"""OpenVINO as a second runtime for the exported graphs, in the precision asked for.
 
 OpenVINO reads the exported ``.onnx`` itself (``Core.read_model``): no conversion step and no
 second file to keep in step with the first; the int8 graph of ``deployment.quantize`` (QDQ)
@@ -11,81 +10,13 @@ compiled model, so that a runtime that quietly computes in another precision is 
 """
 import functools
 import os
-from typing import Dict, List, Optional
+from typing import Optional
 
-import numpy as np
 import torch
 
-from ..utils.cpu import BF16_FLAGS, cpu_flags, cpu_model, describe_cpu
-from .executorch_runtime import PTE_SUFFIX, load_program
+from ..utils.cpu import cpu_model
+from .runtime import Sessions, UnsupportedPrecision
 from .seg_postprocess import cut_final_resize_openvino
-
-RUNTIMES = ('onnxruntime', 'openvino', 'executorch')
-PRECISIONS = ('f32', 'bf16', 'int8')
-# ops that make a graph an int8 one: ONNX QDQ / QLinear, OpenVINO's FakeQuantize
-INT8_OPS = ('QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'FakeQuantize')
-
-
-class UnsupportedPrecision(ValueError):
-    """A precision this runtime, model file or CPU cannot give."""
-
-
-def check_runtime(runtime: str) -> str:
-    if runtime not in RUNTIMES:
-        raise ValueError(f'runtime={runtime!r}: valid are {", ".join(RUNTIMES)}')
-    return runtime
-
-
-def stored_precision(path: str) -> str:
-    """``'int8'`` if the model file holds quantisation ops (``INT8_OPS``), else ``'f32'``; an
-    ExecuTorch program: the precision its contract states."""
-    path = os.fspath(path)
-    if path.endswith(PTE_SUFFIX):
-        return load_program(path)[1]['precision']
-    if path.endswith('.xml'):
-        with open(path, errors='replace') as f:
-            text = f.read()
-        return 'int8' if 'type="FakeQuantize"' in text else 'f32'
-    import onnx
-    graph = onnx.load(path, load_external_data=False).graph
-    return 'int8' if any(n.op_type in INT8_OPS for n in graph.node) else 'f32'
-
-
-def require_bf16(flags=None) -> None:
-    """Raise ``UnsupportedPrecision`` naming what the CPU lacks unless it computes in bf16."""
-    flags = cpu_flags() if flags is None else flags
-    if not any(f in flags for f in BF16_FLAGS):
-        raise UnsupportedPrecision(
-            f'precision bf16 needs a CPU with {" or ".join(BF16_FLAGS)} (AVX512-BF16 or AMX); '
-            f'this CPU ({cpu_model()}) has neither: use precision f32 or int8')
-
-
-def resolve_precision(runtime: str, path: str, precision: Optional[str] = None,
-                      flags=None) -> str:
-    """The precision ``path`` runs in under ``runtime``: ``precision`` checked against the
-    file and the CPU, or, when None, what the file holds (f32 or int8).
-
-    A float32 file runs in f32 or (OpenVINO, on a bf16 CPU) bf16; an int8 file (quantised by
-    ``tools/export_onnx.py --int8``) only as int8. Anything else raises, naming the file."""
-    check_runtime(runtime)
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f'precision={precision!r}: valid are {", ".join(PRECISIONS)}')
-    stored = stored_precision(path)
-    if precision is None:
-        return stored
-    if stored == 'int8' and precision != 'int8':
-        raise UnsupportedPrecision(f'{path!r} is an int8 model: run it with precision int8, '
-                                   f'or give the float32 export for {precision}')
-    if stored == 'f32' and precision == 'int8':
-        tool = 'export_executorch' if os.fspath(path).endswith(PTE_SUFFIX) else 'export_onnx'
-        raise UnsupportedPrecision(f'{path!r} is a float32 model: precision int8 needs its int8 '
-                                   f'copy (tools/{tool}.py ... --int8 PATH)')
-    if precision == 'bf16':
-        if runtime != 'openvino':
-            raise UnsupportedPrecision(f'precision bf16 with runtime {runtime!r}: only '
-                                       f'openvino runs these graphs in bf16 on a CPU')
-        require_bf16(flags)
-    return precision
 
 
 @functools.lru_cache(maxsize=None)
@@ -147,40 +78,24 @@ def compile_openvino(model, precision: str = 'f32', threads: Optional[int] = Non
     return compiled
 
 
-class OpenVinoSessions:
-    """The OpenVINO counterpart of ``runtime.OnnxSessions``: the same ``input_names``,
-    ``output_names``, ``resize_mode`` and ``run``, one compiled model per thread count
-    (``threads=None`` follows torch's current setting at each call)."""
+class OpenVinoSessions(Sessions):
+    """An ONNX file's (or IR's) OpenVINO compiled models and infer requests."""
 
     def __init__(self, model_file: str, precision: str = 'f32', threads: Optional[int] = None,
                  low_resolution: bool = False):
         self.model_file, self.precision, self.threads = os.fspath(model_file), precision, threads
-        self.model, self.resize_mode = read_openvino(self.model_file), None
+        self.model, self._compiled = read_openvino(self.model_file), {}
         if low_resolution:
             self.model, self.resize_mode = cut_final_resize_openvino(self.model)
-        self._requests = {}
-        compiled = self._request()[0]
+        compiled = self.compiled()[0]
         self.input_names = [i.get_any_name() for i in compiled.inputs]
         self.input_name = self.input_names[0]
         self.output_names = [o.get_any_name() for o in compiled.outputs]
 
-    def _request(self):
-        n = self.threads or torch.get_num_threads()
-        if n not in self._requests:
-            compiled = compile_openvino(self.model, self.precision, n, repr(self.model_file))
-            self._requests[n] = (compiled, compiled.create_infer_request())
-        return self._requests[n]
+    def compile(self, threads: int):
+        compiled = compile_openvino(self.model, self.precision, threads, repr(self.model_file))
+        return compiled, compiled.create_infer_request()
 
-    def run(self, image: torch.Tensor, **extra: np.ndarray) -> List[torch.Tensor]:
-        feed: Dict[str, np.ndarray] = {
-            self.input_name: image.detach().cpu().contiguous().numpy().astype(np.float32,
-                                                                              copy=False)}
-        feed.update(extra)
-        _, request = self._request()
-        results = request.infer(feed, share_inputs=True)  # outputs are copies
-        return [torch.from_numpy(np.asarray(results[i])) for i in range(len(self.output_names))]
-
-
-def describe_run(runtime: str, precision: str) -> str:
-    """What every deployed run prints: runtime, precision and CPU."""
-    return f'runtime {runtime}, precision {precision}, CPU {describe_cpu()}'
+    def infer(self, compiled, feed):
+        results = compiled[1].infer(feed, share_inputs=True)  # outputs are copies
+        return [results[i] for i in range(len(self.output_names))]

@@ -31,6 +31,7 @@ from ..config import toolbox_of
 from ..datasets.checks import check_dataset_paths
 from ..targets import synthetic_batch
 from ..utils.cpu import INT8_DOT_FLAGS, cpu_model, has_int8_dot
+from .runtime import ort_session
 
 QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm')
 WEIGHT_INPUTS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul')
@@ -208,7 +209,6 @@ def calibration_threads(threads: Optional[int] = None):
     It opens that session with default options: every core, and pool threads that keep
     spinning after each run, which starve every other process on a small machine. Undone on
     exit; left alone if the installed onnxruntime calibrates differently."""
-    import onnxruntime as ort
     from onnxruntime.quantization import calibrate
     base = getattr(calibrate, 'CalibraterBase', None)
     original = getattr(base, 'create_inference_session', None)
@@ -217,12 +217,8 @@ def calibration_threads(threads: Optional[int] = None):
         return
 
     def create_inference_session(self):
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-        self.infer_session = ort.InferenceSession(self.augmented_model_path, options,
-                                                  providers=self.execution_providers)
+        self.infer_session = ort_session(self.augmented_model_path, threads=threads,
+                                         optimise=False, providers=self.execution_providers)
 
     base.create_inference_session = create_inference_session
     try:
@@ -235,16 +231,10 @@ def int8_coverage(path: str) -> Dict:
     """How many convolutions / matrix products ONNX Runtime runs in int8 (``QLinearConv``,
     ``QGemm``, ...) and how many it still runs in float after its graph optimisations."""
     import onnx
-    import onnxruntime as ort
     with tempfile.TemporaryDirectory(prefix='mmrepvit_int8_') as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = osp.join(tmp, 'optimised.onnx')
-        options.log_severity_level = 3
-        options.intra_op_num_threads = 1  # only optimised, never run
-        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-        ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-        ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+        optimised = osp.join(tmp, 'optimised.onnx')
+        ort_session(path, threads=1, optimised_file=optimised)  # only optimised, never run
+        ops = Counter(n.op_type for n in onnx.load(optimised).graph.node)
     return dict(int8_ops={op: n for op, n in ops.items()
                           if op in ('QLinearConv', 'QGemm', 'QLinearMatMul', 'MatMulInteger',
                                     'ConvInteger')},
