@@ -6,7 +6,7 @@ import os.path as osp
 from typing import Optional
 
 import torch.nn as nn
-from mmengine.config import Config, DictAction  # noqa: F401  (DictAction for the CLIs)
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 TOOLBOXES = {'mmdet': 'detection', 'mmseg': 'segmentation'}
@@ -119,6 +119,26 @@ def toolbox_of(cfg: Config) -> str:
         raise ValueError(f'Config default_scope={scope!r}: expected one of {list(TOOLBOXES)} '
                          f'(inherit from an mmdet:: or mmseg:: base config)')
     return scope
+
+
+def walk_config(node, path=''):
+    """(dotted path, dict) for every dict in a config tree, nested ones too."""
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from walk_config(value, f'{path}.{key}' if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from walk_config(value, f'{path}[{i}]')
+
+
+def replace_types(node, names):
+    """Set ``type`` of every dict in a config tree that is a key of ``names`` to its value, in
+    place; returns how many were replaced."""
+    found = [d for _, d in walk_config(node) if d.get('type') in names]
+    for d in found:
+        d['type'] = names[d['type']]
+    return len(found)
 
 
 def default_work_dir(config_file: str) -> str:

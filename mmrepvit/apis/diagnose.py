@@ -16,8 +16,9 @@ import mmengine.registry as registries
 from mmengine.registry import Registry
 from torch.utils.data import DataLoader
 
-from ..config import toolbox_of
+from ..config import toolbox_of, walk_config
 from ..datasets import explain_empty_dataset
+from ..errors import first_few
 
 UNKNOWN_TYPE = re.compile(r'^(?P<name>\S+) is not in the (?P<scope>\S+?)::(?P<registry>.+?) '
                           r'registry')
@@ -35,17 +36,6 @@ class UnknownTypeError(KeyError):
 
 class UnexpectedArgumentError(TypeError):
     """A config dict passes an argument its class does not take."""
-
-
-def _walk(node, path=''):
-    """(dotted path, dict) for every dict in a config tree."""
-    if isinstance(node, dict):
-        yield path, node
-        for key, value in node.items():
-            yield from _walk(value, f'{path}.{key}' if path else str(key))
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _walk(value, f'{path}[{i}]')
 
 
 def _root_registries():
@@ -110,13 +100,8 @@ def _suggestions(name, registry, n=3):
     return list(dict.fromkeys(found))[:n], unscoped
 
 
-def _listing(names):
-    shown = ', '.join(names[:MAX_LISTED])
-    return shown + (f', ... ({len(names) - MAX_LISTED} more)' if len(names) > MAX_LISTED else '')
-
-
 def _unknown_type(name, registry, cfg):
-    paths = [f'{p}.type' if p else 'type' for p, d in _walk(cfg.to_dict())
+    paths = [f'{p}.type' if p else 'type' for p, d in walk_config(cfg.to_dict())
              if d.get('type') == name] or ['(not found in the config; set by a default)']
     where = ', '.join(f'{p}={name!r}' for p in paths)
     what = f'{registry.scope}::{registry.name}'
@@ -125,7 +110,7 @@ def _unknown_type(name, registry, cfg):
     if close:
         hint = f'Did you mean {" or ".join(map(repr, close))}?'
     else:
-        hint = f'Registered names: {_listing(names)}.'
+        hint = f'Registered names: {first_few(names, MAX_LISTED)}.'
     return UnknownTypeError(
         f'Config error: {where} is not a registered {what} type. {hint} (A type of another '
         f'package needs custom_imports=dict(imports=[package]) and, unless it is registered '
@@ -159,7 +144,7 @@ def _unexpected_argument(func, arg, error, cfg):
     if cls is not None:
         params = [p.name for p in inspect.signature(cls.__init__).parameters.values()
                   if p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    paths = [f'{p}.{arg}' if p else arg for p, d in _walk(cfg.to_dict()) if arg in d]
+    paths = [f'{p}.{arg}' if p else arg for p, d in walk_config(cfg.to_dict()) if arg in d]
     where = ', '.join(paths) or f'{arg!r} (not found in the config)'
     close = _close(arg, params)
     hint = f' Did you mean {" or ".join(map(repr, close))}?' if close else ''

@@ -1,21 +1,13 @@
 """File loading transforms whose errors name the file that could not be read.
 
-mmcv's ``LoadImageFromFile`` fails on an empty file with a bare OpenCV assertion
-(``!buf.empty()``), and mmseg's ``LoadAnnotations`` fails on a damaged label map with Pillow's
-``cannot identify image file <_io.BytesIO ...>`` or ``Truncated File Read``: none says which of
-thousands of files it was. The subclasses here behave the same and only re-raise such failures
-as :class:`UnreadableFileError` with the path and what is wrong with it.
-
-Files that decode but are wrong fail too, where they are read, for little more than a pass
-over the loaded label map: a JPEG cut short, which OpenCV decodes with a grey bottom and a mere
-"Premature end of JPEG file" on stderr, and a label map that holds values outside the classes
-(mmseg's test then scores them as misses, its training dies in ``cross_entropy`` with ``Target
-199 is out of bounds``) or whose size differs from its image's (:class:`LabelMapError`).
-:func:`check_dataset_files` names every empty or missing file of built datasets at once.
-
-:func:`use_readable_loaders` puts them into a config's data pipelines (``tools/train.py`` and
-``tools/test.py`` do), so configs keep the toolboxes' standard transform names, and tells the
-label-map loader how many classes the dataset has.
+mmcv's ``LoadImageFromFile`` fails on an empty file with a bare OpenCV assertion and mmseg's
+``LoadAnnotations`` on a damaged label map with Pillow's ``cannot identify image file``: neither
+says which of thousands of files it was. The subclasses here re-raise such failures as
+:class:`UnreadableFileError` naming the path, and also fail on files that decode but are wrong:
+a JPEG cut short (OpenCV decodes it with a grey bottom), a label map with values outside the
+classes (mmseg's training dies in ``cross_entropy``, its test scores them as misses) or of
+another size than its image (:class:`LabelMapError`). :func:`use_readable_loaders` puts them
+into a config's pipelines, so configs keep the toolboxes' transform names.
 """
 import io
 import os
@@ -29,6 +21,8 @@ from mmengine import fileio
 from mmengine.dataset import BaseDataset
 from PIL import Image
 
+from ..config import replace_types, walk_config
+from ..errors import first_few
 from ..registry import TRANSFORMS
 from .checks import dataset_class, innermost_datasets
 
@@ -118,20 +112,11 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
 DATA_FILE_KEYS = ('img_path', 'seg_map_path')  # the files of a sample that loaders read
 
 
-def _wrapped(dataset):
-    """The datasets inside mmengine's wrappers (ConcatDataset, RepeatDataset, ...)."""
-    if hasattr(dataset, 'datasets'):
-        return [d for part in dataset.datasets for d in _wrapped(part)]
-    if hasattr(dataset, 'dataset'):
-        return _wrapped(dataset.dataset)
-    return [dataset]
-
-
 def _unreadable_files(dataset):
     """'path (what is wrong)' for each local image or label map ``dataset`` lists that is
     missing or empty (0 bytes)."""
     bad = []
-    for part in _wrapped(dataset):
+    for part in innermost_datasets(dataset):
         if not isinstance(part, BaseDataset):
             continue
         part.full_init()
@@ -218,42 +203,10 @@ if _SegLoadAnnotations is not None:
                     values = values.astype(np.int64) + 1
                     valid = (f'1..{classes} (the {classes} classes: reduce_zero_label=True '
                              f'subtracts 1), 0 and {ignore} (ignored)')
-            shown = ', '.join(map(str, values[:MAX_VALUES].tolist()))
-            more = f' and {len(values) - MAX_VALUES} more' if len(values) > MAX_VALUES else ''
-            return (f'The label map {results.get("seg_map_path")!r} {held} {shown}{more}, '
+            shown = first_few(list(map(str, values.tolist())), MAX_VALUES)
+            return (f'The label map {results.get("seg_map_path")!r} {held} {shown}, '
                     f'which are no class of the dataset: valid are {valid}. Fix the map, or '
                     f'the classes of the config (dataset metainfo / decode_head.num_classes).')
-
-
-def _replacements(toolbox):
-    names = {'LoadImageFromFile': 'mmrepvit.CheckedLoadImageFromFile'}
-    if toolbox == 'mmseg' and _SegLoadAnnotations is not None:
-        names['LoadAnnotations'] = 'mmrepvit.CheckedLoadSegAnnotations'
-    return names
-
-
-def _rewrite(node, names):
-    changed = 0
-    if isinstance(node, dict):
-        if node.get('type') in names:
-            node['type'] = names[node['type']]
-            changed += 1
-        for value in node.values():
-            changed += _rewrite(value, names)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            changed += _rewrite(item, names)
-    return changed
-
-
-def _steps(node):
-    """Every transform dict in a pipeline (also those nested, as in ``TestTimeAug``)."""
-    if isinstance(node, dict):
-        yield node
-        node = list(node.values())
-    if isinstance(node, (list, tuple)):
-        for item in node:
-            yield from _steps(item)
 
 
 def _label_range(dataset_cfg, model_cfg):
@@ -271,7 +224,7 @@ def _label_range(dataset_cfg, model_cfg):
 
 def _set_label_range(loader_cfg, model_cfg):
     for ds in innermost_datasets(loader_cfg.get('dataset') or {}):
-        steps = [s for s in _steps(ds.get('pipeline') or [])
+        steps = [s for _, s in walk_config(ds.get('pipeline') or [])  # TestTimeAug's too
                  if s.get('type') == 'mmrepvit.CheckedLoadSegAnnotations']
         if steps:
             num_classes, ignore_index = _label_range(ds, model_cfg)
@@ -284,10 +237,12 @@ def use_readable_loaders(cfg, toolbox):
     """Swap the standard loading transforms of every ``*_dataloader`` for the checked ones
     (in place), the label-map loader told its dataset's number of classes; returns how many
     were swapped."""
-    names = _replacements(toolbox)
+    names = {'LoadImageFromFile': 'mmrepvit.CheckedLoadImageFromFile'}
+    if toolbox == 'mmseg' and _SegLoadAnnotations is not None:
+        names['LoadAnnotations'] = 'mmrepvit.CheckedLoadSegAnnotations'
     swapped = 0
     for key in list(cfg.keys()):
         if key.endswith('_dataloader') and cfg[key]:
-            swapped += _rewrite(cfg[key], names)
+            swapped += replace_types(cfg[key], names)
             _set_label_range(cfg[key], cfg.get('model'))
     return swapped

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from mmengine.logging import print_log
 
+from ..config import replace_types
+
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
 
 
@@ -32,21 +34,6 @@ def _slurm_env():
         nodes = os.environ['SLURM_NODELIST']
         os.environ['MASTER_ADDR'] = subprocess.getoutput(
             f'scontrol show hostname {nodes} | head -n1')
-
-
-def replace_sync_bn(node):
-    """SyncBN -> BN everywhere in a (model) config, in place; returns how many were changed."""
-    changed = 0
-    if isinstance(node, dict):
-        if node.get('type') in SYNC_BN_TYPES:
-            node['type'] = 'BN'
-            changed += 1
-        for value in node.values():
-            changed += replace_sync_bn(value)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            changed += replace_sync_bn(item)
-    return changed
 
 
 def destroy_process_group() -> None:
@@ -74,7 +61,7 @@ def setup_cpu_distributed(cfg):
     wrapper = dict(cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel'))
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
-    if replace_sync_bn(cfg.model):
+    if replace_types(cfg.model, dict.fromkeys(SYNC_BN_TYPES, 'BN')):
         print_log('CPU multi-process run: SyncBN replaced by BN (SyncBatchNorm needs CUDA)',
                   logger='current')
     return cfg

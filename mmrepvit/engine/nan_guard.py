@@ -13,20 +13,11 @@ from mmengine.dist import all_reduce, is_distributed
 from mmengine.hooks import Hook
 
 from ..registry import HOOKS
+from .resume import last_checkpoint_of
 
 
 class NonFiniteLossError(FloatingPointError):
     """A training loss became NaN or inf."""
-
-
-def last_checkpoint_of(work_dir):
-    """The path in ``work_dir/last_checkpoint`` (written by CheckpointHook), or None."""
-    marker = osp.join(work_dir, 'last_checkpoint')
-    if not osp.isfile(marker):
-        return None
-    with open(marker) as f:
-        path = f.read().strip()
-    return path or None
 
 
 def _as_float(value):
@@ -73,13 +64,10 @@ class NaNGuardHook(Hook):
                 or 'on another rank')
         last = last_checkpoint_of(runner.work_dir)
         if last and osp.isfile(last):
-            where = (f'The last good checkpoint is {last!r}: resume from it with '
-                     f'`--resume {last}` once the cause is fixed (e.g. a lower learning rate, '
-                     f'gradient clipping, or fp32 instead of AMP).')
+            where = f'The last good checkpoint is {last!r}: resume from it with `--resume {last}`'
         else:
-            where = (f'No checkpoint had been saved in {runner.work_dir!r} yet: restart from '
-                     f'scratch once the cause is fixed (e.g. a lower learning rate, gradient '
-                     f'clipping, or fp32 instead of AMP).')
+            where = f'No checkpoint had been saved in {runner.work_dir!r} yet: restart from scratch'
         return (f'Training stopped: the loss is not finite at iteration {iteration} ({what}); '
                 f'this iteration has already updated the weights with non-finite gradients, so '
-                f'training on would only train on garbage. {where}')
+                f'training on would only train on garbage. {where} once the cause is fixed (e.g. '
+                f'a lower learning rate, gradient clipping, or fp32 instead of AMP).')
