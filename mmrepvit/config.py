@@ -9,7 +9,8 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-TOOLBOXES = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+from .registry import TOOLBOXES
+
 # installed with the package, as mmdet / mmseg install theirs (a link to configs/ in a checkout)
 CONFIGS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs')
 
@@ -79,13 +80,11 @@ def _short(code: str) -> str:
 
 
 def config_from_text(text: str, source: str, remedy: str, trust: bool = False) -> Config:
-    """The config in ``text``, a config dumped as Python (what mmengine's Runner writes as a
-    checkpoint's ``meta['cfg']``: ``Config.pretty_text``), read as data: without running it,
-    so a checkpoint that passes the weights-only allow-list cannot bring code this way.
-    Anything else is a :class:`ConfigTextError` naming ``source`` (where the text came from),
-    the line and its text, and ``remedy`` (what to do instead). ``trust``: run it as Python
-    (``Config.fromstring``), as mmengine does, for a file you trust; ``custom_imports`` are
-    imported only then."""
+    """The config in ``text`` (``Config.pretty_text``, as a checkpoint's ``meta['cfg']``), read
+    as data without running it, so a checkpoint that passes the weights-only allow-list cannot
+    bring code this way; anything else is a :class:`ConfigTextError` naming ``source``, the line
+    and ``remedy``. ``trust``: run it as Python (``Config.fromstring``, ``custom_imports``
+    included), as mmengine does, for a file you trust."""
     if trust:
         return Config.fromstring(text, file_format='.py')
     try:
@@ -147,7 +146,6 @@ def default_work_dir(config_file: str) -> str:
 
 def build_model(cfg: Config) -> nn.Module:
     """Build ``cfg.model`` in its toolbox's registry (default scope set as the runner does)."""
-
     scope = toolbox_of(cfg)
     init_default_scope(scope)
     return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
@@ -162,10 +160,9 @@ def default_dataset_meta(cfg: Config) -> Optional[dict]:
         dataset = dict(dataset['dataset'])
     meta = dict(dataset.get('metainfo') or {})
     try:
-        registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
-        cls = registry.get(dataset.get('type'))
+        cls = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS.get(
+            dataset.get('type'))
         defaults = dict(getattr(cls, 'METAINFO', {}) or {})
     except Exception:  # an unknown dataset type: the config's own metainfo only
         defaults = {}
-    defaults.update(meta)
-    return defaults or None
+    return {**defaults, **meta} or None

@@ -30,6 +30,10 @@ class _Forward(nn.Module):
         return self.model._forward(inputs, self.data_samples)
 
 
+def _params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
 def count(model, inputs, parts=None, prefix=''):
     """``{'params', 'macs', 'parts': {name: {'params', 'macs'}}, 'uncounted'}`` of ``model``
     run on ``inputs``; ``parts`` are child-module names (default: every child), and an
@@ -38,16 +42,11 @@ def count(model, inputs, parts=None, prefix=''):
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
-    by_module = analyzer.by_module()
-    inner = model.get_submodule(prefix.rstrip('.')) if prefix else model
-    names = list(parts) if parts is not None else \
-        [n for n, _ in inner.named_children()]
-    total = dict(params=sum(p.numel() for p in inner.parameters()), macs=analyzer.total())
-    out = {}
-    for name in names:
-        sub = inner.get_submodule(name)
-        out[name] = dict(params=sum(p.numel() for p in sub.parameters()),
-                         macs=by_module.get(prefix + name, 0))
+    by_module, inner = analyzer.by_module(), model.get_submodule(prefix.rstrip('.'))
+    names = list(parts) if parts is not None else [n for n, _ in inner.named_children()]
+    total = dict(params=_params(inner), macs=analyzer.total())
+    out = {name: dict(params=_params(inner.get_submodule(name)),
+                      macs=by_module.get(prefix + name, 0)) for name in names}
     other = {k: total[k] - sum(p[k] for p in out.values()) for k in total}
     if any(other.values()):
         out['other'] = other
@@ -67,8 +66,7 @@ def model_complexity(spec, size=(224, 224), variants=('unfused', 'fused'), class
                 report[variant] = count(model, (batch, ))
             else:
                 data = model.data_preprocessor(copy.copy(batch), False)
-                parts = [n for n, m in model.named_children()
-                         if n != 'data_preprocessor']
+                parts = [n for n, _ in model.named_children() if n != 'data_preprocessor']
                 report[variant] = count(_Forward(model, data['data_samples']),
                                         (data['inputs'], ), parts, prefix='model.')
                 report['input_shape'] = list(data['inputs'].shape)

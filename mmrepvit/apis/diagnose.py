@@ -10,6 +10,7 @@ key, the bad value, close names and the valid ones.
 import difflib
 import inspect
 import re
+import traceback
 from contextlib import contextmanager
 
 import mmengine.registry as registries
@@ -50,31 +51,23 @@ def _descendants(registry):
 
 def _find_registry(name, scope):
     """The registry called ``name`` of scope ``scope`` (e.g. 'model', 'mmseg')."""
-    for root in _root_registries():
-        if root.name != name:
-            continue
-        for registry in _descendants(root):
-            if registry.scope == scope:
-                return registry
-        return root
-    return None
+    root = next((r for r in _root_registries() if r.name == name), None)
+    if root is None:  # (a Registry with no modules is falsy)
+        return None
+    return next((r for r in _descendants(root) if r.scope == scope), root)
 
 
 def _candidates(registry):
     """(names a ``type`` may take unscoped: the registry's and its parents'; 'scope.Name' of
     the other scopes' names that are not also reachable unscoped)."""
-    unscoped, node = set(), registry
-    while node is not None:
-        unscoped.update(node.module_dict)
-        node = node.parent
-    root = registry
+    unscoped, root = set(registry.module_dict), registry
     while root.parent is not None:
         root = root.parent
+        unscoped.update(root.module_dict)
     scoped = {}
     for other in _descendants(root):
         if other is not root and other.scope != registry.scope:
-            for n in other.module_dict:
-                scoped.setdefault(other.scope, set()).add(n)
+            scoped.setdefault(other.scope, set()).update(other.module_dict)
     return sorted(unscoped), scoped
 
 
@@ -107,10 +100,8 @@ def _unknown_type(name, registry, cfg):
     what = f'{registry.scope}::{registry.name}'
     registry.import_from_location()
     close, names = _suggestions(name, registry)
-    if close:
-        hint = f'Did you mean {" or ".join(map(repr, close))}?'
-    else:
-        hint = f'Registered names: {first_few(names, MAX_LISTED)}.'
+    hint = (f'Did you mean {" or ".join(map(repr, close))}?' if close
+            else f'Registered names: {first_few(names, MAX_LISTED)}.')
     return UnknownTypeError(
         f'Config error: {where} is not a registered {what} type. {hint} (A type of another '
         f'package needs custom_imports=dict(imports=[package]) and, unless it is registered '
@@ -119,31 +110,22 @@ def _unknown_type(name, registry, cfg):
 
 def _class_named(class_name, error):
     """The class whose constructor raised: from the building frame, else from any registry."""
-    tb, found = error.__traceback__, None
-    while tb is not None:
-        obj = tb.tb_frame.f_locals.get('obj_cls')
-        if inspect.isclass(obj) and obj.__name__ == class_name:
-            found = obj
-        tb = tb.tb_next
-    if found is not None:
-        return found
+    built = [frame.f_locals.get('obj_cls') for frame, _ in traceback.walk_tb(error.__traceback__)]
+    built = [c for c in built if inspect.isclass(c) and c.__name__ == class_name]
+    if built:
+        return built[-1]
     if class_name == 'DataLoader':  # built by mmengine's Runner.build_dataloader, not a registry
         return DataLoader
-    for root in _root_registries():
-        for registry in _descendants(root):
-            obj = registry.module_dict.get(class_name)
-            if inspect.isclass(obj):
-                return obj
-    return None
+    registered = [r.module_dict.get(class_name) for root in _root_registries()
+                  for r in _descendants(root)]
+    return next((c for c in registered if inspect.isclass(c)), None)
 
 
 def _unexpected_argument(func, arg, error, cfg):
     class_name = func.split('.')[0]
     cls = _class_named(class_name, error)
-    params = []
-    if cls is not None:
-        params = [p.name for p in inspect.signature(cls.__init__).parameters.values()
-                  if p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    params = [p.name for p in (inspect.signature(cls.__init__).parameters.values() if cls else [])
+              if p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     paths = [f'{p}.{arg}' if p else arg for p, d in walk_config(cfg.to_dict()) if arg in d]
     where = ', '.join(paths) or f'{arg!r} (not found in the config)'
     close = _close(arg, params)

@@ -40,16 +40,15 @@ def prepare_train_cfg(config: str, work_dir: Optional[str] = None,
         if not torch.cuda.is_available():
             raise RuntimeError('--amp needs a CUDA device (mmengine AmpOptimWrapper); '
                                'none is available here')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise KeyError(f'{config} has no auto_scale_lr.base_batch_size to scale from')
         cfg.auto_scale_lr.enable = True
     if resume == 'auto':
         # the newest complete checkpoint (mmengine's own choice may be a file a kill truncated)
-        found = find_resumable_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
-        cfg.resume, cfg.load_from = True, found
+        cfg.resume = True
+        cfg.load_from = find_resumable_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
     elif resume:
         if not osp.isfile(resume):
             raise FileNotFoundError(f'--resume {resume!r}: no such checkpoint')
@@ -109,13 +108,10 @@ def train(cfg: Config) -> Runner:
 
 
 def read_resumed_config_as_data(runner) -> None:
-    """Have ``runner.resume`` refuse a checkpoint whose ``meta['config']`` is not plain data.
-
-    mmengine's ``Runner.resume`` reads ``gpu_ids`` from ``meta['config']`` (where mmcv 1.x
-    runners wrote their config) with ``Config.fromstring``, which runs it: a checkpoint that
-    passes the weights-only allow-list could bring code that way. The runner's
-    ``load_checkpoint``, which ``resume`` calls first, is wrapped to read that text as data
-    (``config.config_from_text``) and raise ``ConfigTextError`` before mmengine runs it."""
+    """Have ``runner.resume`` refuse a checkpoint whose ``meta['config']`` is not plain data:
+    mmengine reads ``gpu_ids`` from it with ``Config.fromstring``, which runs it, so a checkpoint
+    that passes the weights-only allow-list could bring code that way. ``load_checkpoint``,
+    which ``resume`` calls first, is wrapped to read that text as data first."""
     load_checkpoint = runner.load_checkpoint
 
     def load_checkpoint_reading_config_as_data(filename, *args, **kwargs):

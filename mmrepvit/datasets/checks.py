@@ -216,17 +216,14 @@ def _malformed_coco(ann_file, coco):
     if not isinstance(coco, dict) or not all(isinstance(coco.get(k, []), list) for k in lists):
         return (f'{ann_file!r} is not a COCO instances file: expected an object with the lists '
                 f'"images", "annotations" and "categories"')
-    images, anns = coco.get('images', []), coco.get('annotations', [])
-    categories = coco.get('categories', [])
+    images, anns, categories = (coco.get(k, []) for k in lists)
     image_ids, category_ids = _ids(images), _ids(categories)
-    listed = sorted(category_ids, key=str)
-    shown = ', '.join(map(str, listed[:10])) + (', ...' if len(listed) > 10 else '')
-    an_id = (_is_id, 'a number')
-    found = _entry_problems('categories', categories, {
-        'id': an_id, 'name': (lambda v: isinstance(v, str), 'a string')})
+    shown = first_few(list(map(str, sorted(category_ids, key=str))), 10)
+    an_id, a_number, a_string = (_is_id, 'a number'), (_is_number, 'a number'), (
+        lambda v: isinstance(v, str), 'a string')
+    found = _entry_problems('categories', categories, {'id': an_id, 'name': a_string})
     found += _entry_problems('images', images, {
-        'id': an_id, 'file_name': (lambda v: isinstance(v, str), 'a string'),
-        'width': (_is_number, 'a number'), 'height': (_is_number, 'a number')})
+        'id': an_id, 'file_name': a_string, 'width': a_number, 'height': a_number})
     found += _entry_problems('annotations', anns, {
         'id': an_id,
         'image_id': (lambda v: _is_id(v) and v in image_ids, 'the id of one of the "images"'),
@@ -235,15 +232,13 @@ def _malformed_coco(ann_file, coco):
         'bbox': (lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_number, v)),
                  '[x, y, width, height]: 4 numbers'),
         'area': (_is_number, 'a number, the area in pixels')})
-    if not found:
-        return None
     return (f'{ann_file!r} has {len(found)} malformed entries: '
-            f'{first_few(found, MAX_NAMED, "; ")}')
+            f'{first_few(found, MAX_NAMED, "; ")}') if found else None
 
 
 def _coco_problem(dataset, ann_file, coco):
-    images, anns = coco.get('images') or [], coco.get('annotations') or []
-    categories = coco.get('categories') or []
+    """Why a well-formed COCO file gave no samples."""
+    images, anns, categories = (coco.get(k) or [] for k in ('images', 'annotations', 'categories'))
     if not images:
         return f'{ann_file!r} lists no images (its "images" list is empty)'
     if not anns:

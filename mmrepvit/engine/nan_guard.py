@@ -1,9 +1,6 @@
-"""Stop training as soon as a loss stops being finite.
-
-Once a loss is NaN or inf, its gradients poison the weights at that very optimiser step and
-every later iteration trains on garbage (and checkpoints it). The hook checks the logged losses
-after each iteration, before the checkpoint hook runs, and raises an error that names the
-iteration and the last checkpoint written before it, which is the one to resume from.
+"""Stop training as soon as a loss stops being finite: its gradients have poisoned the weights
+at that step, and every later iteration would train on garbage (and checkpoint it). The error
+names the iteration and the last checkpoint written before it, the one to resume from.
 """
 import math
 import os.path as osp
@@ -28,12 +25,9 @@ def _as_float(value):
 
 @HOOKS.register_module()
 class NaNGuardHook(Hook):
-    """Raise :class:`NonFiniteLossError` when a loss of a training iteration is NaN or inf.
-
-    Args:
-        keys (str): only outputs whose name contains this are checked ('loss' covers
-            ``loss`` and every ``loss_*`` / ``decode.loss_*``; accuracies are left out).
-    """
+    """Raise :class:`NonFiniteLossError` when a loss of a training iteration is NaN or inf;
+    ``keys``: only outputs whose name contains it are checked ('loss': every ``loss_*`` and
+    ``decode.loss_*``, not accuracies)."""
     # before CheckpointHook (VERY_LOW) and LoggerHook (BELOW_NORMAL): a poisoned model is
     # neither saved nor logged as a normal iteration
     priority = 'ABOVE_NORMAL'

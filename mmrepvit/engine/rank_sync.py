@@ -1,23 +1,14 @@
 """Give every rank rank 0's model buffers when training pauses or ends.
 
-DDP (``broadcast_buffers=True``) copies rank 0's buffers to the other ranks at the start of
-every forward, but the last forward before a validation, or before the end of training,
-updates each rank's BatchNorm statistics from its own batch. Rank 0's are the ones the
-checkpoint holds; without this hook the other ranks would validate (and end) with different
-statistics. With SyncBN the statistics agree anyway and the broadcast changes nothing; on CPU
-runs, where SyncBN is replaced by BN, it is what makes the ranks agree.
+DDP copies rank 0's buffers to the others at the start of every forward, but the last forward
+before a validation or the end updates each rank's BatchNorm statistics from its own batch;
+rank 0's are the ones the checkpoint holds. With SyncBN they agree anyway; on CPU runs, where
+SyncBN is replaced by BN, this hook is what makes the ranks agree.
 """
-import torch.distributed as torch_dist
-from mmengine.dist import broadcast, is_distributed
+from mmengine.dist import broadcast, get_world_size
 from mmengine.hooks import Hook
 
 from ..registry import HOOKS
-
-
-def broadcast_buffers(module, src=0):
-    """Copy every floating-point and integer buffer of ``module`` from rank ``src``."""
-    for buffer in module.buffers():
-        broadcast(buffer.data, src=src)
 
 
 @HOOKS.register_module()
@@ -27,11 +18,8 @@ class BroadcastBuffersHook(Hook):
     priority = 'VERY_HIGH'
 
     def _sync(self, runner):
-        if is_distributed() and torch_dist.get_world_size() > 1:
-            broadcast_buffers(runner.model)
+        if get_world_size() > 1:
+            for buffer in runner.model.buffers():
+                broadcast(buffer.data, src=0)
 
-    def before_val(self, runner):
-        self._sync(runner)
-
-    def after_train(self, runner):
-        self._sync(runner)
+    before_val = after_train = _sync

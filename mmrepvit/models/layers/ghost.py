@@ -52,12 +52,9 @@ class GhostBottleneck(nn.Module):
         if stride not in (1, 2):
             raise ValueError(f'stride={stride!r} is not valid for a Ghost bottleneck; valid: 1, 2')
         self.expand = GhostModule(in_channels, hidden_channels, relu=True, norm_cfg=norm_cfg)
-        if stride == 2:
-            self.downsample = ConvBN(hidden_channels, hidden_channels, kernel_size, stride,
-                                     kernel_size // 2, groups=hidden_channels,
-                                     norm_cfg=norm_cfg)
-        else:
-            self.downsample = nn.Identity()
+        self.downsample = ConvBN(hidden_channels, hidden_channels, kernel_size, stride,
+                                 kernel_size // 2, groups=hidden_channels,
+                                 norm_cfg=norm_cfg) if stride == 2 else nn.Identity()
         self.se = ghost_se(hidden_channels) if use_se else nn.Identity()
         self.project = GhostModule(hidden_channels, out_channels, relu=False, norm_cfg=norm_cfg)
         if stride == 1 and in_channels == out_channels:

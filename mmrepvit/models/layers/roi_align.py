@@ -16,10 +16,7 @@ def _axis_weights(start, size, length, bins, sampling_ratio):
     """Along one axis: each RoI's interpolation weights (K, bins, L) over a window of feature
     rows (or columns), the window's first index (K,) and its length (K,) (L: the longest)."""
     bin_size = size / bins
-    if sampling_ratio > 0:
-        grid = torch.full_like(size, sampling_ratio)
-    else:
-        grid = torch.ceil(bin_size)
+    grid = torch.full_like(size, sampling_ratio) if sampling_ratio > 0 else torch.ceil(bin_size)
     max_grid = int(grid.max().item()) if grid.numel() else 0
     first = start.clamp(min=0).floor().clamp(max=length - 1)
     last = (start + size).clamp(min=0).floor().add(1).clamp(max=length - 1)
@@ -108,9 +105,8 @@ class SeparableRoIAlign(nn.Module):
 
     def __init__(self, output_size, spatial_scale=1.0, sampling_ratio=0, aligned=True):
         super().__init__()
-        if isinstance(output_size, int):
-            output_size = (output_size, output_size)
-        self.output_size = tuple(output_size)
+        self.output_size = (output_size, ) * 2 if isinstance(output_size, int) else tuple(
+            output_size)
         self.spatial_scale = float(spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = aligned
@@ -129,6 +125,3 @@ class SeparableRoIAlign(nn.Module):
     def extra_repr(self):
         return (f'output_size={self.output_size}, spatial_scale={self.spatial_scale}, '
                 f'sampling_ratio={self.sampling_ratio}, aligned={self.aligned}')
-
-
-__all__ = ['roi_align', 'SeparableRoIAlign']
