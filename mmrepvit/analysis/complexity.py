@@ -1,9 +1,8 @@
 """Parameters and multiply-adds of a backbone or a whole model, with a per-part breakdown.
 
-Counting is mmengine's ``FlopAnalyzer`` (fvcore's rules: one multiply-add per MAC of conv,
-linear and matmul; element-wise ops such as GELU, add or sigmoid are not counted, and are
-listed as ``uncounted``). A detector is counted as mmdet's own ``get_flops`` counts it: its
-``_forward`` (backbone, neck, RPN, RoI heads on the RPN's proposals), no post-processing.
+Counting is mmengine's ``FlopAnalyzer`` (one multiply-add per MAC of conv, linear and matmul;
+element-wise ops are listed as ``uncounted``). A detector is counted as mmdet's ``get_flops``
+counts it: its ``_forward`` (backbone, neck, heads on the RPN's proposals), no post-processing.
 """
 import copy
 
@@ -94,13 +93,12 @@ def format_complexity(report):
     return '\n'.join(lines)
 
 
-def compare_published(archs=tuple(PUBLISHED)):
+def compare_published():
     """Fused ImageNet models at 224x224 against the published figures: per arch the counted
     and published params / MACs and the relative difference of each."""
     rows = []
-    for arch in archs:
+    for arch, (params, macs) in PUBLISHED.items():
         fused = model_complexity(arch, (224, 224), ('fused', ), classifier=True)['fused']
-        params, macs = PUBLISHED[arch]
         rows.append(dict(arch=arch, params=fused['params'], published_params=params,
                          params_rel_diff=fused['params'] / params - 1, macs=fused['macs'],
                          published_macs=macs, macs_rel_diff=fused['macs'] / macs - 1))

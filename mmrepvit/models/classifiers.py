@@ -76,16 +76,14 @@ class ClassificationHead(nn.Module):
     """GhostNet's ImageNet head, for size counting: Conv1x1 (-> 960 at 1.0x) BN ReLU, global
     pooling, Conv1x1 -> 1280 ReLU, dropout, FC. Not part of the detection backbone."""
 
-    def __init__(self, in_channels, mid_channels, num_classes=1000, feat_channels=1280,
-                 dropout=0.2, norm_cfg=None):
+    def __init__(self, in_channels, mid_channels, num_classes=1000):
         super().__init__()
-        self.expand = nn.Sequential(ConvBN(in_channels, mid_channels, 1, norm_cfg=norm_cfg),
-                                    nn.ReLU(inplace=True))
+        self.expand = nn.Sequential(ConvBN(in_channels, mid_channels, 1), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.feat = nn.Sequential(nn.Conv2d(mid_channels, feat_channels, 1, bias=True),
+        self.feat = nn.Sequential(nn.Conv2d(mid_channels, 1280, 1, bias=True),
                                   nn.ReLU(inplace=True))
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(feat_channels, num_classes)
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(1280, num_classes)
 
     def forward(self, x):
         return self.fc(self.dropout(self.feat(self.pool(self.expand(x))).flatten(1)))

@@ -1,12 +1,10 @@
 """RoIAlign (average pooling) as two small matrix products per RoI.
 
-mmcv's CPU RoIAlign is one thread walking every sample point of every bin, a large share
-of a fused Mask R-CNN's time on CPU (docs/speed.md). Bilinear sampling is separable, and so is
-the average over a bin's sample grid: each RoI's output is ``Wy @ crop @ Wx^T`` with ``Wy``
-(bins x rows) and ``Wx`` (bins x cols) holding the interpolation weights over the few feature
-rows / columns the RoI touches. Same function as mmcv's op (its boundary rules included),
-float rounding aside; differentiable with respect to the features (like mmcv's, not the
-boxes).
+mmcv's CPU RoIAlign is one thread walking every sample point, a large share of a fused Mask
+R-CNN's time on CPU (docs/speed.md). Bilinear sampling and the average over a bin are separable:
+each RoI's output is ``Wy @ crop @ Wx^T``, ``Wy`` / ``Wx`` (bins x rows / cols) holding the
+interpolation weights over the feature rows / columns the RoI touches. Same function as mmcv's
+(boundary rules included), float rounding aside; differentiable in the features, not the boxes.
 """
 import torch
 import torch.nn as nn
@@ -71,10 +69,8 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, 
 
 
 class _WindowedMatmul(torch.autograd.Function):
-    """``Wy @ crop @ Wx^T`` for every RoI's window of an (N, H, W, C) map. Written out in both
-    directions because autograd through per-RoI slices would zero-fill a map-sized gradient
-    for every RoI (docs/speed.md measures what that costs); here the map's gradient is one
-    buffer."""
+    """``Wy @ crop @ Wx^T`` for every RoI's window of an (N, H, W, C) map; backward written out
+    since autograd through per-RoI slices would zero-fill a map-sized gradient per RoI."""
 
     @staticmethod
     def forward(ctx, hwc, wy, wx, windows):
