@@ -74,13 +74,9 @@ class RandomStateHook(Hook):
             self._gathered = all_gather_object(get_random_states())
 
     def before_save_checkpoint(self, runner, checkpoint):
-        if get_world_size() == 1:
-            states = [get_random_states()]
-        elif self._gathered is not None:
-            states = self._gathered
-        else:  # a save this hook did not foresee: without every rank's, store none
-            return
-        checkpoint.setdefault('meta', {})[RNG_META_KEY] = states
+        states = [get_random_states()] if get_world_size() == 1 else self._gathered
+        if states is not None:  # None: a save not foreseen; without every rank's, store none
+            checkpoint.setdefault('meta', {})[RNG_META_KEY] = states
 
     def after_load_checkpoint(self, runner, checkpoint):
         states = (checkpoint.get('meta') or {}).get(RNG_META_KEY)
@@ -131,12 +127,10 @@ def _will_save(hook, runner, by_epoch):
     same test as its ``after_train_iter`` (``after_train_epoch``)."""
     if not isinstance(hook, CheckpointHook) or hook.by_epoch != by_epoch:
         return False
-    begin, last = getattr(hook, 'save_begin', 0), getattr(hook, 'save_last', True)
-    if by_epoch:
-        return hook.every_n_epochs(runner, hook.interval, begin) or (
-            last and hook.is_last_train_epoch(runner))
-    return hook.every_n_train_iters(runner, hook.interval, begin) or (
-        last and hook.is_last_train_iter(runner))
+    every, is_last = (hook.every_n_epochs, hook.is_last_train_epoch) if by_epoch else (
+        hook.every_n_train_iters, hook.is_last_train_iter)
+    return every(runner, hook.interval, getattr(hook, 'save_begin', 0)) or (
+        getattr(hook, 'save_last', True) and is_last(runner))
 
 
 class _RestoreBeforeFetch:
