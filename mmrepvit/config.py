@@ -47,11 +47,7 @@ CONFIG_DATA = ('assignments `name = value` of literals (strings, numbers, True, 
 
 
 class _NotData(Exception):
-    """``node`` of the config text is not plain data."""
-
-    def __init__(self, node: ast.AST):
-        super().__init__()
-        self.node = node
+    """Its argument, a node of the config text, is not plain data."""
 
 
 def _config_value(node: ast.AST):
@@ -101,11 +97,12 @@ def config_from_text(text: str, source: str, remedy: str, trust: bool = False) -
                 raise _NotData(statement)
             cfg[statement.targets[0].id] = _config_value(statement.value)
     except _NotData as e:
-        line = _short(text.splitlines()[e.node.lineno - 1])
-        snippet = _short(ast.get_source_segment(text, e.node) or '')
+        node = e.args[0]
+        line = _short(text.splitlines()[node.lineno - 1])
+        snippet = _short(ast.get_source_segment(text, node) or '')
         what = 'it' if snippet == line else f'`{snippet}`'
         raise ConfigTextError(
-            f'{source}, line {e.node.lineno}: `{line}`: {what} is not plain data, so it is not '
+            f'{source}, line {node.lineno}: `{line}`: {what} is not plain data, so it is not '
             f'read: a config read from a checkpoint may only hold {CONFIG_DATA}, since running '
             f'it as Python would run whatever code it holds. {remedy}') from None
     return Config(cfg)

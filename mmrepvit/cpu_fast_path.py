@@ -17,13 +17,10 @@ from .models.layers import SeparableRoIAlign
 
 
 class ContiguousInputs:
-    """Forward pre-hook giving a module contiguous (NCHW) copies of channels-last inputs.
-
-    One copy per input tensor, shared by every hooked module while that tensor lives (Mask
-    R-CNN's box and mask RoI extractors read the same FPN maps, so each map is copied once). A
-    copy is dropped with its source; an in-place change of the source after copying would not
-    be seen (no mmdet / mmseg head does that).
-    """
+    """Forward pre-hook giving a module contiguous (NCHW) copies of channels-last inputs: one
+    copy per input tensor, shared by every hooked module while the tensor lives (Mask R-CNN's
+    box and mask heads read the same FPN maps). An in-place change of the source after copying
+    would not be seen (no mmdet / mmseg head does that)."""
 
     def __init__(self):
         self.copies = {}

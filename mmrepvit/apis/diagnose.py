@@ -1,11 +1,10 @@
 """Turning build failures into errors that say what in the config is wrong.
 
 mmengine reports a misspelt ``type`` as ``KeyError: 'RepVit is not in the mmseg::model
-registry...'`` (a misspelt optimiser type even as ``TypeError: None is not a callable object``)
-and a misspelt argument as Python's ``TypeError: __init__() got an unexpected keyword
-argument``, without the config key or the names that would work. :func:`explained_errors`
-leaves every other failure alone; these are re-raised (chained to the original) naming the config
-key, the bad value, close names and the valid ones.
+registry'`` (an optimiser's as ``TypeError: None is not a callable object``) and a misspelt
+argument as ``TypeError: __init__() got an unexpected keyword argument``, without the config
+key or the valid names. :func:`explained_errors` re-raises these naming the key, the bad value,
+close names and the valid ones, and leaves every other failure alone.
 """
 import difflib
 import inspect
@@ -154,8 +153,7 @@ def explain_config_error(error, cfg):
 
 
 def _check_optimizer_type(cfg):
-    optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer') or {}
-    name = optimizer.get('type')
+    name = ((cfg.get('optim_wrapper') or {}).get('optimizer') or {}).get('type')
     registry = _find_registry('optimizer', toolbox_of(cfg))
     if isinstance(name, str) and registry is not None and registry.get(name) is None:
         return _unknown_type(name, registry, cfg)

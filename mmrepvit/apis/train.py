@@ -8,12 +8,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..config import config_from_text, default_work_dir, load_config, toolbox_of
-from ..datasets import (
-    check_dataset_annotations,
-    check_dataset_files,
-    check_dataset_paths,
-    use_readable_loaders,
-)
+from ..datasets.checks import check_dataset_annotations, check_dataset_paths
+from ..datasets.loading import check_dataset_files, use_readable_loaders
 from ..engine.distributed import setup_cpu_distributed
 from ..engine.resume import find_resumable_checkpoint
 from ..engine.run_folder import RunFolderRunner, training_lock
@@ -88,10 +84,9 @@ def build_runner(cfg: Config) -> Runner:
 
 
 def train(cfg: Config) -> Runner:
-    """Check the data is there, build the runner, check that no image or label map of the
-    datasets is missing or empty, train; returns the runner. Misspelt config types and
-    arguments, and datasets left empty, fail with errors saying what to fix; a work dir another
-    training run is writing into is refused (``training_lock``)."""
+    """Check the data, build the runner, train; returns the runner. Misspelt config types and
+    arguments, missing or empty files and empty datasets fail with errors saying what to fix;
+    a work dir another training run is writing into is refused."""
     check_dataset_paths(cfg, splits=('train', 'val'))
     check_dataset_annotations(cfg, splits=('train', 'val'))
     with explained_errors(cfg):

@@ -27,7 +27,7 @@ DATASET_HELP = {
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    pass
+    """A file or folder a dataset config reads does not exist."""
 
 
 def innermost_datasets(dataset):
@@ -49,14 +49,10 @@ def _split_datasets(cfg, splits):
             yield from ((split, ds) for ds in innermost_datasets(loader['dataset']))
 
 
-def _join(root, path):
-    return path if not root or osp.isabs(path) else osp.join(root, path)
-
-
 def _required_paths(ds):
     """The files and folders a dataset config reads: annotation file and data prefixes."""
     root = ds.get('data_root', '') or ''
-    paths = [_join(root, p) for p in [ds.get('ann_file')] + list(
+    paths = [osp.join(root, p) for p in [ds.get('ann_file')] + list(
         (ds.get('data_prefix') or {}).values()) if p]
     return paths or ([root] if root else [])
 
@@ -64,9 +60,7 @@ def _required_paths(ds):
 def check_dataset_paths(cfg, splits=('train', 'val', 'test')):
     """Raise DatasetNotFoundError naming the missing path, the expected layout and the source."""
     for split, ds in _split_datasets(cfg, splits):
-        for path in _required_paths(ds):
-            if osp.exists(path):
-                continue
+        for path in (p for p in _required_paths(ds) if not osp.exists(p)):
             ds_type = ds.get('type', '?')
             layout, source = DATASET_HELP.get(
                 str(ds_type).split('.')[-1],
@@ -115,8 +109,8 @@ def _check_label_maps(split, ds):
     """An mmseg folder dataset (no ann_file): every image needs its label map."""
     root = ds.get('data_root', '') or ''
     prefix = ds.get('data_prefix') or {}
-    img_dir = _join(root, prefix.get('img_path', '') or '')
-    seg_dir = _join(root, prefix['seg_map_path'])
+    img_dir = osp.join(root, prefix.get('img_path', '') or '')
+    seg_dir = osp.join(root, prefix['seg_map_path'])
     if not (osp.isdir(img_dir) and osp.isdir(seg_dir)):
         return  # check_dataset_paths names what is missing
     img_suffix = _suffix(ds, 'img_suffix', '.jpg')
@@ -259,11 +253,9 @@ def _coco_problem(dataset, ann_file, coco):
 
 
 def explain_empty_dataset(error):
-    """A DatasetAnnotationError saying why a dataset ended up with no samples, when ``error``
-    was raised while initialising such a dataset (mmengine then fails with e.g. ``need at least
-    one array to concatenate``), or that its COCO json is not valid JSON or holds malformed
-    entries (which fail the load with a bare ``JSONDecodeError`` or ``KeyError``); else
-    None."""
+    """A DatasetAnnotationError saying why the dataset being initialised when ``error`` was
+    raised has no samples (mmengine: ``need at least one array to concatenate``) or why its
+    COCO json is unusable (a bare ``JSONDecodeError`` / ``KeyError``); else None."""
     dataset = _empty_dataset_in(error)
     if dataset is None:
         return None

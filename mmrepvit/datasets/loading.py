@@ -59,10 +59,9 @@ def _unreadable(what, path, error, problem=None):
 
 
 def cut_short_jpeg(data: bytes) -> Optional[str]:
-    """What is wrong, if ``data`` is a JPEG that ends before its end-of-image marker (OpenCV
-    decodes it with a grey bottom and only a warning); else None. Its first and last two bytes
-    are looked at; only a JPEG without the marker at its end (rare) is opened with Pillow, which
-    tells data cut off (an error) from bytes appended after the marker (none)."""
+    """What is wrong, if ``data`` is a JPEG cut short (OpenCV decodes it with a grey bottom and
+    a warning); else None. Only a JPEG not ending in its end-of-image marker (rare) is decoded
+    by Pillow, which tells data cut off (an error) from bytes appended after the marker."""
     if data[:2] != JPEG_START or data[-2:] == JPEG_END:
         return None
     try:
@@ -81,7 +80,10 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
 
     def transform(self, results):
         if self.file_client_args is not None:  # mmcv's deprecated file client: its own reading
-            return self._named_errors(super().transform, results)
+            try:
+                return super().transform(results)
+            except Exception as e:
+                raise _unreadable('image', results.get('img_path'), e) from e
         path, data = results['img_path'], None
         try:
             data = fileio.get(path, backend_args=self.backend_args)
@@ -101,13 +103,6 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
         results['img_shape'] = results['ori_shape'] = img.shape[:2]
         return results
 
-    @staticmethod
-    def _named_errors(transform, results):
-        try:
-            return transform(results)
-        except Exception as e:
-            raise _unreadable('image', results.get('img_path'), e) from e
-
 
 DATA_FILE_KEYS = ('img_path', 'seg_map_path')  # the files of a sample that loaders read
 
@@ -120,24 +115,22 @@ def _unreadable_files(dataset):
         if not isinstance(part, BaseDataset):
             continue
         part.full_init()
-        for i in range(len(part)):
-            info = part.get_data_info(i)
-            for path in (info.get(key) for key in DATA_FILE_KEYS):
-                if not isinstance(path, str) or '://' in path:  # none, or not a local file
-                    continue
-                try:
-                    if os.stat(path).st_size == 0:
-                        bad.append(f'{path} (empty: 0 bytes)')
-                except OSError:
-                    bad.append(f'{path} (does not exist)')
+        infos = map(part.get_data_info, range(len(part)))
+        for path in (info.get(key) for info in infos for key in DATA_FILE_KEYS):
+            if not isinstance(path, str) or '://' in path:  # none, or not a local file
+                continue
+            try:
+                if os.stat(path).st_size == 0:
+                    bad.append(f'{path} (empty: 0 bytes)')
+            except OSError:
+                bad.append(f'{path} (does not exist)')
     return list(dict.fromkeys(bad))
 
 
 def check_dataset_files(datasets):
-    """Raise UnreadableFileError naming every image and label map that the built datasets
-    (``{split: dataset}``) list and that is missing or empty, before training starts: one
-    ``os.stat`` per local file, rather than a failure when the file is first read, maybe hours
-    into training."""
+    """Raise UnreadableFileError naming every missing or empty image and label map that the
+    built datasets (``{split: dataset}``) list: one ``os.stat`` per file before training,
+    rather than a failure when the file is first read, maybe hours in."""
     bad = [f'{split}: {file}' for split, dataset in datasets.items()
            for file in _unreadable_files(dataset)]
     if bad:
@@ -156,10 +149,9 @@ if _SegLoadAnnotations is not None:
 
     @TRANSFORMS.register_module()
     class CheckedLoadSegAnnotations(_SegLoadAnnotations):
-        """mmseg's ``LoadAnnotations``; a label map that cannot be read, whose size is not
-        its image's, or (given ``num_classes``) that holds values other than ``0 ..
-        num_classes - 1`` and ``ignore_index`` once loaded (after ``reduce_zero_label`` and
-        the dataset's ``label_map``) raises an error naming it."""
+        """mmseg's ``LoadAnnotations``; a label map that cannot be read, is not its image's
+        size, or (given ``num_classes``) holds values other than ``0 .. num_classes - 1`` and
+        ``ignore_index`` once loaded raises an error naming it."""
 
         def __init__(self, num_classes=None, ignore_index=IGNORE_INDEX, **kwargs):
             super().__init__(**kwargs)
