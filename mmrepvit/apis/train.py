@@ -41,14 +41,12 @@ def prepare_train_cfg(config: str, work_dir: Optional[str] = None,
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise KeyError(f'{config} has no auto_scale_lr.base_batch_size to scale from')
         cfg.auto_scale_lr.enable = True
-    if resume == 'auto':
-        # the newest complete checkpoint (mmengine's own choice may be a file a kill truncated)
-        cfg.resume = True
-        cfg.load_from = find_resumable_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
-    elif resume:
-        if not osp.isfile(resume):
+    if resume:
+        if resume != 'auto' and not osp.isfile(resume):
             raise FileNotFoundError(f'--resume {resume!r}: no such checkpoint')
-        cfg.resume, cfg.load_from = True, resume
+        # 'auto': the newest complete checkpoint (mmengine's may be a file a kill truncated)
+        cfg.resume = True
+        cfg.load_from = find_resumable_checkpoint(cfg.work_dir) if resume == 'auto' else resume
     add_hooks(cfg, TRAIN_HOOKS)
     use_readable_loaders(cfg, toolbox_of(cfg))
     return cfg

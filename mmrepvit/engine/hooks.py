@@ -99,9 +99,8 @@ class NaNGuardHook(Hook):
         flag = torch.tensor(float(bool(bad)))
         if is_distributed():  # every rank stops at the same iteration, none waits on the others
             all_reduce(flag, op='max')
-        if flag.item() == 0:
-            return
-        raise NonFiniteLossError(self._message(runner, bad))
+        if flag.item():
+            raise NonFiniteLossError(self._message(runner, bad))
 
     def _losses(self, outputs):
         if not isinstance(outputs, dict):
