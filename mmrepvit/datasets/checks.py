@@ -54,7 +54,7 @@ def _required_paths(ds):
     root = ds.get('data_root', '') or ''
     paths = [osp.join(root, p) for p in [ds.get('ann_file')] + list(
         (ds.get('data_prefix') or {}).values()) if p]
-    return paths or ([root] if root else [])
+    return paths + ([root] if root and not ds.get('ann_file') and not ds.get('data_prefix') else [])
 
 
 def check_dataset_paths(cfg, splits=('train', 'val', 'test')):
