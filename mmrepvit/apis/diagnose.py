@@ -16,9 +16,10 @@ import mmengine.registry as registries
 from mmengine.registry import Registry
 from torch.utils.data import DataLoader
 
-from ..config import toolbox_of, walk_config
+from ..config import toolbox_of
 from ..datasets import explain_empty_dataset
 from ..errors import first_few
+from ..utils.config_tree import walk_config
 
 UNKNOWN_TYPE = re.compile(r'^(?P<name>\S+) is not in the (?P<scope>\S+?)::(?P<registry>.+?) '
                           r'registry')

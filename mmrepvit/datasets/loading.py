@@ -21,9 +21,9 @@ from mmengine import fileio
 from mmengine.dataset import BaseDataset
 from PIL import Image
 
-from ..config import replace_types, walk_config
 from ..errors import first_few
 from ..registry import TRANSFORMS
+from ..utils.config_tree import replace_types, walk_config
 from .checks import dataset_class, innermost_datasets
 
 IGNORE_INDEX = 255  # mmseg's label value for pixels without a class

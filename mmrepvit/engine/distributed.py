@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from mmengine.logging import print_log
 
-from ..config import replace_types
+from ..utils.config_tree import replace_types
 
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
 
