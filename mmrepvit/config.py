@@ -6,10 +6,11 @@ import os.path as osp
 from typing import Optional
 
 import torch.nn as nn
-from mmengine.config import Config, DictAction  # noqa: F401  (DictAction for the CLIs)
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-TOOLBOXES = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+from .registry import TOOLBOXES
+
 # installed with the package, as mmdet / mmseg install theirs (a link to configs/ in a checkout)
 CONFIGS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs')
 
@@ -46,11 +47,7 @@ CONFIG_DATA = ('assignments `name = value` of literals (strings, numbers, True, 
 
 
 class _NotData(Exception):
-    """``node`` of the config text is not plain data."""
-
-    def __init__(self, node: ast.AST):
-        super().__init__()
-        self.node = node
+    """Its argument, a node of the config text, is not plain data."""
 
 
 def _config_value(node: ast.AST):
@@ -79,13 +76,11 @@ def _short(code: str) -> str:
 
 
 def config_from_text(text: str, source: str, remedy: str, trust: bool = False) -> Config:
-    """The config in ``text``, a config dumped as Python (what mmengine's Runner writes as a
-    checkpoint's ``meta['cfg']``: ``Config.pretty_text``), read as data: without running it,
-    so a checkpoint that passes the weights-only allow-list cannot bring code this way.
-    Anything else is a :class:`ConfigTextError` naming ``source`` (where the text came from),
-    the line and its text, and ``remedy`` (what to do instead). ``trust``: run it as Python
-    (``Config.fromstring``), as mmengine does, for a file you trust; ``custom_imports`` are
-    imported only then."""
+    """The config in ``text`` (``Config.pretty_text``, as a checkpoint's ``meta['cfg']``), read
+    as data without running it, so a checkpoint that passes the weights-only allow-list cannot
+    bring code this way; anything else is a :class:`ConfigTextError` naming ``source``, the line
+    and ``remedy``. ``trust``: run it as Python (``Config.fromstring``, ``custom_imports``
+    included), as mmengine does, for a file you trust."""
     if trust:
         return Config.fromstring(text, file_format='.py')
     try:
@@ -102,11 +97,12 @@ def config_from_text(text: str, source: str, remedy: str, trust: bool = False) -
                 raise _NotData(statement)
             cfg[statement.targets[0].id] = _config_value(statement.value)
     except _NotData as e:
-        line = _short(text.splitlines()[e.node.lineno - 1])
-        snippet = _short(ast.get_source_segment(text, e.node) or '')
+        node = e.args[0]
+        line = _short(text.splitlines()[node.lineno - 1])
+        snippet = _short(ast.get_source_segment(text, node) or '')
         what = 'it' if snippet == line else f'`{snippet}`'
         raise ConfigTextError(
-            f'{source}, line {e.node.lineno}: `{line}`: {what} is not plain data, so it is not '
+            f'{source}, line {node.lineno}: `{line}`: {what} is not plain data, so it is not '
             f'read: a config read from a checkpoint may only hold {CONFIG_DATA}, since running '
             f'it as Python would run whatever code it holds. {remedy}') from None
     return Config(cfg)
@@ -127,7 +123,6 @@ def default_work_dir(config_file: str) -> str:
 
 def build_model(cfg: Config) -> nn.Module:
     """Build ``cfg.model`` in its toolbox's registry (default scope set as the runner does)."""
-
     scope = toolbox_of(cfg)
     init_default_scope(scope)
     return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
@@ -142,10 +137,9 @@ def default_dataset_meta(cfg: Config) -> Optional[dict]:
         dataset = dict(dataset['dataset'])
     meta = dict(dataset.get('metainfo') or {})
     try:
-        registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
-        cls = registry.get(dataset.get('type'))
+        cls = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS.get(
+            dataset.get('type'))
         defaults = dict(getattr(cls, 'METAINFO', {}) or {})
     except Exception:  # an unknown dataset type: the config's own metainfo only
         defaults = {}
-    defaults.update(meta)
-    return defaults or None
+    return {**defaults, **meta} or None

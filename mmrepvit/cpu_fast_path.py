@@ -1,8 +1,10 @@
 """The CPU fast path: the same function as a fused model, computed faster on CPU.
 
-Channels-last memory format (oneDNN's native layout for convolutions) and ``SeparableRoIAlign``
-in place of mmcv's single-threaded RoIAlign. For running, never for saving: docs/speed.md has
-what each part is worth and what did not help.
+Channels-last memory format (oneDNN's native layout for convolutions: without it every
+convolution reorders its input and output) and ``SeparableRoIAlign`` in place of mmcv's
+single-threaded RoIAlign. mmcv's compiled ops index raw NCHW memory and would silently compute
+garbage from a channels-last tensor, so their inputs are made contiguous. For running, never
+for saving: docs/speed.md has what each part is worth and what did not help.
 """
 import weakref
 
@@ -15,13 +17,10 @@ from .models.layers import SeparableRoIAlign
 
 
 class ContiguousInputs:
-    """Forward pre-hook giving a module contiguous (NCHW) copies of channels-last inputs.
-
-    One copy per input tensor, shared by every hooked module while that tensor lives (Mask
-    R-CNN's box and mask RoI extractors read the same FPN maps, so each map is copied once). A
-    copy is dropped with its source; an in-place change of the source after copying would not
-    be seen (no mmdet / mmseg head does that).
-    """
+    """Forward pre-hook giving a module contiguous (NCHW) copies of channels-last inputs: one
+    copy per input tensor, shared by every hooked module while the tensor lives (Mask R-CNN's
+    box and mask heads read the same FPN maps). An in-place change of the source after copying
+    would not be seen (no mmdet / mmseg head does that)."""
 
     def __init__(self):
         self.copies = {}
@@ -42,7 +41,6 @@ class ContiguousInputs:
 def use_separable_roi_align(model: nn.Module) -> nn.Module:
     """Swap every average-pooling ``mmcv.ops.RoIAlign`` in ``model`` for
     ``SeparableRoIAlign`` (same outputs, several times faster on CPU); returns ``model``."""
-
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, RoIAlign) and child.pool_mode == 'avg':
@@ -66,14 +64,8 @@ def use_channels_last(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def optimize_for_cpu(model: nn.Module, channels_last: bool = True,
                      separable_roi_align: bool = True, compile: bool = False) -> nn.Module:
-    """Fuse ``model`` (if not yet) and make its inference fast on CPU, in place.
-
-    Channels-last memory format is oneDNN's native layout for convolutions: without it every
-    convolution reorders its input and output (docs/speed.md has what was measured, and what
-    did not help). mmcv's compiled ops (RoIAlign, ...) index raw NCHW memory and silently
-    compute garbage from a channels-last tensor, so their inputs are made contiguous first.
-    ``separable_roi_align`` swaps mmcv's single-threaded RoIAlign for ``SeparableRoIAlign``.
-    The result computes the same function, float rounding aside.
+    """Fuse ``model`` (if not yet) and make its inference fast on CPU, in place: the same
+    function, float rounding aside (module docstring).
 
     ``compile=True`` also compiles the backbone (a bare backbone: all of it) with
     TorchInductor, weights frozen as constants: it pays off where per-op overhead dominates
@@ -86,7 +78,7 @@ def optimize_for_cpu(model: nn.Module, channels_last: bool = True,
     if channels_last:
         use_channels_last(model)
     if compile:
-        target = model.backbone if isinstance(getattr(model, 'backbone', None),
-                                              torch.nn.Module) else model
-        target.compile(options={'freezing': True})
+        backbone = getattr(model, 'backbone', None)
+        (backbone if isinstance(backbone, nn.Module) else model).compile(
+            options={'freezing': True})
     return model

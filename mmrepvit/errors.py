@@ -1,6 +1,12 @@
 """Errors raised while reading checkpoints or loading weights; each message names the file or
-keys and what would work."""
+keys and what would work; and how a message lists many things."""
 import pickle
+
+
+def first_few(items, limit, sep=', '):
+    """The first ``limit`` of ``items`` (strings) joined, then how many more there are."""
+    return sep.join(items[:limit]) + (f' and {len(items) - limit} more' if len(items) > limit
+                                      else '')
 
 
 class CheckpointError(RuntimeError):

@@ -1,13 +1,9 @@
 """Fusing (structural re-parameterisation) a whole detector / segmentor, and its checkpoints.
 
-Two parts, with different portability:
-
-- the backbone's fused form (``switch_to_deploy``): what a fused checkpoint holds. Any config
-  that builds the plain backbone loads it, because the backbone recognises fused weights as
-  they are loaded and switches itself first (``MobileBackbone``);
-- every other Conv -> BatchNorm pair (e.g. a Semantic FPN head's ConvModules) folded into its
-  conv: done in memory only (``fuse_model``, ``--fuse``), never saved, because a checkpoint
-  without those norms would not fit the user's ordinary config.
+A fused checkpoint holds the backbone's fused form (``switch_to_deploy``): any config that
+builds the plain backbone loads it, as the backbone switches itself when it sees fused weights.
+Every other Conv -> BatchNorm pair is folded in memory only (``fuse_model``, ``--fuse``), never
+saved: a checkpoint without those norms would not fit the user's ordinary config.
 """
 from typing import Optional
 

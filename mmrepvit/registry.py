@@ -1,30 +1,24 @@
 """The ``mmrepvit`` registry scope, and the bridge into mmdet's and mmseg's registries.
 
-``type='mmrepvit.RepViT'`` resolves from any toolbox through this scope (a child of mmengine's
-root registry). Unscoped ``type='RepViT'`` must also build under ``default_scope='mmdet'`` or
-``'mmseg'``, whose registries do not search siblings, so every model registered here is also
-registered into each of those toolboxes that is installed.
+``type='mmrepvit.RepViT'`` resolves from any toolbox through this scope; for unscoped
+``type='RepViT'`` under ``default_scope='mmdet'`` / ``'mmseg'`` (whose registries do not search
+siblings) every model here is also registered into each installed toolbox.
 """
 import importlib
 
-from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
-from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
+import mmengine.registry as root  # mmengine's root registries
 from mmengine.registry import Registry
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmrepvit',
-                  locations=['mmrepvit.models'])
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmrepvit',
-                 locations=['mmrepvit.engine'])
+MODELS = Registry('model', parent=root.MODELS, scope='mmrepvit', locations=['mmrepvit.models'])
+HOOKS = Registry('hook', parent=root.HOOKS, scope='mmrepvit', locations=['mmrepvit.engine'])
 # reached as 'mmrepvit.<name>' only: our transforms are drop-in subclasses of the toolboxes'
 # own, so they are not bridged under their plain names (that would replace the originals)
-TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='mmrepvit',
+TRANSFORMS = Registry('transform', parent=root.TRANSFORMS, scope='mmrepvit',
                       locations=['mmrepvit.datasets'])
 
 # ``PretrainedBackbone``: what a backbone's ``init_cfg=dict(type='Pretrained')`` becomes. Built
 # by name, so that ``mmrepvit.models`` never imports ``mmrepvit.checkpoint`` (which imports it).
-WEIGHT_INITIALIZERS = Registry('weight initializer', parent=MMENGINE_WEIGHT_INITIALIZERS,
+WEIGHT_INITIALIZERS = Registry('weight initializer', parent=root.WEIGHT_INITIALIZERS,
                                scope='mmrepvit', locations=['mmrepvit.checkpoint'])
 
 TOOLBOXES = ('mmdet', 'mmseg')

@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def main(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,34 +36,22 @@ def parse_args(argv=None):
         parser.error('give a target, or --published')
     if args.size and len(args.size) not in (1, 2):
         parser.error(f'--size takes H or H W, got {args.size}')
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    from mmrepvit.analysis.complexity import (
-        compare_published,
-        format_complexity,
-        format_published,
-        model_complexity,
-    )
+    from mmrepvit.analysis import complexity
     from mmrepvit.targets import target_kind
     default = {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}
-    out = dict(reports=[])
-    for target in args.targets:
-        size = tuple(args.size) * (3 - len(args.size)) if args.size else \
-            default[target_kind(target)]
-        out['reports'].append(model_complexity(target, size, args.variants, args.classifier,
-                                               args.cfg_options))
+    size = tuple(args.size) * (3 - len(args.size)) if args.size else None
+    out = dict(reports=[complexity.model_complexity(
+        t, size or default[target_kind(t)], args.variants, args.classifier, args.cfg_options)
+        for t in args.targets])
     if args.published:
-        out['published'] = compare_published()
+        out['published'] = complexity.compare_published()
     if args.json == '-':
         print(json.dumps(out, indent=1))
         return out
     for report in out['reports']:
-        print(format_complexity(report) + '\n')
+        print(complexity.format_complexity(report) + '\n')
     if args.published:
-        print(format_published(out['published']))
+        print(complexity.format_published(out['published']))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(out, f, indent=1)

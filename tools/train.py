@@ -8,7 +8,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def main(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='Train a RepViT/MoCoViT detector or segmentor')
     parser.add_argument('config', help='train config file path')
@@ -27,11 +27,6 @@ def parse_args(argv=None):
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
     from mmrepvit.apis import prepare_train_cfg, train
     cfg = prepare_train_cfg(args.config, work_dir=args.work_dir, resume=args.resume,
                             amp=args.amp, auto_scale_lr=args.auto_scale_lr,

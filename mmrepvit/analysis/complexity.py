@@ -1,9 +1,8 @@
 """Parameters and multiply-adds of a backbone or a whole model, with a per-part breakdown.
 
-Counting is mmengine's ``FlopAnalyzer`` (fvcore's rules: one multiply-add per MAC of conv,
-linear and matmul; element-wise ops such as GELU, add or sigmoid are not counted, and are
-listed as ``uncounted``). A detector is counted as mmdet's own ``get_flops`` counts it: its
-``_forward`` (backbone, neck, RPN, RoI heads on the RPN's proposals), no post-processing.
+Counting is mmengine's ``FlopAnalyzer`` (one multiply-add per MAC of conv, linear and matmul;
+element-wise ops are listed as ``uncounted``). A detector is counted as mmdet's ``get_flops``
+counts it: its ``_forward`` (backbone, neck, heads on the RPN's proposals), no post-processing.
 """
 import copy
 
@@ -30,6 +29,10 @@ class _Forward(nn.Module):
         return self.model._forward(inputs, self.data_samples)
 
 
+def _params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
 def count(model, inputs, parts=None, prefix=''):
     """``{'params', 'macs', 'parts': {name: {'params', 'macs'}}, 'uncounted'}`` of ``model``
     run on ``inputs``; ``parts`` are child-module names (default: every child), and an
@@ -38,16 +41,11 @@ def count(model, inputs, parts=None, prefix=''):
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
-    by_module = analyzer.by_module()
-    inner = model.get_submodule(prefix.rstrip('.')) if prefix else model
-    names = list(parts) if parts is not None else \
-        [n for n, _ in inner.named_children()]
-    total = dict(params=sum(p.numel() for p in inner.parameters()), macs=analyzer.total())
-    out = {}
-    for name in names:
-        sub = inner.get_submodule(name)
-        out[name] = dict(params=sum(p.numel() for p in sub.parameters()),
-                         macs=by_module.get(prefix + name, 0))
+    by_module, inner = analyzer.by_module(), model.get_submodule(prefix.rstrip('.'))
+    names = list(parts) if parts is not None else [n for n, _ in inner.named_children()]
+    total = dict(params=_params(inner), macs=analyzer.total())
+    out = {name: dict(params=_params(inner.get_submodule(name)),
+                      macs=by_module.get(prefix + name, 0)) for name in names}
     other = {k: total[k] - sum(p[k] for p in out.values()) for k in total}
     if any(other.values()):
         out['other'] = other
@@ -67,8 +65,7 @@ def model_complexity(spec, size=(224, 224), variants=('unfused', 'fused'), class
                 report[variant] = count(model, (batch, ))
             else:
                 data = model.data_preprocessor(copy.copy(batch), False)
-                parts = [n for n, m in model.named_children()
-                         if n != 'data_preprocessor']
+                parts = [n for n, _ in model.named_children() if n != 'data_preprocessor']
                 report[variant] = count(_Forward(model, data['data_samples']),
                                         (data['inputs'], ), parts, prefix='model.')
                 report['input_shape'] = list(data['inputs'].shape)
@@ -96,13 +93,12 @@ def format_complexity(report):
     return '\n'.join(lines)
 
 
-def compare_published(archs=tuple(PUBLISHED)):
+def compare_published():
     """Fused ImageNet models at 224x224 against the published figures: per arch the counted
     and published params / MACs and the relative difference of each."""
     rows = []
-    for arch in archs:
+    for arch, (params, macs) in PUBLISHED.items():
         fused = model_complexity(arch, (224, 224), ('fused', ), classifier=True)['fused']
-        params, macs = PUBLISHED[arch]
         rows.append(dict(arch=arch, params=fused['params'], published_params=params,
                          params_rel_diff=fused['params'] / params - 1, macs=fused['macs'],
                          published_macs=macs, macs_rel_diff=fused['macs'] / macs - 1))

@@ -1,9 +1,6 @@
-"""Peak memory of one inference on CPU.
-
-CPU tensors have no allocator statistics like ``torch.cuda.max_memory_allocated``; the
-profiler's memory events (every allocation and free of PyTorch's CPU allocator, signed) are
-summed in time order instead. The peak counts what one call allocates on top of what already
-exists (activations, workspaces, outputs), not the weights, reported separately.
+"""Peak memory of one inference on CPU: the profiler's memory events (each allocation and free
+of PyTorch's CPU allocator) summed in time order, as CPU tensors have no allocator statistics.
+The peak is what one call allocates on top of what exists (not the weights: ``weight_bytes``).
 """
 import contextlib
 import os
@@ -27,8 +24,7 @@ def _quiet_stderr():
 
 
 def weight_bytes(model):
-    return sum(t.numel() * t.element_size()
-               for t in list(model.parameters()) + list(model.buffers()))
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 def peak_allocated_bytes(fn):

@@ -1,15 +1,15 @@
 """Turning build failures into errors that say what in the config is wrong.
 
 mmengine reports a misspelt ``type`` as ``KeyError: 'RepVit is not in the mmseg::model
-registry...'`` (a misspelt optimiser type even as ``TypeError: None is not a callable object``)
-and a misspelt argument as Python's ``TypeError: __init__() got an unexpected keyword
-argument``, without the config key or the names that would work. :func:`explained_errors`
-leaves every other failure alone; these are re-raised (chained to the original) naming the config
-key, the bad value, close names and the valid ones.
+registry'`` (an optimiser's as ``TypeError: None is not a callable object``) and a misspelt
+argument as ``TypeError: __init__() got an unexpected keyword argument``, without the config
+key or the valid names. :func:`explained_errors` re-raises these naming the key, the bad value,
+close names and the valid ones, and leaves every other failure alone.
 """
 import difflib
 import inspect
 import re
+import traceback
 from contextlib import contextmanager
 
 import mmengine.registry as registries
@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader
 
 from ..config import toolbox_of
 from ..datasets import explain_empty_dataset
+from ..errors import first_few
+from ..utils.config_tree import walk_config
 
 UNKNOWN_TYPE = re.compile(r'^(?P<name>\S+) is not in the (?P<scope>\S+?)::(?P<registry>.+?) '
                           r'registry')
@@ -37,17 +39,6 @@ class UnexpectedArgumentError(TypeError):
     """A config dict passes an argument its class does not take."""
 
 
-def _walk(node, path=''):
-    """(dotted path, dict) for every dict in a config tree."""
-    if isinstance(node, dict):
-        yield path, node
-        for key, value in node.items():
-            yield from _walk(value, f'{path}.{key}' if path else str(key))
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _walk(value, f'{path}[{i}]')
-
-
 def _root_registries():
     return [r for r in vars(registries).values() if isinstance(r, Registry) and r.parent is None]
 
@@ -60,31 +51,23 @@ def _descendants(registry):
 
 def _find_registry(name, scope):
     """The registry called ``name`` of scope ``scope`` (e.g. 'model', 'mmseg')."""
-    for root in _root_registries():
-        if root.name != name:
-            continue
-        for registry in _descendants(root):
-            if registry.scope == scope:
-                return registry
-        return root
-    return None
+    root = next((r for r in _root_registries() if r.name == name), None)
+    if root is None:  # (a Registry with no modules is falsy)
+        return None
+    return next((r for r in _descendants(root) if r.scope == scope), root)
 
 
 def _candidates(registry):
     """(names a ``type`` may take unscoped: the registry's and its parents'; 'scope.Name' of
     the other scopes' names that are not also reachable unscoped)."""
-    unscoped, node = set(), registry
-    while node is not None:
-        unscoped.update(node.module_dict)
-        node = node.parent
-    root = registry
+    unscoped, root = set(registry.module_dict), registry
     while root.parent is not None:
         root = root.parent
+        unscoped.update(root.module_dict)
     scoped = {}
     for other in _descendants(root):
         if other is not root and other.scope != registry.scope:
-            for n in other.module_dict:
-                scoped.setdefault(other.scope, set()).add(n)
+            scoped.setdefault(other.scope, set()).update(other.module_dict)
     return sorted(unscoped), scoped
 
 
@@ -110,22 +93,15 @@ def _suggestions(name, registry, n=3):
     return list(dict.fromkeys(found))[:n], unscoped
 
 
-def _listing(names):
-    shown = ', '.join(names[:MAX_LISTED])
-    return shown + (f', ... ({len(names) - MAX_LISTED} more)' if len(names) > MAX_LISTED else '')
-
-
 def _unknown_type(name, registry, cfg):
-    paths = [f'{p}.type' if p else 'type' for p, d in _walk(cfg.to_dict())
+    paths = [f'{p}.type' if p else 'type' for p, d in walk_config(cfg.to_dict())
              if d.get('type') == name] or ['(not found in the config; set by a default)']
     where = ', '.join(f'{p}={name!r}' for p in paths)
     what = f'{registry.scope}::{registry.name}'
     registry.import_from_location()
     close, names = _suggestions(name, registry)
-    if close:
-        hint = f'Did you mean {" or ".join(map(repr, close))}?'
-    else:
-        hint = f'Registered names: {_listing(names)}.'
+    hint = (f'Did you mean {" or ".join(map(repr, close))}?' if close
+            else f'Registered names: {first_few(names, MAX_LISTED)}.')
     return UnknownTypeError(
         f'Config error: {where} is not a registered {what} type. {hint} (A type of another '
         f'package needs custom_imports=dict(imports=[package]) and, unless it is registered '
@@ -134,32 +110,23 @@ def _unknown_type(name, registry, cfg):
 
 def _class_named(class_name, error):
     """The class whose constructor raised: from the building frame, else from any registry."""
-    tb, found = error.__traceback__, None
-    while tb is not None:
-        obj = tb.tb_frame.f_locals.get('obj_cls')
-        if inspect.isclass(obj) and obj.__name__ == class_name:
-            found = obj
-        tb = tb.tb_next
-    if found is not None:
-        return found
+    built = [frame.f_locals.get('obj_cls') for frame, _ in traceback.walk_tb(error.__traceback__)]
+    built = [c for c in built if inspect.isclass(c) and c.__name__ == class_name]
+    if built:
+        return built[-1]
     if class_name == 'DataLoader':  # built by mmengine's Runner.build_dataloader, not a registry
         return DataLoader
-    for root in _root_registries():
-        for registry in _descendants(root):
-            obj = registry.module_dict.get(class_name)
-            if inspect.isclass(obj):
-                return obj
-    return None
+    registered = [r.module_dict.get(class_name) for root in _root_registries()
+                  for r in _descendants(root)]
+    return next((c for c in registered if inspect.isclass(c)), None)
 
 
 def _unexpected_argument(func, arg, error, cfg):
     class_name = func.split('.')[0]
     cls = _class_named(class_name, error)
-    params = []
-    if cls is not None:
-        params = [p.name for p in inspect.signature(cls.__init__).parameters.values()
-                  if p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    paths = [f'{p}.{arg}' if p else arg for p, d in _walk(cfg.to_dict()) if arg in d]
+    params = [p.name for p in (inspect.signature(cls.__init__).parameters.values() if cls else [])
+              if p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    paths = [f'{p}.{arg}' if p else arg for p, d in walk_config(cfg.to_dict()) if arg in d]
     where = ', '.join(paths) or f'{arg!r} (not found in the config)'
     close = _close(arg, params)
     hint = f' Did you mean {" or ".join(map(repr, close))}?' if close else ''
@@ -187,8 +154,7 @@ def explain_config_error(error, cfg):
 
 
 def _check_optimizer_type(cfg):
-    optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer') or {}
-    name = optimizer.get('type')
+    name = ((cfg.get('optim_wrapper') or {}).get('optimizer') or {}).get('type')
     registry = _find_registry('optimizer', toolbox_of(cfg))
     if isinstance(name, str) and registry is not None and registry.get(name) is None:
         return _unknown_type(name, registry, cfg)

@@ -20,7 +20,6 @@ def fuse_checkpoint_file(config: str, checkpoint: Union[str, dict], out: str,
     model = build_model(cfg)
     fused = fuse_checkpoint(model, load_model_checkpoint(model, checkpoint),
                             cfg_text=cfg.pretty_text)
-    if osp.dirname(out):
-        os.makedirs(osp.dirname(out), exist_ok=True)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     torch.save(fused, out)
     return fused

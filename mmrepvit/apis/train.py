@@ -8,12 +8,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..config import config_from_text, default_work_dir, load_config, toolbox_of
-from ..datasets import (
-    check_dataset_annotations,
-    check_dataset_files,
-    check_dataset_paths,
-    use_readable_loaders,
-)
+from ..datasets.checks import check_dataset_annotations, check_dataset_paths
+from ..datasets.loading import check_dataset_files, use_readable_loaders
 from ..engine.distributed import setup_cpu_distributed
 from ..engine.resume import find_resumable_checkpoint
 from ..engine.run_folder import RunFolderRunner, training_lock
@@ -40,20 +36,17 @@ def prepare_train_cfg(config: str, work_dir: Optional[str] = None,
         if not torch.cuda.is_available():
             raise RuntimeError('--amp needs a CUDA device (mmengine AmpOptimWrapper); '
                                'none is available here')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise KeyError(f'{config} has no auto_scale_lr.base_batch_size to scale from')
         cfg.auto_scale_lr.enable = True
-    if resume == 'auto':
-        # the newest complete checkpoint (mmengine's own choice may be a file a kill truncated)
-        found = find_resumable_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
-        cfg.resume, cfg.load_from = True, found
-    elif resume:
-        if not osp.isfile(resume):
+    if resume:
+        if resume != 'auto' and not osp.isfile(resume):
             raise FileNotFoundError(f'--resume {resume!r}: no such checkpoint')
-        cfg.resume, cfg.load_from = True, resume
+        # 'auto': the newest complete checkpoint (mmengine's may be a file a kill truncated)
+        cfg.resume = True
+        cfg.load_from = find_resumable_checkpoint(cfg.work_dir) if resume == 'auto' else resume
     add_hooks(cfg, TRAIN_HOOKS)
     use_readable_loaders(cfg, toolbox_of(cfg))
     return cfg
@@ -89,10 +82,9 @@ def build_runner(cfg: Config) -> Runner:
 
 
 def train(cfg: Config) -> Runner:
-    """Check the data is there, build the runner, check that no image or label map of the
-    datasets is missing or empty, train; returns the runner. Misspelt config types and
-    arguments, and datasets left empty, fail with errors saying what to fix; a work dir another
-    training run is writing into is refused (``training_lock``)."""
+    """Check the data, build the runner, train; returns the runner. Misspelt config types and
+    arguments, missing or empty files and empty datasets fail with errors saying what to fix;
+    a work dir another training run is writing into is refused."""
     check_dataset_paths(cfg, splits=('train', 'val'))
     check_dataset_annotations(cfg, splits=('train', 'val'))
     with explained_errors(cfg):
@@ -109,13 +101,10 @@ def train(cfg: Config) -> Runner:
 
 
 def read_resumed_config_as_data(runner) -> None:
-    """Have ``runner.resume`` refuse a checkpoint whose ``meta['config']`` is not plain data.
-
-    mmengine's ``Runner.resume`` reads ``gpu_ids`` from ``meta['config']`` (where mmcv 1.x
-    runners wrote their config) with ``Config.fromstring``, which runs it: a checkpoint that
-    passes the weights-only allow-list could bring code that way. The runner's
-    ``load_checkpoint``, which ``resume`` calls first, is wrapped to read that text as data
-    (``config.config_from_text``) and raise ``ConfigTextError`` before mmengine runs it."""
+    """Have ``runner.resume`` refuse a checkpoint whose ``meta['config']`` is not plain data:
+    mmengine reads ``gpu_ids`` from it with ``Config.fromstring``, which runs it, so a checkpoint
+    that passes the weights-only allow-list could bring code that way. ``load_checkpoint``,
+    which ``resume`` calls first, is wrapped to read that text as data first."""
     load_checkpoint = runner.load_checkpoint
 
     def load_checkpoint_reading_config_as_data(filename, *args, **kwargs):

@@ -3,8 +3,11 @@ import inspect
 import json
 import os
 import os.path as osp
+import traceback
 
 from mmengine.dataset import BaseDataset
+
+from ..errors import first_few
 
 # Where each dataset type expects its files, and where users get them.
 DATASET_HELP = {
@@ -24,46 +27,41 @@ DATASET_HELP = {
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    pass
+    """A file or folder a dataset config reads does not exist."""
 
 
-def innermost_datasets(dataset_cfg):
-    """Unwrap RepeatDataset / ClassBalancedDataset-style wrappers (ConcatDataset: each part)."""
-    if 'datasets' in dataset_cfg:
-        return [d for part in dataset_cfg['datasets'] for d in innermost_datasets(part)]
-    if 'dataset' in dataset_cfg:
-        return innermost_datasets(dataset_cfg['dataset'])
-    return [dataset_cfg]
+def innermost_datasets(dataset):
+    """The datasets inside wrappers (ConcatDataset: each part; RepeatDataset, ...): of a
+    dataset config (dict keys) or of built datasets (attributes)."""
+    get = dataset.get if isinstance(dataset, dict) else lambda k: getattr(dataset, k, None)
+    if get('datasets') is not None:
+        return [d for part in get('datasets') for d in innermost_datasets(part)]
+    if get('dataset') is not None:
+        return innermost_datasets(get('dataset'))
+    return [dataset]
 
 
-def _join(root, path):
-    return path if not root or osp.isabs(path) else osp.join(root, path)
+def _split_datasets(cfg, splits):
+    """(split, innermost dataset config) of each ``{split}_dataloader`` of ``cfg``."""
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if loader and 'dataset' in loader:
+            yield from ((split, ds) for ds in innermost_datasets(loader['dataset']))
 
 
-def required_paths(dataset_cfg):
+def _required_paths(ds):
     """The files and folders a dataset config reads: annotation file and data prefixes."""
-    paths = []
-    for ds in innermost_datasets(dataset_cfg):
-        root = ds.get('data_root', '') or ''
-        if ds.get('ann_file'):
-            paths.append((ds.get('type', '?'), _join(root, ds['ann_file'])))
-        for prefix in (ds.get('data_prefix') or {}).values():
-            if prefix:
-                paths.append((ds.get('type', '?'), _join(root, prefix)))
-        if not ds.get('ann_file') and not ds.get('data_prefix') and root:
-            paths.append((ds.get('type', '?'), root))
-    return paths
+    root = ds.get('data_root', '') or ''
+    paths = [osp.join(root, p) for p in [ds.get('ann_file')] + list(
+        (ds.get('data_prefix') or {}).values()) if p]
+    return paths + ([root] if root and not ds.get('ann_file') and not ds.get('data_prefix') else [])
 
 
 def check_dataset_paths(cfg, splits=('train', 'val', 'test')):
     """Raise DatasetNotFoundError naming the missing path, the expected layout and the source."""
-    for split in splits:
-        loader = cfg.get(f'{split}_dataloader')
-        if not loader or 'dataset' not in loader:
-            continue
-        for ds_type, path in required_paths(loader['dataset']):
-            if osp.exists(path):
-                continue
+    for split, ds in _split_datasets(cfg, splits):
+        for path in (p for p in _required_paths(ds) if not osp.exists(p)):
+            ds_type = ds.get('type', '?')
             layout, source = DATASET_HELP.get(
                 str(ds_type).split('.')[-1],
                 ('see the dataset documentation of the toolbox', 'the dataset\'s own site'))
@@ -85,12 +83,8 @@ MAX_NAMED = 5  # files named in one message
 
 def _files_with_suffix(folder, suffix):
     """Names under ``folder`` (recursively, relative, suffix removed) ending with ``suffix``."""
-    names = set()
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            if name.endswith(suffix):
-                names.add(osp.relpath(osp.join(dirpath, name), folder)[:-len(suffix)])
-    return names
+    return {osp.relpath(osp.join(dirpath, name), folder)[:-len(suffix)]
+            for dirpath, _, files in os.walk(folder) for name in files if name.endswith(suffix)}
 
 
 def dataset_class(ds_type):
@@ -103,28 +97,24 @@ def dataset_class(ds_type):
         return None
 
 
-def _suffix_defaults(ds_type):
-    """``img_suffix`` / ``seg_map_suffix`` defaults of an mmseg dataset class."""
-    defaults = {'img_suffix': '.jpg', 'seg_map_suffix': '.png'}
-    cls = dataset_class(ds_type)
-    params = inspect.signature(cls.__init__).parameters if cls else {}
-    for key in defaults:
-        if key in params and isinstance(params[key].default, str):
-            defaults[key] = params[key].default
-    return defaults
+def _suffix(ds, key, fallback):
+    """The dataset config's ``img_suffix`` / ``seg_map_suffix``, else its mmseg class's default."""
+    cls = dataset_class(ds.get('type', 'BaseSegDataset'))
+    param = (inspect.signature(cls.__init__).parameters if cls else {}).get(key)
+    default = param.default if param is not None and isinstance(param.default, str) else fallback
+    return ds.get(key, default)
 
 
 def _check_label_maps(split, ds):
     """An mmseg folder dataset (no ann_file): every image needs its label map."""
     root = ds.get('data_root', '') or ''
     prefix = ds.get('data_prefix') or {}
-    img_dir = _join(root, prefix.get('img_path', '') or '')
-    seg_dir = _join(root, prefix['seg_map_path'])
+    img_dir = osp.join(root, prefix.get('img_path', '') or '')
+    seg_dir = osp.join(root, prefix['seg_map_path'])
     if not (osp.isdir(img_dir) and osp.isdir(seg_dir)):
         return  # check_dataset_paths names what is missing
-    defaults = _suffix_defaults(ds.get('type', 'BaseSegDataset'))
-    img_suffix = ds.get('img_suffix', defaults['img_suffix'])
-    seg_suffix = ds.get('seg_map_suffix', defaults['seg_map_suffix'])
+    img_suffix = _suffix(ds, 'img_suffix', '.jpg')
+    seg_suffix = _suffix(ds, 'seg_map_suffix', '.png')
     images = _files_with_suffix(img_dir, img_suffix)
     maps = _files_with_suffix(seg_dir, seg_suffix)
     head = f'The {split} dataset ({ds.get("type", "?")})'
@@ -141,10 +131,9 @@ def _check_label_maps(split, ds):
             f'while {img_dir!r} holds {len(images)} *{img_suffix} images. {expected}.')
     missing = sorted(images - maps)
     if missing:
-        named = ', '.join(repr(osp.join(seg_dir, m + seg_suffix)) for m in missing[:MAX_NAMED])
-        more = f' and {len(missing) - MAX_NAMED} more' if len(missing) > MAX_NAMED else ''
+        named = first_few([repr(osp.join(seg_dir, m + seg_suffix)) for m in missing], MAX_NAMED)
         raise DatasetAnnotationError(
-            f'{head}: {len(missing)} of {len(images)} images have no label map: {named}{more} '
+            f'{head}: {len(missing)} of {len(images)} images have no label map: {named} '
             f'do not exist. {expected}.')
 
 
@@ -152,13 +141,9 @@ def check_dataset_annotations(cfg, splits=('train', 'val', 'test')):
     """Raise DatasetAnnotationError when a folder-layout segmentation dataset (ADE20K-style,
     images and label maps paired by name) has no label maps, or images without one. Only
     lists folders; COCO-style json files are diagnosed by :func:`explain_empty_dataset`."""
-    for split in splits:
-        loader = cfg.get(f'{split}_dataloader')
-        if not loader or 'dataset' not in loader:
-            continue
-        for ds in innermost_datasets(loader['dataset']):
-            if (ds.get('data_prefix') or {}).get('seg_map_path') and not ds.get('ann_file'):
-                _check_label_maps(split, ds)
+    for split, ds in _split_datasets(cfg, splits):
+        if (ds.get('data_prefix') or {}).get('seg_map_path') and not ds.get('ann_file'):
+            _check_label_maps(split, ds)
 
 
 DATASET_INIT_STEPS = ('__init__', 'full_init', '_serialize_data', 'filter_data')
@@ -166,15 +151,12 @@ DATASET_INIT_STEPS = ('__init__', 'full_init', '_serialize_data', 'filter_data')
 
 def _empty_dataset_in(error):
     """The mmengine dataset whose initialisation raised ``error`` with no samples, if any."""
-    tb = error.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
+    for frame, _ in traceback.walk_tb(error.__traceback__):
         obj = frame.f_locals.get('self')
         # while initialising only: once serialised, a dataset's data_list is emptied on purpose
         if frame.f_code.co_name in DATASET_INIT_STEPS and isinstance(obj, BaseDataset) and \
                 isinstance(getattr(obj, 'data_list', None), list) and not obj.data_list:
             return obj
-        tb = tb.tb_next
     return None
 
 
@@ -185,13 +167,10 @@ def _read_json(path):
         with open(path, 'rb') as f:
             return json.load(f), None
     except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
-        size = osp.getsize(path)
-        if isinstance(e, json.JSONDecodeError):
-            where = f'{e.msg} at line {e.lineno}, column {e.colno} (character {e.pos})'
-        else:
-            where = str(e)
-        return None, (f'{path!r} is not valid JSON: {where}; the file has {size} bytes. A file '
-                      f'cut short ends like this: copy or download it again')
+        where = (f'{e.msg} at line {e.lineno}, column {e.colno} (character {e.pos})'
+                 if isinstance(e, json.JSONDecodeError) else str(e))
+        return None, (f'{path!r} is not valid JSON: {where}; the file has {osp.getsize(path)} '
+                      f'bytes. A file cut short ends like this: copy or download it again')
 
 
 def _is_number(value):
@@ -231,17 +210,14 @@ def _malformed_coco(ann_file, coco):
     if not isinstance(coco, dict) or not all(isinstance(coco.get(k, []), list) for k in lists):
         return (f'{ann_file!r} is not a COCO instances file: expected an object with the lists '
                 f'"images", "annotations" and "categories"')
-    images, anns = coco.get('images', []), coco.get('annotations', [])
-    categories = coco.get('categories', [])
+    images, anns, categories = (coco.get(k, []) for k in lists)
     image_ids, category_ids = _ids(images), _ids(categories)
-    listed = sorted(category_ids, key=str)
-    shown = ', '.join(map(str, listed[:10])) + (', ...' if len(listed) > 10 else '')
-    an_id = (_is_id, 'a number')
-    found = _entry_problems('categories', categories, {
-        'id': an_id, 'name': (lambda v: isinstance(v, str), 'a string')})
+    shown = first_few(list(map(str, sorted(category_ids, key=str))), 10)
+    an_id, a_number, a_string = (_is_id, 'a number'), (_is_number, 'a number'), (
+        lambda v: isinstance(v, str), 'a string')
+    found = _entry_problems('categories', categories, {'id': an_id, 'name': a_string})
     found += _entry_problems('images', images, {
-        'id': an_id, 'file_name': (lambda v: isinstance(v, str), 'a string'),
-        'width': (_is_number, 'a number'), 'height': (_is_number, 'a number')})
+        'id': an_id, 'file_name': a_string, 'width': a_number, 'height': a_number})
     found += _entry_problems('annotations', anns, {
         'id': an_id,
         'image_id': (lambda v: _is_id(v) and v in image_ids, 'the id of one of the "images"'),
@@ -250,16 +226,13 @@ def _malformed_coco(ann_file, coco):
         'bbox': (lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_number, v)),
                  '[x, y, width, height]: 4 numbers'),
         'area': (_is_number, 'a number, the area in pixels')})
-    if not found:
-        return None
-    named = '; '.join(found[:MAX_NAMED])
-    more = f'; and {len(found) - MAX_NAMED} more' if len(found) > MAX_NAMED else ''
-    return f'{ann_file!r} has {len(found)} malformed entries: {named}{more}'
+    return (f'{ann_file!r} has {len(found)} malformed entries: '
+            f'{first_few(found, MAX_NAMED, "; ")}') if found else None
 
 
 def _coco_problem(dataset, ann_file, coco):
-    images, anns = coco.get('images') or [], coco.get('annotations') or []
-    categories = coco.get('categories') or []
+    """Why a well-formed COCO file gave no samples."""
+    images, anns, categories = (coco.get(k) or [] for k in ('images', 'annotations', 'categories'))
     if not images:
         return f'{ann_file!r} lists no images (its "images" list is empty)'
     if not anns:
@@ -280,11 +253,9 @@ def _coco_problem(dataset, ann_file, coco):
 
 
 def explain_empty_dataset(error):
-    """A DatasetAnnotationError saying why a dataset ended up with no samples, when ``error``
-    was raised while initialising such a dataset (mmengine then fails with e.g. ``need at least
-    one array to concatenate``), or that its COCO json is not valid JSON or holds malformed
-    entries (which fail the load with a bare ``JSONDecodeError`` or ``KeyError``); else
-    None."""
+    """A DatasetAnnotationError saying why the dataset being initialised when ``error`` was
+    raised has no samples (mmengine: ``need at least one array to concatenate``) or why its
+    COCO json is unusable (a bare ``JSONDecodeError`` / ``KeyError``); else None."""
     dataset = _empty_dataset_in(error)
     if dataset is None:
         return None

@@ -1,21 +1,13 @@
 """File loading transforms whose errors name the file that could not be read.
 
-mmcv's ``LoadImageFromFile`` fails on an empty file with a bare OpenCV assertion
-(``!buf.empty()``), and mmseg's ``LoadAnnotations`` fails on a damaged label map with Pillow's
-``cannot identify image file <_io.BytesIO ...>`` or ``Truncated File Read``: none says which of
-thousands of files it was. The subclasses here behave the same and only re-raise such failures
-as :class:`UnreadableFileError` with the path and what is wrong with it.
-
-Files that decode but are wrong fail too, where they are read, for little more than a pass
-over the loaded label map: a JPEG cut short, which OpenCV decodes with a grey bottom and a mere
-"Premature end of JPEG file" on stderr, and a label map that holds values outside the classes
-(mmseg's test then scores them as misses, its training dies in ``cross_entropy`` with ``Target
-199 is out of bounds``) or whose size differs from its image's (:class:`LabelMapError`).
-:func:`check_dataset_files` names every empty or missing file of built datasets at once.
-
-:func:`use_readable_loaders` puts them into a config's data pipelines (``tools/train.py`` and
-``tools/test.py`` do), so configs keep the toolboxes' standard transform names, and tells the
-label-map loader how many classes the dataset has.
+mmcv's ``LoadImageFromFile`` fails on an empty file with a bare OpenCV assertion and mmseg's
+``LoadAnnotations`` on a damaged label map with Pillow's ``cannot identify image file``: neither
+says which of thousands of files it was. The subclasses here re-raise such failures as
+:class:`UnreadableFileError` naming the path, and also fail on files that decode but are wrong:
+a JPEG cut short (OpenCV decodes it with a grey bottom), a label map with values outside the
+classes (mmseg's training dies in ``cross_entropy``, its test scores them as misses) or of
+another size than its image (:class:`LabelMapError`). :func:`use_readable_loaders` puts them
+into a config's pipelines, so configs keep the toolboxes' transform names.
 """
 import io
 import os
@@ -29,7 +21,9 @@ from mmengine import fileio
 from mmengine.dataset import BaseDataset
 from PIL import Image
 
+from ..errors import first_few
 from ..registry import TRANSFORMS
+from ..utils.config_tree import replace_types, walk_config
 from .checks import dataset_class, innermost_datasets
 
 IGNORE_INDEX = 255  # mmseg's label value for pixels without a class
@@ -65,10 +59,9 @@ def _unreadable(what, path, error, problem=None):
 
 
 def cut_short_jpeg(data: bytes) -> Optional[str]:
-    """What is wrong, if ``data`` is a JPEG that ends before its end-of-image marker (OpenCV
-    decodes it with a grey bottom and only a warning); else None. Its first and last two bytes
-    are looked at; only a JPEG without the marker at its end (rare) is opened with Pillow, which
-    tells data cut off (an error) from bytes appended after the marker (none)."""
+    """What is wrong, if ``data`` is a JPEG cut short (OpenCV decodes it with a grey bottom and
+    a warning); else None. Only a JPEG not ending in its end-of-image marker (rare) is decoded
+    by Pillow, which tells data cut off (an error) from bytes appended after the marker."""
     if data[:2] != JPEG_START or data[-2:] == JPEG_END:
         return None
     try:
@@ -87,7 +80,10 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
 
     def transform(self, results):
         if self.file_client_args is not None:  # mmcv's deprecated file client: its own reading
-            return self._named_errors(super().transform, results)
+            try:
+                return super().transform(results)
+            except Exception as e:
+                raise _unreadable('image', results.get('img_path'), e) from e
         path, data = results['img_path'], None
         try:
             data = fileio.get(path, backend_args=self.backend_args)
@@ -107,52 +103,34 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
         results['img_shape'] = results['ori_shape'] = img.shape[:2]
         return results
 
-    @staticmethod
-    def _named_errors(transform, results):
-        try:
-            return transform(results)
-        except Exception as e:
-            raise _unreadable('image', results.get('img_path'), e) from e
-
 
 DATA_FILE_KEYS = ('img_path', 'seg_map_path')  # the files of a sample that loaders read
-
-
-def _wrapped(dataset):
-    """The datasets inside mmengine's wrappers (ConcatDataset, RepeatDataset, ...)."""
-    if hasattr(dataset, 'datasets'):
-        return [d for part in dataset.datasets for d in _wrapped(part)]
-    if hasattr(dataset, 'dataset'):
-        return _wrapped(dataset.dataset)
-    return [dataset]
 
 
 def _unreadable_files(dataset):
     """'path (what is wrong)' for each local image or label map ``dataset`` lists that is
     missing or empty (0 bytes)."""
     bad = []
-    for part in _wrapped(dataset):
+    for part in innermost_datasets(dataset):
         if not isinstance(part, BaseDataset):
             continue
         part.full_init()
-        for i in range(len(part)):
-            info = part.get_data_info(i)
-            for path in (info.get(key) for key in DATA_FILE_KEYS):
-                if not isinstance(path, str) or '://' in path:  # none, or not a local file
-                    continue
-                try:
-                    if os.stat(path).st_size == 0:
-                        bad.append(f'{path} (empty: 0 bytes)')
-                except OSError:
-                    bad.append(f'{path} (does not exist)')
+        infos = map(part.get_data_info, range(len(part)))
+        for path in (info.get(key) for info in infos for key in DATA_FILE_KEYS):
+            if not isinstance(path, str) or '://' in path:  # none, or not a local file
+                continue
+            try:
+                if os.stat(path).st_size == 0:
+                    bad.append(f'{path} (empty: 0 bytes)')
+            except OSError:
+                bad.append(f'{path} (does not exist)')
     return list(dict.fromkeys(bad))
 
 
 def check_dataset_files(datasets):
-    """Raise UnreadableFileError naming every image and label map that the built datasets
-    (``{split: dataset}``) list and that is missing or empty, before training starts: one
-    ``os.stat`` per local file, rather than a failure when the file is first read, maybe hours
-    into training."""
+    """Raise UnreadableFileError naming every missing or empty image and label map that the
+    built datasets (``{split: dataset}``) list: one ``os.stat`` per file before training,
+    rather than a failure when the file is first read, maybe hours in."""
     bad = [f'{split}: {file}' for split, dataset in datasets.items()
            for file in _unreadable_files(dataset)]
     if bad:
@@ -171,10 +149,9 @@ if _SegLoadAnnotations is not None:
 
     @TRANSFORMS.register_module()
     class CheckedLoadSegAnnotations(_SegLoadAnnotations):
-        """mmseg's ``LoadAnnotations``; a label map that cannot be read, whose size is not
-        its image's, or (given ``num_classes``) that holds values other than ``0 ..
-        num_classes - 1`` and ``ignore_index`` once loaded (after ``reduce_zero_label`` and
-        the dataset's ``label_map``) raises an error naming it."""
+        """mmseg's ``LoadAnnotations``; a label map that cannot be read, is not its image's
+        size, or (given ``num_classes``) holds values other than ``0 .. num_classes - 1`` and
+        ``ignore_index`` once loaded raises an error naming it."""
 
         def __init__(self, num_classes=None, ignore_index=IGNORE_INDEX, **kwargs):
             super().__init__(**kwargs)
@@ -218,42 +195,10 @@ if _SegLoadAnnotations is not None:
                     values = values.astype(np.int64) + 1
                     valid = (f'1..{classes} (the {classes} classes: reduce_zero_label=True '
                              f'subtracts 1), 0 and {ignore} (ignored)')
-            shown = ', '.join(map(str, values[:MAX_VALUES].tolist()))
-            more = f' and {len(values) - MAX_VALUES} more' if len(values) > MAX_VALUES else ''
-            return (f'The label map {results.get("seg_map_path")!r} {held} {shown}{more}, '
+            shown = first_few(list(map(str, values.tolist())), MAX_VALUES)
+            return (f'The label map {results.get("seg_map_path")!r} {held} {shown}, '
                     f'which are no class of the dataset: valid are {valid}. Fix the map, or '
                     f'the classes of the config (dataset metainfo / decode_head.num_classes).')
-
-
-def _replacements(toolbox):
-    names = {'LoadImageFromFile': 'mmrepvit.CheckedLoadImageFromFile'}
-    if toolbox == 'mmseg' and _SegLoadAnnotations is not None:
-        names['LoadAnnotations'] = 'mmrepvit.CheckedLoadSegAnnotations'
-    return names
-
-
-def _rewrite(node, names):
-    changed = 0
-    if isinstance(node, dict):
-        if node.get('type') in names:
-            node['type'] = names[node['type']]
-            changed += 1
-        for value in node.values():
-            changed += _rewrite(value, names)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            changed += _rewrite(item, names)
-    return changed
-
-
-def _steps(node):
-    """Every transform dict in a pipeline (also those nested, as in ``TestTimeAug``)."""
-    if isinstance(node, dict):
-        yield node
-        node = list(node.values())
-    if isinstance(node, (list, tuple)):
-        for item in node:
-            yield from _steps(item)
 
 
 def _label_range(dataset_cfg, model_cfg):
@@ -271,7 +216,7 @@ def _label_range(dataset_cfg, model_cfg):
 
 def _set_label_range(loader_cfg, model_cfg):
     for ds in innermost_datasets(loader_cfg.get('dataset') or {}):
-        steps = [s for s in _steps(ds.get('pipeline') or [])
+        steps = [s for _, s in walk_config(ds.get('pipeline') or [])  # TestTimeAug's too
                  if s.get('type') == 'mmrepvit.CheckedLoadSegAnnotations']
         if steps:
             num_classes, ignore_index = _label_range(ds, model_cfg)
@@ -284,10 +229,12 @@ def use_readable_loaders(cfg, toolbox):
     """Swap the standard loading transforms of every ``*_dataloader`` for the checked ones
     (in place), the label-map loader told its dataset's number of classes; returns how many
     were swapped."""
-    names = _replacements(toolbox)
+    names = {'LoadImageFromFile': 'mmrepvit.CheckedLoadImageFromFile'}
+    if toolbox == 'mmseg' and _SegLoadAnnotations is not None:
+        names['LoadAnnotations'] = 'mmrepvit.CheckedLoadSegAnnotations'
     swapped = 0
     for key in list(cfg.keys()):
         if key.endswith('_dataloader') and cfg[key]:
-            swapped += _rewrite(cfg[key], names)
+            swapped += replace_types(cfg[key], names)
             _set_label_range(cfg[key], cfg.get('model'))
     return swapped

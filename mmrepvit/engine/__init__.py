@@ -1,6 +1,10 @@
-from .hooks import CPUSpeedHook, FuseModelHook
-from .nan_guard import NaNGuardHook, NonFiniteLossError
-from .rank_sync import BroadcastBuffersHook
+from .hooks import (
+    BroadcastBuffersHook,
+    CPUSpeedHook,
+    FuseModelHook,
+    NaNGuardHook,
+    NonFiniteLossError,
+)
 from .resume import RandomStateHook, find_resumable_checkpoint
 from .run_folder import RunFolderRunner, WorkDirBusyError, training_lock
 

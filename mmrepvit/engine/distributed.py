@@ -1,13 +1,11 @@
 """Multi-process runs on machines without CUDA, through mmengine's own launchers.
 
-mmengine's ``pytorch``/``slurm`` launchers call ``torch.cuda.set_device`` and wrap the model
-with CUDA ``device_ids``. Without CUDA we initialise the process group ourselves with gloo
-(mmengine then skips its own initialisation), wrap without device ids, and build BatchNorm in
-place of SyncBN (torch's SyncBatchNorm runs on accelerators only). The group we create we also
-destroy at exit, and collect it, so that its worker threads are joined while the interpreter is
-whole: a worker left to release a finished collective during finalisation cannot take the GIL
-and aborts the rank after its work is done (SIGABRT, "terminate called without an active
-exception"; docs/reliability.md).
+mmengine's ``pytorch``/``slurm`` launchers need CUDA (``torch.cuda.set_device``, CUDA
+``device_ids``). Without it we start the process group with gloo (mmengine then skips its own),
+wrap without device ids, and build BN in place of SyncBN (accelerators only). The group is
+destroyed and collected at exit, while the interpreter is whole: a worker thread left to release
+a collective during finalisation cannot take the GIL and aborts the finished rank (SIGABRT,
+"terminate called without an active exception"; docs/reliability.md).
 """
 import atexit
 import gc
@@ -17,6 +15,8 @@ import subprocess
 import torch
 import torch.distributed as dist
 from mmengine.logging import print_log
+
+from ..utils.config_tree import replace_types
 
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
 
@@ -34,21 +34,6 @@ def _slurm_env():
             f'scontrol show hostname {nodes} | head -n1')
 
 
-def replace_sync_bn(node):
-    """SyncBN -> BN everywhere in a (model) config, in place; returns how many were changed."""
-    changed = 0
-    if isinstance(node, dict):
-        if node.get('type') in SYNC_BN_TYPES:
-            node['type'] = 'BN'
-            changed += 1
-        for value in node.values():
-            changed += replace_sync_bn(value)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            changed += replace_sync_bn(item)
-    return changed
-
-
 def destroy_process_group() -> None:
     """Tear down the default process group while the interpreter is still whole."""
     if dist.is_initialized():
@@ -57,8 +42,8 @@ def destroy_process_group() -> None:
 
 
 def setup_cpu_distributed(cfg):
-    """Prepare ``cfg`` (launcher already set) for a CPU-only multi-process run. No-op with
-    CUDA, or for ``launcher='none'``."""
+    """Prepare ``cfg`` (launcher set) for a CPU-only multi-process run; no-op with CUDA or
+    ``launcher='none'``."""
     launcher = cfg.get('launcher', 'none')
     if launcher == 'none' or torch.cuda.is_available():
         return cfg
@@ -71,10 +56,9 @@ def setup_cpu_distributed(cfg):
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
         atexit.register(destroy_process_group)
-    wrapper = dict(cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel'))
-    wrapper['device_ids'] = None
-    cfg.model_wrapper_cfg = wrapper
-    if replace_sync_bn(cfg.model):
+    cfg.model_wrapper_cfg = dict(cfg.get('model_wrapper_cfg') or
+                                 dict(type='MMDistributedDataParallel'), device_ids=None)
+    if replace_types(cfg.model, dict.fromkeys(SYNC_BN_TYPES, 'BN')):
         print_log('CPU multi-process run: SyncBN replaced by BN (SyncBatchNorm needs CUDA)',
                   logger='current')
     return cfg

@@ -1,15 +1,10 @@
 """Resuming a killed run exactly where its last checkpoint left it.
 
-mmengine's checkpoint already holds the weights, optimiser, LR schedulers, message hub and
-iteration, and ``IterBasedTrainLoop`` replays the seeded sampler up to that iteration. Two
-things are added here:
-
-- :class:`RandomStateHook` saves each rank's Python / NumPy / torch random states in the
-  checkpoint and puts them back on resume, so augmentations, dropout and proposal sampling
-  continue as in an uninterrupted run. (mmengine re-seeds from scratch: without this, the
-  iterations after a resume draw different random numbers.)
-- :func:`find_resumable_checkpoint` picks the newest complete checkpoint of a work dir, skipping
-  one that a kill left truncated or that ``last_checkpoint`` names but no longer exists.
+mmengine's checkpoint holds the weights, optimiser, schedulers and iteration, and its loop
+replays the seeded sampler; but it re-seeds the random generators from scratch, so the
+iterations after a resume would draw other random numbers. :class:`RandomStateHook` saves and
+restores each rank's random states; :func:`find_resumable_checkpoint` skips checkpoints a kill
+left truncated or that ``last_checkpoint`` names but no longer exist.
 """
 import glob
 import os.path as osp
@@ -33,10 +28,8 @@ def get_random_states():
     """This process's random states, as tensors, ints and lists only (``weights_only`` safe)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    state = dict(
-        python=[version, list(internal), gauss_next],
-        numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        torch=torch.get_rng_state())
+    state = dict(python=[version, list(internal), gauss_next], torch=torch.get_rng_state(),
+                 numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached])
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
@@ -56,19 +49,16 @@ def set_random_states(state):
 class RandomStateHook(Hook):
     """Checkpoint every rank's random states; restore them when training resumes.
 
-    ``IterBasedTrainLoop`` replays the data loader up to the resumed iteration, drawing random
-    numbers for the skipped batches' augmentations, and fetches the first trained batch before
-    any hook runs; so the loop's ``dataloader_iterator`` is wrapped to put the states back
-    right before that fetch. Epoch-based loops restore before the epoch's data loader starts.
-    Validation during training runs with its own copy of the states, so the training sequence
-    does not depend on whether a validation happened right after the checkpoint.
+    ``IterBasedTrainLoop`` replays the data loader up to the resumed iteration (drawing random
+    numbers for the skipped batches) and fetches the first trained batch before any hook runs,
+    so its ``dataloader_iterator`` is wrapped to restore right before that fetch; epoch-based
+    loops restore before the epoch starts. Validation keeps its own copy of the states, so
+    training does not depend on whether one ran right after the checkpoint.
     """
     priority = 'LOW'  # after the other hooks of an iteration, before CheckpointHook (VERY_LOW)
 
     def __init__(self):
-        self._pending = None
-        self._outside_val = None
-        self._gathered = None
+        self._pending = self._outside_val = self._gathered = None
 
     # Only rank 0 saves (``Runner.save_checkpoint`` is master-only), so the other ranks' states
     # are gathered beforehand, in the iteration (epoch) where a CheckpointHook is about to save.
@@ -84,13 +74,9 @@ class RandomStateHook(Hook):
             self._gathered = all_gather_object(get_random_states())
 
     def before_save_checkpoint(self, runner, checkpoint):
-        if get_world_size() == 1:
-            states = [get_random_states()]
-        elif self._gathered is not None:
-            states = self._gathered
-        else:  # a save this hook did not foresee: without every rank's, store none
-            return
-        checkpoint.setdefault('meta', {})[RNG_META_KEY] = states
+        states = [get_random_states()] if get_world_size() == 1 else self._gathered
+        if states is not None:  # None: a save not foreseen; without every rank's, store none
+            checkpoint.setdefault('meta', {})[RNG_META_KEY] = states
 
     def after_load_checkpoint(self, runner, checkpoint):
         states = (checkpoint.get('meta') or {}).get(RNG_META_KEY)
@@ -112,7 +98,7 @@ class RandomStateHook(Hook):
         if self._pending is None:
             return
         loop = runner.train_loop
-        if _iter_based(runner) and hasattr(loop, 'dataloader_iterator'):
+        if isinstance(loop, IterBasedTrainLoop) and hasattr(loop, 'dataloader_iterator'):
             loop.dataloader_iterator = _RestoreBeforeFetch(loop.dataloader_iterator,
                                                            runner.iter, self._restore)
         else:
@@ -141,12 +127,10 @@ def _will_save(hook, runner, by_epoch):
     same test as its ``after_train_iter`` (``after_train_epoch``)."""
     if not isinstance(hook, CheckpointHook) or hook.by_epoch != by_epoch:
         return False
-    begin, last = getattr(hook, 'save_begin', 0), getattr(hook, 'save_last', True)
-    if by_epoch:
-        return hook.every_n_epochs(runner, hook.interval, begin) or (
-            last and hook.is_last_train_epoch(runner))
-    return hook.every_n_train_iters(runner, hook.interval, begin) or (
-        last and hook.is_last_train_iter(runner))
+    every, is_last = (hook.every_n_epochs, hook.is_last_train_epoch) if by_epoch else (
+        hook.every_n_train_iters, hook.is_last_train_iter)
+    return every(runner, hook.interval, getattr(hook, 'save_begin', 0)) or (
+        getattr(hook, 'save_last', True) and is_last(runner))
 
 
 class _RestoreBeforeFetch:
@@ -159,9 +143,8 @@ class _RestoreBeforeFetch:
         return self
 
     def __next__(self):
-        if self.fetched == self.skip and self.restore is not None:
+        if self.fetched == self.skip:
             self.restore()
-            self.restore = None
         self.fetched += 1
         return next(self.iterator)
 
@@ -169,13 +152,18 @@ class _RestoreBeforeFetch:
         return getattr(self.iterator, name)
 
 
-def _iter_based(runner):
-    return isinstance(runner.train_loop, IterBasedTrainLoop)
-
-
 def _step_of(path):
     m = re.search(r'(\d+)\.pth$', osp.basename(path))
     return int(m.group(1)) if m else -1
+
+
+def last_checkpoint_of(work_dir):
+    """The path in ``work_dir/last_checkpoint`` (written by CheckpointHook), or None."""
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(marker):
+        return None
+    with open(marker) as f:
+        return f.read().strip() or None
 
 
 def is_complete_checkpoint(path):
@@ -188,23 +176,13 @@ def is_complete_checkpoint(path):
 
 
 def find_resumable_checkpoint(work_dir):
-    """The checkpoint ``--resume`` (no path) should continue from, or None.
-
-    ``last_checkpoint`` is written after its file is complete, so it is preferred; if its file is
-    gone or damaged (e.g. ``max_keep_ckpts`` deleted it and the run was killed while saving the
-    next one) the newest complete ``iter_N.pth`` / ``epoch_N.pth`` is used.
-    """
-    candidates = []
-    marker = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(marker):
-        with open(marker) as f:
-            named = f.read().strip()
-        if named:
-            candidates.append(named)
+    """The checkpoint ``--resume`` (no path) should continue from, or None: the one
+    ``last_checkpoint`` names (written once its file is complete), else, if that is gone or
+    damaged, the newest complete ``iter_N.pth`` / ``epoch_N.pth``."""
     found = glob.glob(osp.join(work_dir, 'iter_*.pth')) + glob.glob(
         osp.join(work_dir, 'epoch_*.pth'))
-    candidates += sorted(found, key=_step_of, reverse=True)
-    for path in candidates:
+    named = last_checkpoint_of(work_dir)
+    for path in ([named] if named else []) + sorted(found, key=_step_of, reverse=True):
         if is_complete_checkpoint(path):
             return path
         print_log(f'Not resuming from {path!r}: it is missing, empty or truncated (was the run '

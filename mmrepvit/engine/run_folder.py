@@ -1,14 +1,13 @@
 """Runs that share a work dir keep their own results.
 
-mmengine names a run's folder (log, metrics JSON, config, visualisations) after the second it
-started, ``WORK_DIR/YYYYmmdd_HHMMSS``: two runs started in the same second on one work dir
-write into one folder, one metrics file overwrites the other and the logs interleave, and both
-exit 0. :class:`RunFolderRunner` claims the folder atomically and, if another run holds that
-name, takes the next free one (``..._1``, ``..._2``). Two training runs on one work dir would
-also overwrite each other's ``iter_N.pth`` and ``last_checkpoint``: :func:`training_lock`
-refuses the second while the first runs.
+mmengine names a run's folder (log, metrics, config) ``WORK_DIR/YYYYmmdd_HHMMSS``: two runs
+started in the same second write into one folder, one's metrics overwriting the other's, and
+both exit 0. :class:`RunFolderRunner` claims the folder atomically, or the next free name
+(``..._1``, ...). Two training runs on one work dir would also overwrite each other's
+checkpoints: :func:`training_lock` refuses the second while the first runs.
 """
 import fcntl
+import itertools
 import os
 import os.path as osp
 from contextlib import contextmanager
@@ -23,19 +22,16 @@ def claim_run_folder(work_dir: str, timestamp: str) -> str:
     """A name for this run's folder under ``work_dir``, created here: ``timestamp``, or
     ``timestamp_N`` with the smallest N not taken by another run."""
     os.makedirs(work_dir, exist_ok=True)
-    name, n = timestamp, 0
-    while True:
+    for name in itertools.chain([timestamp], (f'{timestamp}_{n}' for n in itertools.count(1))):
         try:
             os.mkdir(osp.join(work_dir, name))
             return name
         except FileExistsError:
-            n += 1
-            name = f'{timestamp}_{n}'
+            pass
 
 
 class RunFolderRunner(Runner):
-    """mmengine's ``Runner``; every run gets a log folder of its own (module docstring).
-    Rank 0 claims it and the other ranks take its name."""
+    """mmengine's ``Runner``; every run gets a log folder of its own, named by rank 0."""
 
     def setup_env(self, env_cfg: dict) -> None:
         super().setup_env(env_cfg)
@@ -52,11 +48,9 @@ class WorkDirBusyError(RuntimeError):
 @contextmanager
 def training_lock(work_dir: str):
     """Hold ``work_dir`` for one training run, or raise :class:`WorkDirBusyError` naming the
-    process that holds it. The lock is the operating system's (``flock``): it goes with the
-    process however that ends, so a killed run leaves no stale lock and ``--resume`` works at
-    once. Only rank 0 takes it (the ranks of one run share the dir): take it once the
-    distributed group is up (after the runner is built), when ranks are known under every
-    launcher."""
+    process that holds it. An ``flock`` goes with its process however that ends, so a killed
+    run leaves no stale lock. Only rank 0 takes it: take it once the runner is built, when ranks
+    are known under every launcher."""
     if get_rank() != 0:
         yield
         return

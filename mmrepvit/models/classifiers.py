@@ -1,6 +1,8 @@
 """The ImageNet models of the backbones (backbone + classifier head): what the published
 parameter and multiply-add figures count, and what the classifier checkpoints hold. Not
 registered: detection / segmentation never build them."""
+from collections import OrderedDict
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,9 +17,8 @@ class BNLinear(nn.Sequential):
     """BatchNorm1d -> Linear, the original head's unit; ``fuse()`` folds the norm away."""
 
     def __init__(self, in_features, out_features):
-        super().__init__()
-        self.add_module('bn', nn.BatchNorm1d(in_features))
-        self.add_module('fc', nn.Linear(in_features, out_features))
+        super().__init__(OrderedDict(bn=nn.BatchNorm1d(in_features),
+                                     fc=nn.Linear(in_features, out_features)))
         nn.init.trunc_normal_(self.fc.weight, std=0.02)
         nn.init.zeros_(self.fc.bias)
 
@@ -75,33 +76,29 @@ class ClassificationHead(nn.Module):
     """GhostNet's ImageNet head, for size counting: Conv1x1 (-> 960 at 1.0x) BN ReLU, global
     pooling, Conv1x1 -> 1280 ReLU, dropout, FC. Not part of the detection backbone."""
 
-    def __init__(self, in_channels, mid_channels, num_classes=1000, feat_channels=1280,
-                 dropout=0.2, norm_cfg=None):
+    def __init__(self, in_channels, mid_channels, num_classes=1000):
         super().__init__()
-        self.expand = nn.Sequential(ConvBN(in_channels, mid_channels, 1, norm_cfg=norm_cfg),
-                                    nn.ReLU(inplace=True))
+        self.expand = nn.Sequential(ConvBN(in_channels, mid_channels, 1), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.feat = nn.Sequential(nn.Conv2d(mid_channels, feat_channels, 1, bias=True),
+        self.feat = nn.Sequential(nn.Conv2d(mid_channels, 1280, 1, bias=True),
                                   nn.ReLU(inplace=True))
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(feat_channels, num_classes)
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(1280, num_classes)
 
     def forward(self, x):
-        x = self.feat(self.pool(self.expand(x))).flatten(1)
-        return self.fc(self.dropout(x))
+        return self.fc(self.dropout(self.feat(self.pool(self.expand(x))).flatten(1)))
 
 
 class MoCoViTClassifier(nn.Module):
     """Backbone (last stage only) + ``ClassificationHead``: the ImageNet model the paper's
-    parameter and FLOP figures refer to. Used by tests and tools, not registered."""
+    parameter and FLOP figures refer to."""
     backbone_type = MoCoViT
 
     def __init__(self, arch='1.0x', num_classes=1000, **backbone_kwargs):
         super().__init__()
         self.backbone = self.backbone_type(arch, out_indices=(3, ), **backbone_kwargs)
-        last_hidden = STAGES[-1][-1][1]
-        self.head = ClassificationHead(self.backbone.channels[-1],
-                                       self.backbone.widen(last_hidden), num_classes)
+        self.head = ClassificationHead(self.backbone.channels[-1],  # the last block's hidden
+                                       self.backbone.widen(STAGES[-1][-1][1]), num_classes)
 
     def forward(self, x):
         return self.head(self.backbone(x)[-1])

@@ -15,19 +15,13 @@ INT8_DOT_FLAGS = ('avx512_vnni', 'avx_vnni', 'amx_int8')
 
 def _cpuinfo() -> Dict[str, str]:
     """The first processor's entries of /proc/cpuinfo (empty where there is none)."""
-    info = {}
     try:
         with open('/proc/cpuinfo') as f:
-            for line in f:
-                if not line.strip():
-                    if info:
-                        break
-                    continue
-                key, _, value = line.partition(':')
-                info[key.strip()] = value.strip()
+            first = f.read().strip().split('\n\n')[0]
     except OSError:
-        pass
-    return info
+        return {}
+    pairs = (line.partition(':') for line in first.splitlines())
+    return {key.strip(): value.strip() for key, _, value in pairs}
 
 
 def cpu_model() -> str:
@@ -59,9 +53,7 @@ def describe_cpu(flags=None) -> str:
     present = relevant_flags(flags)
     have = [f for f, ok in present.items() if ok]
     amx = any(ok for f, ok in present.items() if f.startswith('amx'))
-    lacking = [f for f in ('avx512_vnni', 'avx512_bf16') if not present[f]] + \
-        ([] if amx else ['amx'])
+    lacking = [f for f in ('avx512_vnni', 'avx512_bf16') if not present[f]] + ['amx'] * (not amx)
     parts = [', '.join(have) or 'none of ' + ', '.join(RELEVANT_FLAGS)]
-    if lacking:
-        parts.append('no ' + ', '.join(lacking))
+    parts += ['no ' + ', '.join(lacking)] if lacking else []
     return f'{cpu_model()} ({"; ".join(parts)})'

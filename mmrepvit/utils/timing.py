@@ -22,37 +22,30 @@ def num_threads(threads):
 
 
 def time_interleaved(candidates, repeats=30, warmup=5, progress=False, desc='timing'):
-    """Time every zero-argument callable of ``candidates`` (``{name: fn}``) ``repeats`` times.
-
-    After ``warmup`` untimed calls each, every round calls each candidate once, the order
-    rotating from round to round so that no candidate always runs first (cold caches) or
-    right after the same neighbour. Returns ``{name: [seconds per call, ...]}``.
-    """
+    """``{name: [seconds per call, ...]}``: each zero-argument callable of ``candidates``
+    called ``warmup`` times untimed, then once per round for ``repeats`` rounds, the order
+    rotating so that none always runs first (cold caches) or after the same neighbour."""
     names = list(candidates)
     if not names:
         raise ValueError('nothing to time')
     if repeats < 1 or warmup < 0:
         raise ValueError(f'repeats={repeats!r} must be >= 1 and warmup={warmup!r} >= 0')
-    bar = None
     if progress:
         print(f'{desc}: {len(names)} candidates x ({warmup} warm-up + {repeats} timed)',
               file=sys.stderr)
-        bar = ProgressBar(len(names) * (warmup + repeats), file=sys.stderr)
-    for name in names:
-        for _ in range(warmup):
-            candidates[name]()
-            if bar:
-                bar.update()
+    bar = ProgressBar(len(names) * (warmup + repeats), file=sys.stderr) if progress else None
     times = {name: [] for name in names}
-    for r in range(repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            candidates[name]()
+    warm = [(name, False) for name in names for _ in range(warmup)]
+    rounds = [(name, True) for r in range(repeats)
+              for name in names[r % len(names):] + names[:r % len(names)]]
+    for name, timed in warm + rounds:
+        start = time.perf_counter()
+        candidates[name]()
+        if timed:
             times[name].append(time.perf_counter() - start)
-            if bar:
-                bar.update()
-    if bar:
+        if bar:
+            bar.update()
+    if progress:
         print(file=sys.stderr)
     return times
 
@@ -60,11 +53,10 @@ def time_interleaved(candidates, repeats=30, warmup=5, progress=False, desc='tim
 def summarize(seconds, batch_size=1):
     """Median / best / spread (interquartile range, min-max) in ms and throughput per second."""
     ms = sorted(s * 1e3 for s in seconds)
-    q1, _, q3 = statistics.quantiles(ms, n=4) if len(ms) > 1 else (ms[0], ms[0], ms[0])
+    q1, _, q3 = statistics.quantiles(ms, n=4) if len(ms) > 1 else ms * 3
     median = statistics.median(ms)
-    return dict(runs=len(ms), median_ms=median, best_ms=ms[0], worst_ms=ms[-1],
-                iqr_ms=q3 - q1, mean_ms=statistics.fmean(ms),
-                throughput=batch_size * 1e3 / median,
+    return dict(runs=len(ms), median_ms=median, best_ms=ms[0], worst_ms=ms[-1], iqr_ms=q3 - q1,
+                mean_ms=statistics.fmean(ms), throughput=batch_size * 1e3 / median,
                 best_throughput=batch_size * 1e3 / ms[0])
 
 

@@ -5,8 +5,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .conv_bn import ConvBN
-from .squeeze_excite import SqueezeExcite, make_divisible
+from .conv_bn import ConvBN, SqueezeExcite, make_divisible
 
 
 def ghost_divisible(value):
@@ -18,14 +17,12 @@ class GhostModule(nn.Module):
     """A 1x1 conv makes half the output maps; a cheap depthwise 3x3 conv makes the other half
     from them ("ghost" features). Both convs carry a norm; ``relu`` adds ReLU after each."""
 
-    def __init__(self, in_channels, out_channels, relu=True, cheap_kernel=3,
-                 norm_cfg=None):
+    def __init__(self, in_channels, out_channels, relu=True, norm_cfg=None):
         super().__init__()
         self.out_channels = out_channels
         primary = math.ceil(out_channels / 2)
         self.primary = ConvBN(in_channels, primary, 1, norm_cfg=norm_cfg)
-        self.cheap = ConvBN(primary, primary, cheap_kernel, 1, cheap_kernel // 2,
-                            groups=primary, norm_cfg=norm_cfg)
+        self.cheap = ConvBN(primary, primary, 3, 1, 1, groups=primary, norm_cfg=norm_cfg)
         self.act = nn.ReLU(inplace=True) if relu else nn.Identity()
 
     def forward(self, x):
@@ -37,9 +34,8 @@ class GhostModule(nn.Module):
 
 def ghost_se(channels):
     """GhostNet's SE: a quarter of the channels (GhostNet rounding), ReLU, hard-sigmoid gate."""
-    hidden = ghost_divisible(channels * 0.25)
-    return SqueezeExcite(channels, rd_ratio=hidden / channels, divisor=1,
-                         gate_layer=nn.Hardsigmoid)
+    return SqueezeExcite(channels, rd_ratio=ghost_divisible(channels * 0.25) / channels,
+                         divisor=1, gate_layer=nn.Hardsigmoid)
 
 
 class GhostBottleneck(nn.Module):
@@ -52,22 +48,15 @@ class GhostBottleneck(nn.Module):
         if stride not in (1, 2):
             raise ValueError(f'stride={stride!r} is not valid for a Ghost bottleneck; valid: 1, 2')
         self.expand = GhostModule(in_channels, hidden_channels, relu=True, norm_cfg=norm_cfg)
-        if stride == 2:
-            self.downsample = ConvBN(hidden_channels, hidden_channels, kernel_size, stride,
-                                     kernel_size // 2, groups=hidden_channels,
-                                     norm_cfg=norm_cfg)
-        else:
-            self.downsample = nn.Identity()
+        self.downsample = ConvBN(hidden_channels, hidden_channels, kernel_size, stride,
+                                 kernel_size // 2, groups=hidden_channels,
+                                 norm_cfg=norm_cfg) if stride == 2 else nn.Identity()
         self.se = ghost_se(hidden_channels) if use_se else nn.Identity()
         self.project = GhostModule(hidden_channels, out_channels, relu=False, norm_cfg=norm_cfg)
-        if stride == 1 and in_channels == out_channels:
-            self.shortcut = nn.Identity()
-        else:
-            self.shortcut = nn.Sequential(
-                ConvBN(in_channels, in_channels, kernel_size, stride, kernel_size // 2,
-                       groups=in_channels, norm_cfg=norm_cfg),
-                ConvBN(in_channels, out_channels, 1, norm_cfg=norm_cfg))
+        self.shortcut = nn.Identity() if stride == 1 and in_channels == out_channels else \
+            nn.Sequential(ConvBN(in_channels, in_channels, kernel_size, stride, kernel_size // 2,
+                                 groups=in_channels, norm_cfg=norm_cfg),
+                          ConvBN(in_channels, out_channels, 1, norm_cfg=norm_cfg))
 
     def forward(self, x):
-        y = self.project(self.se(self.downsample(self.expand(x))))
-        return y + self.shortcut(x)
+        return self.project(self.se(self.downsample(self.expand(x)))) + self.shortcut(x)

@@ -1,8 +1,6 @@
 """MoCoViT's Mobile Transformer Block (Ma et al., "MoCoViT: Mobile Convolutional Vision
-Transformer", arXiv 2205.12635): Mobile Self-Attention (MoSA) and the Mobile FFN (MoFFN).
-
-The paper gives the formulas but no code; the choices it leaves open are arguments here, with
-the project's defaults explained in docs/mocovit.md.
+Transformer", arXiv 2205.12635): Mobile Self-Attention (MoSA) and the Mobile FFN (MoFFN). The
+paper gives no code; the choices it leaves open are explained in docs/mocovit.md.
 """
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
@@ -16,37 +14,31 @@ class TokenAttention(nn.Module):
     query, key and value (MoSA's branch sharing). Parameter-free; ``num_heads`` splits the
     channels into independent groups, the paper's form is a single head."""
 
-    def __init__(self, channels, num_heads=1, scale=None):
+    def __init__(self, channels, num_heads=1):
         super().__init__()
         if not isinstance(num_heads, int) or num_heads < 1 or channels % num_heads:
             raise ValueError(f'num_heads={num_heads!r} must be a positive divisor of the '
                              f'{channels} channels')
-        self.num_heads = num_heads
-        self.scale = scale if scale is not None else (channels // num_heads) ** -0.5
+        self.num_heads, self.scale = num_heads, (channels // num_heads) ** -0.5
 
     def forward(self, v):
         b, c, h, w = v.shape
         tokens = v.reshape(b, self.num_heads, c // self.num_heads, h * w).transpose(-2, -1)
         # explicit matmuls (not scaled_dot_product_attention) so FLOP counters see them
         weights = (tokens @ tokens.transpose(-2, -1) * self.scale).softmax(dim=-1)
-        out = weights @ tokens  # (b, heads, h*w, c / heads)
-        return out.transpose(-2, -1).reshape(b, c, h, w)
+        return (weights @ tokens).transpose(-2, -1).reshape(b, c, h, w)
 
 
 class MobileSelfAttention(nn.Module):
-    """MoSA: ``Ghost_out(attention(V) + DWConv(V))`` with ``V = Ghost_shared(x)``.
+    """MoSA: ``Ghost_out(attention(V) + DWConv(V))`` with ``V = Ghost_shared(x)``: one Ghost
+    module replaces the Q, K and V projections (branch sharing); the depthwise conv on V adds
+    the local detail that global attention smooths away."""
 
-    One Ghost module replaces the Q, K and V projections (branch sharing); the depthwise conv
-    on V adds the local detail that global attention smooths away.
-    """
-
-    def __init__(self, channels, num_heads=1, ghost_relu=False, local_kernel=3,
-                 norm_cfg=None):
+    def __init__(self, channels, num_heads=1, ghost_relu=False, norm_cfg=None):
         super().__init__()
         self.shared = GhostModule(channels, channels, relu=ghost_relu, norm_cfg=norm_cfg)
         self.attention = TokenAttention(channels, num_heads)
-        self.local = ConvBN(channels, channels, local_kernel, 1, local_kernel // 2,
-                            groups=channels, norm_cfg=norm_cfg)
+        self.local = ConvBN(channels, channels, 3, 1, 1, groups=channels, norm_cfg=norm_cfg)
         self.proj = GhostModule(channels, channels, relu=ghost_relu, norm_cfg=norm_cfg)
 
     def forward(self, x):

@@ -1,12 +1,10 @@
 """RoIAlign (average pooling) as two small matrix products per RoI.
 
-mmcv's CPU RoIAlign is one thread walking every sample point of every bin, a large share
-of a fused Mask R-CNN's time on CPU (docs/speed.md). Bilinear sampling is separable, and so is
-the average over a bin's sample grid: each RoI's output is ``Wy @ crop @ Wx^T`` with ``Wy``
-(bins x rows) and ``Wx`` (bins x cols) holding the interpolation weights over the few feature
-rows / columns the RoI touches. Same function as mmcv's op (its boundary rules included),
-float rounding aside; differentiable with respect to the features (like mmcv's, not the
-boxes).
+mmcv's CPU RoIAlign is one thread walking every sample point, a large share of a fused Mask
+R-CNN's time on CPU (docs/speed.md). Bilinear sampling and the average over a bin are separable:
+each RoI's output is ``Wy @ crop @ Wx^T``, ``Wy`` / ``Wx`` (bins x rows / cols) holding the
+interpolation weights over the feature rows / columns the RoI touches. Same function as mmcv's
+(boundary rules included), float rounding aside; differentiable in the features, not the boxes.
 """
 import torch
 import torch.nn as nn
@@ -16,10 +14,7 @@ def _axis_weights(start, size, length, bins, sampling_ratio):
     """Along one axis: each RoI's interpolation weights (K, bins, L) over a window of feature
     rows (or columns), the window's first index (K,) and its length (K,) (L: the longest)."""
     bin_size = size / bins
-    if sampling_ratio > 0:
-        grid = torch.full_like(size, sampling_ratio)
-    else:
-        grid = torch.ceil(bin_size)
+    grid = torch.full_like(size, sampling_ratio) if sampling_ratio > 0 else torch.ceil(bin_size)
     max_grid = int(grid.max().item()) if grid.numel() else 0
     first = start.clamp(min=0).floor().clamp(max=length - 1)
     last = (start + size).clamp(min=0).floor().add(1).clamp(max=length - 1)
@@ -74,10 +69,8 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, 
 
 
 class _WindowedMatmul(torch.autograd.Function):
-    """``Wy @ crop @ Wx^T`` for every RoI's window of an (N, H, W, C) map. Written out in both
-    directions because autograd through per-RoI slices would zero-fill a map-sized gradient
-    for every RoI (docs/speed.md measures what that costs); here the map's gradient is one
-    buffer."""
+    """``Wy @ crop @ Wx^T`` for every RoI's window of an (N, H, W, C) map; backward written out
+    since autograd through per-RoI slices would zero-fill a map-sized gradient per RoI."""
 
     @staticmethod
     def forward(ctx, hwc, wy, wx, windows):
@@ -108,9 +101,8 @@ class SeparableRoIAlign(nn.Module):
 
     def __init__(self, output_size, spatial_scale=1.0, sampling_ratio=0, aligned=True):
         super().__init__()
-        if isinstance(output_size, int):
-            output_size = (output_size, output_size)
-        self.output_size = tuple(output_size)
+        self.output_size = (output_size, ) * 2 if isinstance(output_size, int) else tuple(
+            output_size)
         self.spatial_scale = float(spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = aligned
@@ -129,6 +121,3 @@ class SeparableRoIAlign(nn.Module):
     def extra_repr(self):
         return (f'output_size={self.output_size}, spatial_scale={self.spatial_scale}, '
                 f'sampling_ratio={self.sampling_ratio}, aligned={self.aligned}')
-
-
-__all__ = ['roi_align', 'SeparableRoIAlign']
