@@ -10,3 +10,22 @@ def add_runtime_arguments(parser) -> None:
     parser.add_argument('--precision', choices=PRECISIONS, help='f32, bf16 (openvino, on a CPU '
                         'with AVX512-BF16 or AMX) or int8 (an int8 file); default: the file\'s; '
                         'anything the file or CPU cannot give is an error')
+
+
+def add_json_argument(parser) -> None:
+    parser.add_argument('--json', metavar='PATH', help='also write the report as JSON '
+                        '("-": to stdout, instead of the text)')
+
+
+def print_report(report: dict, json_path, text) -> dict:
+    """``text()`` (the report for people) printed, and ``report`` written to ``json_path``;
+    with ``json_path`` '-' only the JSON, to stdout, so that it can be piped."""
+    import json
+    if json_path == '-':
+        print(json.dumps(report, indent=1))
+        return report
+    print(text())
+    if json_path:
+        with open(json_path, 'w') as f:
+            json.dump(report, f, indent=1)
+    return report

@@ -11,7 +11,6 @@ busy machine. Examples:
   python tools/benchmark.py m1_1 --variants fused onnxruntime onnxruntime-int8 --size 224 --size 512
 """
 import argparse
-import json
 import os
 import sys
 
@@ -23,6 +22,7 @@ def parse_args(argv=None):
 
     from mmrepvit.analysis.benchmark import DEPLOYED
     from mmrepvit.targets import VARIANTS
+    from tools._args import add_json_argument
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('targets', nargs='+',
@@ -55,8 +55,7 @@ def parse_args(argv=None):
     parser.add_argument('--classifier', action='store_true',
                         help='backbones: time the ImageNet model (1000-class head)')
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
-    parser.add_argument('--json', metavar='PATH', help='also write the report as JSON '
-                        '("-": to stdout, instead of the table)')
+    add_json_argument(parser)
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--seg-postprocess', type=int, metavar='CLASSES',
@@ -75,6 +74,7 @@ def main(argv=None):
     from mmrepvit.analysis.benchmark import benchmark, format_table
     from mmrepvit.analysis.which_path import DEFAULT_SIZES
     from mmrepvit.targets import target_kind
+    from tools._args import print_report
     if args.seg_postprocess:
         return seg_postprocess(args)
     sizes = [tuple(s) * (3 - len(s)) for s in args.size] if args.size else \
@@ -84,35 +84,23 @@ def main(argv=None):
                        args.cfg_options, memory=not args.no_memory, progress=not args.quiet)
     report['command'] = 'python tools/benchmark.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])
-    if args.json == '-':
-        print(json.dumps(report, indent=1))
-    else:
-        print(format_table(report))
-        if args.json:
-            with open(args.json, 'w') as f:
-                json.dump(report, f, indent=1)
-    return report
+    return print_report(report, args.json, lambda: format_table(report))
 
 
 def seg_postprocess(args):
     from mmrepvit.analysis.benchmark import format_environment, time_seg_postprocess
+    from tools._args import print_report
     size = tuple(args.size[0]) * (3 - len(args.size[0])) if args.size else (512, 512)
     report = time_seg_postprocess(args.seg_postprocess, size, threads=args.threads[0],
                                   repeats=args.repeats, warmup=args.warmup)
-    if args.json == '-':
-        print(json.dumps(report, indent=1))
-        return report
-    print(format_environment(report['environment']))
-    for name, r in report['results'].items():
-        print(f'{name}: median {r["median_ms"]:.2f} ms, best {r["best_ms"]:.2f} ms')
     ratio = report['ratio']
-    print(f'speed-up of resize_argmax over mmseg (mmseg time / its time): '
-          f'{ratio["best_ratio"]:.2f}x best, {ratio["median_round_ratio"]:.2f}x median; '
-          f'same classes: {report["same_classes"]}')
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(report, f, indent=1)
-    return report
+    return print_report(report, args.json, lambda: '\n'.join(
+        [format_environment(report['environment'])]
+        + [f'{name}: median {r["median_ms"]:.2f} ms, best {r["best_ms"]:.2f} ms'
+           for name, r in report['results'].items()]
+        + [f'speed-up of resize_argmax over mmseg (mmseg time / its time): '
+           f'{ratio["best_ratio"]:.2f}x best, {ratio["median_round_ratio"]:.2f}x median; '
+           f'same classes: {report["same_classes"]}']))
 
 
 if __name__ == '__main__':

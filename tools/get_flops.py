@@ -7,7 +7,6 @@ and fused, with a breakdown by part (backbone / neck / heads; stem / blocks for 
   python tools/get_flops.py --published                  # fused m0_9..m2_3 vs the paper
 """
 import argparse
-import json
 import os
 import sys
 
@@ -16,6 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main(argv=None):
     from mmengine.config import DictAction
+
+    from tools._args import add_json_argument, print_report
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('targets', nargs='*', help='RepViT arch, mocovit-<arch>, or a config')
@@ -28,8 +29,7 @@ def main(argv=None):
                         help='backbones: count the ImageNet model (1000-class head)')
     parser.add_argument('--published', action='store_true',
                         help='compare fused m0_9..m2_3 with head at 224 with the paper')
-    parser.add_argument('--json', metavar='PATH', help='write the reports as JSON ("-": '
-                        'stdout, instead of the tables)')
+    add_json_argument(parser)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
     if not args.targets and not args.published:
@@ -45,17 +45,9 @@ def main(argv=None):
         for t in args.targets])
     if args.published:
         out['published'] = complexity.compare_published()
-    if args.json == '-':
-        print(json.dumps(out, indent=1))
-        return out
-    for report in out['reports']:
-        print(complexity.format_complexity(report) + '\n')
-    if args.published:
-        print(complexity.format_published(out['published']))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(out, f, indent=1)
-    return out
+    return print_report(out, args.json, lambda: '\n'.join(
+        [complexity.format_complexity(r) + '\n' for r in out['reports']]
+        + ([complexity.format_published(out['published'])] if args.published else [])))
 
 
 if __name__ == '__main__':
