@@ -10,7 +10,6 @@ import importlib
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
-from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmrepvit',
@@ -21,11 +20,6 @@ HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmrepvit',
 # own, so they are not bridged under their plain names (that would replace the originals)
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='mmrepvit',
                       locations=['mmrepvit.datasets'])
-
-# ``PretrainedBackbone``: what a backbone's ``init_cfg=dict(type='Pretrained')`` becomes. Built
-# by name, so that ``mmrepvit.models`` never imports ``mmrepvit.checkpoint`` (which imports it).
-WEIGHT_INITIALIZERS = Registry('weight initializer', parent=MMENGINE_WEIGHT_INITIALIZERS,
-                               scope='mmrepvit', locations=['mmrepvit.checkpoint'])
 
 TOOLBOXES = ('mmdet', 'mmseg')
 

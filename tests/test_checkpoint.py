@@ -14,11 +14,11 @@ from conftest import DATA, REPO
 from mmengine.logging import HistoryBuffer, MMLogger
 from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
 
+from mmrepvit.apis import convert_checkpoint
 from mmrepvit.checkpoint import (
     CheckpointDownloadError,
     CheckpointFormatError,
     CheckpointMismatchError,
-    convert_checkpoint,
     convert_official,
     convert_timm,
     extract_backbone_weights,

@@ -57,7 +57,7 @@ def test_program_matches_mmdet_inference_on_an_image_file_read_as_bgr(retinanet,
     from mmengine.structures import InstanceData
 
     from mmrepvit.deployment.compare import compare_detections
-    from mmrepvit.targets import load_target_config
+    from mmrepvit.model_variants import load_target_config
     model = retinanet['model']
     model.cfg = load_target_config(RETINANET, OPTIONS)
     image = synthetic_image(EXPORT_SIZE, seed=7)
@@ -97,7 +97,7 @@ def test_int8_program_runs_and_mostly_agrees(retinanet, tmp_path):
     most of the float model's detections are found (same label, box within 2 px, score
     within 0.05; measured: 79 of 100, boxes within 0.09 px, scores within 0.047)."""
     from mmrepvit.deployment.executorch_detector import DenseDetectorApp, detector_image_steps
-    from mmrepvit.targets import load_target_config
+    from mmrepvit.model_variants import load_target_config
     model = retinanet['model']
     calibration = [synthetic_image(SCALE_SIZE, seed) for seed in range(4)]
     path = str(tmp_path / 'int8.pte')

@@ -69,7 +69,7 @@ def parse_args(argv=None):
 
 
 def default_size(target):
-    from mmrepvit.targets import target_kind
+    from mmrepvit.model_variants import target_kind
     return {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}[
         target_kind(target.partition('@')[0])]
 

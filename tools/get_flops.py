@@ -47,7 +47,7 @@ def main(argv=None):
         format_published,
         model_complexity,
     )
-    from mmrepvit.targets import target_kind
+    from mmrepvit.model_variants import target_kind
     default = {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}
     out = dict(reports=[])
     for target in args.targets:

@@ -1,6 +1,6 @@
-"""Reading checkpoints: RepViT's published layouts, ours, whole models strictly, and safe
-(weights-only) loading. ``mmrepvit.integration`` allow-lists what mmengine's own checkpoints
-need, so that ``runner.resume()`` reads them too."""
+"""Checkpoints: reading a file (``safe_load``: weights-only, for mmengine's loads too), which
+layout its weights are in and their renaming (``layouts``), loading them into a backbone
+(``backbone_weights``) or a whole model (``model_weights``), all or nothing."""
 from ..errors import (
                       CheckpointDownloadError,
                       CheckpointError,
@@ -8,17 +8,14 @@ from ..errors import (
                       CheckpointMismatchError,
                       UnsafeCheckpointError,
 )
-from ..models.backbones.published_layouts import convert_official, convert_timm, timm_depths
-from .converter import convert_checkpoint, convert_model_checkpoint
-from .detection import LAYOUTS, detect_layout
-from .loading import (
-                      BackboneWeights,
-                      PretrainedBackbone,
-                      extract_backbone_weights,
-                      load_backbone_checkpoint,
-                      load_backbone_weights,
+from .backbone_weights import (
+                               BackboneWeights,
+                               extract_backbone_weights,
+                               load_backbone_checkpoint,
+                               load_backbone_weights,
 )
-from .model import load_model_checkpoint
+from .layouts import OWN_LAYOUTS, PUBLISHED, Layout, convert_official, convert_timm, timm_depths
+from .model_weights import load_model_checkpoint
 from .safe_load import (
                         ALLOWED_GLOBAL_NAMES,
                         load_checkpoint_file,
@@ -30,9 +27,7 @@ __all__ = [
     'ALLOWED_GLOBAL_NAMES', 'load_checkpoint_file', 'register_safe_globals', 'CheckpointError',
     'CheckpointDownloadError', 'resolve_checkpoint_path',
     'CheckpointFormatError', 'CheckpointMismatchError', 'UnsafeCheckpointError',
-    'convert_official', 'convert_timm', 'timm_depths', 'LAYOUTS', 'detect_layout',
+    'convert_official', 'convert_timm', 'timm_depths', 'Layout', 'OWN_LAYOUTS', 'PUBLISHED',
     'BackboneWeights', 'extract_backbone_weights', 'load_backbone_checkpoint',
-    'load_backbone_weights', 'convert_checkpoint', 'convert_model_checkpoint',
-    'load_model_checkpoint',
-    'PretrainedBackbone'
+    'load_backbone_weights', 'load_model_checkpoint'
 ]

@@ -1,4 +1,5 @@
-"""Reading checkpoints with ``torch.load(weights_only=True)`` only.
+"""The one reader of checkpoint files: ``torch.load(weights_only=True)`` only, for our loads and
+(``register_safe_checkpoint_loader``) mmengine's.
 
 A pickle may name any importable callable and have it called while loading, so a checkpoint can
 carry code. torch (>= 2.6) therefore refuses, by default, every global that is not a tensor
@@ -14,7 +15,7 @@ checkpoint (``meta``, ``state_dict``, ``message_hub``, ``optimizer``, ``param_sc
 
 The project's own loads allow exactly those, for their duration only (``allowed_globals``).
 ``import mmrepvit`` also allow-lists them process-wide (``register_safe_globals``, opt-out in
-``integration.py``), so that mmengine's own ``load_checkpoint`` and ``runner.resume()`` work
+``process_wide.py``), so that mmengine's own ``load_checkpoint`` and ``runner.resume()`` work
 under torch's default ``weights_only=True``.
 ``getattr`` is not allowed as such: the name ``builtins.getattr`` is bound to a function that
 only looks up HistoryBuffer's statistics methods. Unpickled ``numpy.dtype`` objects must also be
@@ -40,6 +41,7 @@ import zipfile
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..errors import CheckpointFormatError, UnsafeCheckpointError
 from .download import fetch_url, is_url
@@ -200,3 +202,17 @@ def load_checkpoint_file(path: str, map_location: str = 'cpu') -> dict:
         raise CheckpointFormatError(
             f'Checkpoint file {path!r} could not be read (truncated or corrupted?): '
             f'{type(e).__name__}: {e}') from None
+
+
+def _mmengine_load(filename, map_location=None):
+    return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
+
+
+def register_safe_checkpoint_loader():
+    """Route mmengine's local-file and http(s) checkpoint loading (``resume``, ``load_from``,
+    ``Pretrained`` init of other modules) through :func:`load_checkpoint_file`, through its
+    public ``CheckpointLoader.register_scheme`` (a URL: downloaded once into the cache of
+    ``download.py``, a folder per URL, not mmengine's own by file name). Process-wide, opt-out:
+    ``process_wide.py``."""
+    for prefixes in ('', ('http://', 'https://')):
+        CheckpointLoader.register_scheme(prefixes=prefixes, loader=_mmengine_load, force=True)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..config import config_path
 from ..fusion import fuse_model
-from ..targets import build_target, load_target_config, synthetic_batch, target_kind
+from ..model_variants import build_target, load_target_config, synthetic_batch, target_kind
 from .compare import (
     BOX_TOL,
     LOGIT_TOL,

@@ -29,7 +29,7 @@ from mmengine.registry import init_default_scope
 
 from ..config import toolbox_of
 from ..datasets.checks import check_dataset_paths
-from ..targets import synthetic_batch
+from ..model_variants import synthetic_batch
 from ..utils.cpu import INT8_DOT_FLAGS, cpu_model, has_int8_dot
 
 QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm')
