@@ -17,12 +17,7 @@ from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .checkpoint import (
-    extract_backbone_weights,
-    load_backbone_weights,
-    load_checkpoint_file,
-    load_model_checkpoint,
-)
+from .checkpoint import load_backbone_checkpoint, load_model_checkpoint
 from .config import build_model, load_config, toolbox_of
 from .cpu_fast_path import optimize_for_cpu
 from .fusion import fuse_backbones, fuse_model
@@ -121,19 +116,16 @@ def _quiet_init_weights(model):
 
 
 def _load_weights(spec, kind, path, classifier, cfg_options):
-    """Build ``spec`` in the structure ``path`` holds (fused or not) and load it strictly."""
-    checkpoint = load_checkpoint_file(path)
-    if kind == 'backbone':
-        if classifier:
-            raise ValueError('--checkpoint loads backbone weights; the classifier head '
-                             'is not part of them')
+    """Build ``spec`` and load ``path`` into it strictly (it takes the checkpoint's form)."""
+    if kind != 'backbone':
+        model = build_model(load_target_config(spec, cfg_options))
+        load_model_checkpoint(model, str(path))
+    elif classifier:
+        raise ValueError('--checkpoint loads backbone weights; the classifier head is not part '
+                         'of them')
+    else:
         model = build_backbone(spec)
-        load_backbone_weights(model, extract_backbone_weights(
-            checkpoint, source=f'checkpoint {str(path)!r}', backbone=model))
-        return model
-    cfg = load_target_config(spec, cfg_options)
-    model = build_model(cfg)
-    load_model_checkpoint(model, checkpoint, source=f'checkpoint {str(path)!r}')
+        load_backbone_checkpoint(model, path)
     return model
 
 

@@ -17,32 +17,28 @@ from ..checkpoint.backbone_weights import shapes_of
 from ..checkpoint.layouts import MODEL_BACKBONE_PREFIX, find_state_dict
 from ..checkpoint.model_weights import FUSED_META_KEY
 from ..errors import CheckpointFormatError, CheckpointMismatchError
-from ..models.backbones.repvit import ARCH_ZOO, RepViT
+from ..models import RepViT
 from ..version import __version__
-
-
-def _pick_arch(weights):
-    fits = RepViT.fitting_archs(shapes_of(weights.state_dict), weights.deploy)
-    if not fits:
-        raise CheckpointMismatchError(
-            f'{weights.source} ({weights.layout} layout) fits none of the published RepViT '
-            f'variants ({", ".join(ARCH_ZOO)}); pass --arch to see which keys differ')
-    return fits[0]
 
 
 def _backbone_model(weights, arch, fuse, logger):
     """A RepViT of ``arch`` (found from the weights when None) holding ``weights``."""
-    arch = arch or _pick_arch(weights)
-    model = RepViT(arch, deploy=weights.deploy)
+    fits = [arch] if arch else RepViT.fitting_archs(shapes_of(weights.state_dict),
+                                                    weights.deploy)
+    if not fits:
+        raise CheckpointMismatchError(
+            f'{weights.source} ({weights.layout} layout) fits none of the published RepViT '
+            f'variants ({", ".join(RepViT.arch_zoo)}); pass --arch to see which keys differ')
+    model = RepViT(fits[0], deploy=weights.deploy)
     load_backbone_weights(model, weights, logger=logger)  # all keys, right shapes, or raises
     if fuse:
         model.eval().switch_to_deploy()
-    return arch, model
+    return fits[0], model
 
 
 def _check_arch(arch):
-    if arch is not None and arch not in ARCH_ZOO:
-        raise KeyError(f'Unknown RepViT arch {arch!r}; valid: {", ".join(ARCH_ZOO)}')
+    if arch is not None:
+        RepViT.named_arch(arch)  # an unknown one: KeyError naming the valid ones
 
 
 def _save(obj, dst):

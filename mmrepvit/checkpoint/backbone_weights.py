@@ -7,7 +7,6 @@ backbone key must then be present with the right shape and nothing may be left o
 nothing is loaded. Which form (plain or fused) the backbone takes is the backbone's own
 business (its load hook).
 """
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -45,9 +44,9 @@ def _listing(items: List[str]) -> str:
 
 
 def _groups(keys: List[str]) -> str:
-    groups = Counter(k.split('.', 1)[0] for k in keys)
+    groups = key_groups(keys)
     return '' if len(groups) < 2 else \
-        ' (in ' + ', '.join(f'{g}.* {n}' for g, n in groups.most_common()) + ')'
+        ' (in ' + ', '.join(f'{g}* {n}' for g, n in groups.most_common()) + ')'
 
 
 def shape_differences(given: Shapes, expected: Shapes, target: str = 'backbone') -> List[str]:

@@ -40,7 +40,7 @@ class Layout:
 
     def to_own(self, state_dict: dict) -> dict:
         """``state_dict`` renamed to the backbone's keys, the classifier head dropped."""
-        return self.rename(split_head(state_dict, self.head)[0])
+        return self.rename(without_head(state_dict, self.head))
 
 
 def _is_state_dict(obj):
@@ -62,24 +62,28 @@ def find_state_dict(checkpoint, source='checkpoint'):
         for key in CONTAINER_KEYS + ('', ):
             found = checkpoint.get(key) if key else checkpoint
             if _is_state_dict(found):
-                if all(k.startswith(DDP_PREFIX) for k in found):
-                    return strip_prefix(found, DDP_PREFIX)[0], key
-                return dict(found), key
+                ddp = all(k.startswith(DDP_PREFIX) for k in found)
+                return under(found, DDP_PREFIX if ddp else ''), key
     raise CheckpointFormatError(
         f'{source} holds no weights: it is {_describe(checkpoint)}. Expected a state_dict '
         f'(names -> tensors) at the top level or under one of {CONTAINER_KEYS}')
 
 
-def key_groups(state_dict):
+def key_groups(keys):
     """Counts of the first name component of each key, e.g. ``{'backbone.': 210, ...}``."""
-    return Counter(k.split('.', 1)[0] + '.' for k in state_dict)
+    return Counter(k.split('.', 1)[0] + '.' for k in keys)
 
 
-def strip_prefix(state_dict, prefix):
-    """The keys under ``prefix`` with it removed; ``(selected, {other group: count})``."""
-    selected = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    others = key_groups({k: v for k, v in state_dict.items() if not k.startswith(prefix)})
-    return selected, dict(others)
+def under(state_dict, prefix):
+    """The entries with keys under ``prefix``, the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def replace_under(state_dict, prefix, old, new):
+    """In place: the entries ``old`` under ``prefix`` replaced by ``new``."""
+    for key in old:
+        del state_dict[prefix + key]
+    state_dict.update({prefix + k: v for k, v in new.items()})
 
 
 def select_backbone(state_dict, prefix=None, source='checkpoint'):
@@ -87,16 +91,15 @@ def select_backbone(state_dict, prefix=None, source='checkpoint'):
     there are none), else, in a detector / segmentor checkpoint, those under ``backbone.``."""
     if prefix:
         prefix = prefix if prefix.endswith('.') else prefix + '.'
-        selected, others = strip_prefix(state_dict, prefix)
-        if not selected:
-            raise CheckpointFormatError(
-                f'{source}: no key starts with prefix={prefix!r}; its keys start with '
-                f'{dict(key_groups(state_dict))}')
-        return selected, prefix, others
-    if any(k.startswith(MODEL_BACKBONE_PREFIX) for k in state_dict):
-        selected, others = strip_prefix(state_dict, MODEL_BACKBONE_PREFIX)
-        return selected, MODEL_BACKBONE_PREFIX, others
-    return state_dict, '', {}
+    elif any(k.startswith(MODEL_BACKBONE_PREFIX) for k in state_dict):
+        prefix = MODEL_BACKBONE_PREFIX
+    else:
+        return state_dict, '', {}
+    selected = under(state_dict, prefix)
+    if not selected:
+        raise CheckpointFormatError(f'{source}: no key starts with prefix={prefix!r}; its keys '
+                                    f'start with {dict(key_groups(state_dict))}')
+    return selected, prefix, dict(key_groups(k for k in state_dict if not k.startswith(prefix)))
 
 
 def recognise(layouts: Sequence[Layout], keys) -> Optional[Layout]:
@@ -110,37 +113,27 @@ def own_layout(keys) -> str:
     return OWN_LAYOUTS[not any(k.endswith('.running_var') for k in keys)]
 
 
-def split_head(state_dict, head):
-    """``(backbone keys, head keys)``: the head is the keys starting with one of ``head``."""
-    out = {k: v for k, v in state_dict.items() if not k.startswith(head)}
-    return out, {k: v for k, v in state_dict.items() if k not in out}
+def without_head(state_dict, head):
+    """``state_dict`` without the keys starting with one of ``head``."""
+    return {k: v for k, v in state_dict.items() if not k.startswith(head)}
 
 
-def _apply(rules, key):
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
+def _rename(key, rules):
+    """``key`` with each (old, new) of ``rules`` replaced in turn, then every ConvBN's conv
+    (``.c.`` in both published layouts) named as ours (``.conv.``)."""
+    for old, new in rules + (('.c.', '.conv.'), ):
+        key = key.replace(old, new)
     return key
 
 
 # ---- RepViT's original release (``features.N``, current and legacy blocks) -------------------
-# Applied in order to every key once `features.N` has become `blocks.{N-1}` (N >= 1) or `stem`.
-OFFICIAL_RULES = (
-    (r'^stem\.(\d)\.c\.', r'stem.\1.conv.'),
-    (r'\.token_mixer\.0\.conv\.c\.', '.token_mixer.dw3x3.conv.'),
-    (r'\.token_mixer\.0\.conv\.bn\.', '.token_mixer.dw3x3.bn.'),
-    (r'\.token_mixer\.0\.conv1\.c\.', '.token_mixer.dw1x1.conv.'),  # legacy
-    (r'\.token_mixer\.0\.conv1\.bn\.', '.token_mixer.dw1x1.bn.'),  # legacy
-    (r'\.token_mixer\.0\.conv1\.', '.token_mixer.dw1x1.'),
-    (r'\.token_mixer\.0\.bn\.', '.token_mixer.bn.'),  # RepDWConv's outer norm, or stride-2 dw
-    (r'\.token_mixer\.0\.c\.', '.token_mixer.conv.'),  # stride-2 depthwise conv
-    (r'\.token_mixer\.1\.', '.se.'),
-    (r'\.token_mixer\.2\.c\.', '.proj.conv.'),
-    (r'\.token_mixer\.2\.bn\.', '.proj.bn.'),
-    (r'\.channel_mixer\.m\.0\.c\.', '.channel_mixer.fc1.conv.'),
-    (r'\.channel_mixer\.m\.0\.bn\.', '.channel_mixer.fc1.bn.'),
-    (r'\.channel_mixer\.m\.2\.c\.', '.channel_mixer.fc2.conv.'),
-    (r'\.channel_mixer\.m\.2\.bn\.', '.channel_mixer.fc2.bn.'),
-)
+# Inside a row, once `features.N` has become `blocks.{N-1}` (N >= 1) or `stem` (N == 0).
+# token_mixer.0 is RepDWConv (conv: 3x3, conv1: 1x1, bn) or a stride-2 ConvBN.
+OFFICIAL_RULES = (('.token_mixer.0.conv.', '.token_mixer.dw3x3.'),
+                  ('.token_mixer.0.conv1.', '.token_mixer.dw1x1.'),
+                  ('.token_mixer.0.', '.token_mixer.'), ('.token_mixer.1.', '.se.'),
+                  ('.token_mixer.2.', '.proj.'), ('.channel_mixer.m.0.', '.channel_mixer.fc1.'),
+                  ('.channel_mixer.m.2.', '.channel_mixer.fc2.'))
 OFFICIAL_HEAD = ('classifier.', )
 LEGACY_BLOCK_KEY = re.compile(r'\.token_mixer\.0\.conv1\.c\.weight$')
 
@@ -149,11 +142,11 @@ def convert_official(state_dict):
     """Original-release keys (``features.*``, current and legacy form) -> ours; the classifier
     head is dropped."""
     out = {}
-    for key, value in split_head(state_dict, OFFICIAL_HEAD)[0].items():
+    for key, value in without_head(state_dict, OFFICIAL_HEAD).items():
         m = re.match(r'^features\.(\d+)\.(.*)$', key)
         if m:
             row, rest = int(m[1]), m[2]
-            key = _apply(OFFICIAL_RULES, f'blocks.{row - 1}.{rest}' if row else f'stem.{rest}')
+            key = _rename(f'blocks.{row - 1}.{rest}' if row else f'stem.{rest}', OFFICIAL_RULES)
         out[key] = value
     return out
 
@@ -165,30 +158,14 @@ def _official(legacy):
 
 # ---- timm's RepViT (``stem.conv1``, ``stages.S.{downsample,blocks}``) --------------------------
 # inside a stride-1 block (``stages.S.blocks.B`` and ``stages.S.downsample.pre_block``)
-TIMM_BLOCK_RULES = (
-    (r'^token_mixer\.conv\.c\.', 'token_mixer.dw3x3.conv.'),
-    (r'^token_mixer\.conv\.bn\.', 'token_mixer.dw3x3.bn.'),
-    (r'^token_mixer\.conv1\.c\.', 'token_mixer.dw1x1.conv.'),  # legacy
-    (r'^token_mixer\.conv1\.bn\.', 'token_mixer.dw1x1.bn.'),  # legacy
-    (r'^token_mixer\.conv1\.', 'token_mixer.dw1x1.'),
-    (r'^channel_mixer\.conv1\.c\.', 'channel_mixer.fc1.conv.'),
-    (r'^channel_mixer\.conv1\.bn\.', 'channel_mixer.fc1.bn.'),
-    (r'^channel_mixer\.conv2\.c\.', 'channel_mixer.fc2.conv.'),
-    (r'^channel_mixer\.conv2\.bn\.', 'channel_mixer.fc2.bn.'),
-)
+TIMM_BLOCK_RULES = (('token_mixer.conv.', 'token_mixer.dw3x3.'),
+                    ('token_mixer.conv1.', 'token_mixer.dw1x1.'),
+                    ('channel_mixer.conv1.', 'channel_mixer.fc1.'),
+                    ('channel_mixer.conv2.', 'channel_mixer.fc2.'))
 # the stride-2 row, split into three parts of ``stages.S.downsample``
-TIMM_DOWNSAMPLE_RULES = (
-    (r'^spatial_downsample\.c\.', 'token_mixer.conv.'),
-    (r'^spatial_downsample\.bn\.', 'token_mixer.bn.'),
-    (r'^channel_downsample\.c\.', 'proj.conv.'),
-    (r'^channel_downsample\.bn\.', 'proj.bn.'),
-    (r'^ffn\.conv1\.c\.', 'channel_mixer.fc1.conv.'),
-    (r'^ffn\.conv1\.bn\.', 'channel_mixer.fc1.bn.'),
-    (r'^ffn\.conv2\.c\.', 'channel_mixer.fc2.conv.'),
-    (r'^ffn\.conv2\.bn\.', 'channel_mixer.fc2.bn.'),
-)
-TIMM_STEM_RULES = ((r'^stem\.conv(\d)\.c\.', lambda m: f'stem.{2 * int(m[1]) - 2}.conv.'),
-                   (r'^stem\.conv(\d)\.bn\.', lambda m: f'stem.{2 * int(m[1]) - 2}.bn.'))
+TIMM_DOWNSAMPLE_RULES = (('spatial_downsample.', 'token_mixer.'), ('channel_downsample.', 'proj.'),
+                         ('ffn.conv1.', 'channel_mixer.fc1.'), ('ffn.conv2.', 'channel_mixer.fc2.'))
+TIMM_STEM_RULES = (('stem.conv1.', 'stem.0.'), ('stem.conv2.', 'stem.2.'))
 TIMM_HEAD = ('head.', )
 TIMM_STAGE_KEY = re.compile(
     r'^stages\.(?P<stage>\d+)\.(?:blocks\.(?P<block>\d+)|downsample\.(?P<pre>pre_block)'
@@ -223,21 +200,21 @@ def convert_timm(state_dict, depths):
         raise ValueError(f'depths must give the rows of 4 stages, got {depths!r}')
     starts = [sum(depths[:s]) for s in range(4)]  # index in `blocks` of each stage's first row
     out = {}
-    for key, value in split_head(state_dict, TIMM_HEAD)[0].items():
+    for key, value in without_head(state_dict, TIMM_HEAD).items():
         m = TIMM_STAGE_KEY.match(key)
         if key.startswith('stem.'):
-            new = _apply(TIMM_STEM_RULES, key)
+            new = _rename(key, TIMM_STEM_RULES)
         elif m is None:
             new = key
         else:
             stage, rest = int(m['stage']), m['rest']
             if m['block'] is not None:  # after the stride-2 row, except in stage 0
                 row = starts[stage] + int(m['block']) + (1 if stage > 0 else 0)
-                new = f'blocks.{row}.{_apply(TIMM_BLOCK_RULES, rest)}'
+                new = f'blocks.{row}.{_rename(rest, TIMM_BLOCK_RULES)}'
             elif m['pre']:  # the previous stage's last row
-                new = f'blocks.{starts[stage] - 1}.{_apply(TIMM_BLOCK_RULES, rest)}'
+                new = f'blocks.{starts[stage] - 1}.{_rename(rest, TIMM_BLOCK_RULES)}'
             else:  # the stride-2 row opening this stage
-                new = f'blocks.{starts[stage]}.{_apply(TIMM_DOWNSAMPLE_RULES, rest)}'
+                new = f'blocks.{starts[stage]}.{_rename(rest, TIMM_DOWNSAMPLE_RULES)}'
         if new in out:
             raise CheckpointFormatError(
                 f'timm key {key!r} maps to {new!r} twice with depths {tuple(depths)}: the '

@@ -17,7 +17,7 @@ from mmengine.logging import print_log
 
 from ...checkpoint import load_backbone_checkpoint
 from ...checkpoint.backbone_weights import BN_COUNTER, Shapes, shape_differences, shapes_of
-from ...checkpoint.layouts import Layout, recognise
+from ...checkpoint.layouts import Layout, recognise, replace_under, under
 from ...errors import CheckpointMismatchError
 
 
@@ -78,14 +78,12 @@ class WeightForms:
     @torch.no_grad()
     def _adopt_weights_form(self, state_dict, prefix, *args):
         """Load pre-hook: make the weights under ``prefix`` and this backbone the same form."""
-        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        own = under(state_dict, prefix)
         if not own:
             return  # nothing for the backbone here: the loader reports the missing keys
         native = self.to_own_layout(own)
         if native is not own:  # e.g. a whole-model checkpoint of the original release
-            for key in own:
-                del state_dict[prefix + key]
-            state_dict.update({prefix + k: v for k, v in native.items()})
+            replace_under(state_dict, prefix, own, native)
             own = native
         given = shapes_of(own)
         if given != self.form_shapes(self.deploy):
@@ -95,10 +93,8 @@ class WeightForms:
                 plain = self.twin(deploy=False)
                 plain.load_state_dict(own, strict=False)  # counters may be absent
                 plain.eval().switch_to_deploy()
-                for key in own:
-                    del state_dict[prefix + key]
+                replace_under(state_dict, prefix, own, plain.state_dict())
                 own = plain.state_dict()
-                state_dict.update({prefix + k: v for k, v in own.items()})
                 print_log(f'{self.describe()}: fused the plain weights being loaded into this '
                           f'fused (deploy) backbone', logger='current')
             else:
