@@ -12,10 +12,7 @@ import torch.nn as nn
 from mmcv.cnn import fuse_conv_bn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-# meta[FUSED_META_KEY] of a fused checkpoint: which parts are fused
-FUSED_META_KEY = 'mmrepvit_fused'
-# what mmrepvit < 0.2 wrote: backbone fused *and* head BatchNorms folded (needs its own config)
-OLD_FUSED_META_KEY = 'mmrepvit_deploy'
+from .checkpoint.model_weights import FUSED_META_KEY, OLD_FUSED_META_KEY
 
 
 def fuse_backbones(model: nn.Module) -> nn.Module:

@@ -16,11 +16,6 @@ HOOKS = Registry('hook', parent=root.HOOKS, scope='mmrepvit', locations=['mmrepv
 TRANSFORMS = Registry('transform', parent=root.TRANSFORMS, scope='mmrepvit',
                       locations=['mmrepvit.datasets'])
 
-# ``PretrainedBackbone``: what a backbone's ``init_cfg=dict(type='Pretrained')`` becomes. Built
-# by name, so that ``mmrepvit.models`` never imports ``mmrepvit.checkpoint`` (which imports it).
-WEIGHT_INITIALIZERS = Registry('weight initializer', parent=root.WEIGHT_INITIALIZERS,
-                               scope='mmrepvit', locations=['mmrepvit.checkpoint'])
-
 TOOLBOXES = ('mmdet', 'mmseg')
 
 

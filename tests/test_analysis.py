@@ -22,7 +22,7 @@ from mmrepvit.analysis import (
 )
 from mmrepvit.cpu_fast_path import ContiguousInputs, optimize_for_cpu
 from mmrepvit.fusion import count_batchnorms
-from mmrepvit.targets import randomize_norms
+from mmrepvit.model_variants import randomize_norms
 
 REPO = Path(__file__).resolve().parents[1]
 SEG_CFG = str(REPO / 'configs/fpn_repvit_m1_1_ade20k.py')
@@ -259,7 +259,7 @@ def test_cpu_speed_hook_trains_the_same_model_faster_layout():
 
     from mmrepvit.apis import build_model
     from mmrepvit.engine import CPUSpeedHook
-    from mmrepvit.targets import load_target_config
+    from mmrepvit.model_variants import load_target_config
 
     cfg = load_target_config(DET_CFG, SMALL)
     torch.manual_seed(0)

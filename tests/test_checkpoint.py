@@ -14,21 +14,22 @@ from conftest import DATA, REPO
 from mmengine.logging import HistoryBuffer, MMLogger
 from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
 
+from mmrepvit.apis import convert_checkpoint
 from mmrepvit.checkpoint import (
     CheckpointDownloadError,
     CheckpointFormatError,
     CheckpointMismatchError,
-    convert_checkpoint,
     convert_official,
     convert_timm,
     extract_backbone_weights,
     load_backbone_checkpoint,
     load_backbone_weights,
     load_checkpoint_file,
+    load_model_checkpoint,
     timm_depths,
 )
 from mmrepvit.checkpoint.download import cache_path, record_path
-from mmrepvit.models import RepViT
+from mmrepvit.models import MoCoViT, RepViT
 
 with gzip.open(DATA / 'repvit_checkpoint_layouts.json.gz', 'rt') as f:
     LAYOUTS = json.load(f)
@@ -179,6 +180,30 @@ def test_detector_checkpoint_backbone_prefix(golden, tmp_path, log_messages):
     assert_reproduces_golden(explicit, golden)
     with pytest.raises(CheckpointFormatError, match=r"prefix='student\.'.*'backbone\.'"):
         load_backbone_checkpoint(RepViT(golden['arch']), path, prefix='student.')
+
+
+def test_ddp_prefix_is_dropped_for_backbone_and_whole_model_loading(golden, tmp_path):
+    """A checkpoint saved from a DDP-wrapped detector: every key under ``module.``."""
+    backbone = {f'module.backbone.{k}': v for k, v in golden['state_dict'].items()}
+    path = save(tmp_path, 'ddp.pth', {'state_dict': backbone})
+    model = RepViT(golden['arch'], init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    assert_reproduces_golden(model, golden)
+    whole = nn.Module()
+    whole.backbone = RepViT(golden['arch'])
+    load_model_checkpoint(whole, str(path))  # the original layout under backbone.: renamed
+    assert_reproduces_golden(whole.backbone, golden)
+
+
+def test_each_backbone_reads_the_layouts_it_lists(tmp_path):
+    """RepViT's published layouts are RepViT's (MoCoViT's own keys start with ``stages.``, as
+    timm's RepViT's do): a RepViT checkpoint given to MoCoViT is named as none of its."""
+    path = save(tmp_path, 'official.pth',
+                {'model': synthesise(LAYOUTS['official']['repvit_m0_6'])})
+    with pytest.raises(CheckpointFormatError, match=r'no MoCoViT checkpoint layout \('
+                                                    r'recognised: mmrepvit, mmrepvit_deploy'):
+        load_backbone_checkpoint(MoCoViT('0.5x'), path)
+    assert RepViT.checkpoint_layouts and not MoCoViT.checkpoint_layouts
 
 
 # ---- every variant in every layout -------------------------------------------------------------

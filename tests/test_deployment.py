@@ -13,7 +13,7 @@ import torch
 from mmrepvit.deployment import open_model
 from mmrepvit.deployment.compare import LOGIT_TOL, MASK_IOU, compare_detections
 from mmrepvit.deployment.export import check_model, export_model, spread_dense_scores
-from mmrepvit.targets import build_target, load_target_config
+from mmrepvit.model_variants import build_target, load_target_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures('one_torch_thread')

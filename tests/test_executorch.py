@@ -9,7 +9,7 @@ from tiny_runs import demo_pipeline, make_data, write_seg_config
 
 from mmrepvit.deployment import executorch_program as etp
 from mmrepvit.deployment.executorch_runtime import ExecuTorchSessions
-from mmrepvit.targets import build_target
+from mmrepvit.model_variants import build_target
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 

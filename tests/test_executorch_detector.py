@@ -61,7 +61,7 @@ def test_program_matches_mmdet_inference_on_an_image_file_read_as_bgr(retinanet,
     from mmengine.structures import InstanceData
 
     from mmrepvit.deployment.compare import compare_detections
-    from mmrepvit.targets import load_target_config
+    from mmrepvit.model_variants import load_target_config
     model = retinanet['model']
     model.cfg = load_target_config(RETINANET, OPTIONS)
     image = synthetic_image(EXPORT_SIZE, seed=7)
@@ -101,7 +101,7 @@ def test_int8_program_runs_and_mostly_agrees(retinanet, tmp_path):
     most of the float model's detections are found (same label, box within 2 px, score
     within 0.05; measured: 79 of 100, boxes within 0.09 px, scores within 0.047)."""
     from mmrepvit.deployment.executorch_detector import DenseDetectorApp, detector_image_steps
-    from mmrepvit.targets import load_target_config
+    from mmrepvit.model_variants import load_target_config
     model = retinanet['model']
     calibration = [synthetic_image(SCALE_SIZE, seed) for seed in range(4)]
     path = str(tmp_path / 'int8.pte')
@@ -120,7 +120,7 @@ def on_demo_data(retinanet, tmp_path_factory):
     """The program's config on 3 demo images of its one size (96x120), and the fused PyTorch
     model it was exported from as a checkpoint."""
     from mmrepvit.demo import make_demo_dataset
-    from mmrepvit.targets import load_target_config
+    from mmrepvit.model_variants import load_target_config
     work = tmp_path_factory.mktemp('etdet_data')
     make_demo_dataset(str(work), num_train=1, num_val=3, size=EXPORT_SIZE, progress=False)
     cfg = load_target_config(RETINANET, OPTIONS)
@@ -202,7 +202,7 @@ def test_unconverged_nms_is_warned_once(retinanet, on_demo_data, recwarn):
 
     from mmrepvit.deployment import open_model
     from mmrepvit.deployment.executorch_runtime import feed_original_images
-    from mmrepvit.targets import synthetic_batch
+    from mmrepvit.model_variants import synthetic_batch
     cfg = Config.fromfile(on_demo_data['config'])
     feed_original_images(cfg)
     model = open_model(cfg, retinanet['path'], 'executorch')

@@ -19,10 +19,10 @@ from mmengine.runner import load_checkpoint
 from model_steps import assert_same_detections, assert_same_segmentation
 from tiny_runs import packaged_test
 
-from mmrepvit.apis import build_model, load_config, prepare_test_cfg
+from mmrepvit.apis import build_model, convert_checkpoint, load_config, prepare_test_cfg
 from mmrepvit.apis import test as run_test
 from mmrepvit.apis.infer import infer
-from mmrepvit.checkpoint import convert_checkpoint, load_checkpoint_file, load_model_checkpoint
+from mmrepvit.checkpoint import load_checkpoint_file, load_model_checkpoint
 from mmrepvit.demo.run import DEMO_CONFIGS, _data_options
 from mmrepvit.errors import CheckpointMismatchError
 

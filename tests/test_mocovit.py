@@ -13,8 +13,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmrepvit.apis import load_config, prepare_test_cfg, prepare_train_cfg, train
 from mmrepvit.apis import test as run_test
+from mmrepvit.checkpoint.backbone_weights import shapes_of
 from mmrepvit.models import GhostNet, GhostNetClassifier, MoCoViT, MoCoViTClassifier
-from mmrepvit.models.backbones.base import shapes_of
 from mmrepvit.models.layers import (
     GhostBottleneck,
     GhostModule,

@@ -28,7 +28,7 @@ from mmrepvit.deployment.compare import LOGIT_TOL
 from mmrepvit.deployment.export import check_model, export_model
 from mmrepvit.deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
 from mmrepvit.deployment.seg_postprocess import resize_argmax
-from mmrepvit.targets import synthetic_batch
+from mmrepvit.model_variants import synthetic_batch
 from mmrepvit.utils.cpu import BF16_FLAGS, cpu_flags, describe_cpu
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')

@@ -1,6 +1,7 @@
 """The package's shape: its parts in one dependency order (docs/architecture.md), every import
-going down that order (imports inside functions counted), imports inside functions only for
-optional dependencies, and every module importable on its own."""
+and every registry lookup by name going down that order (imports inside functions counted),
+imports inside functions only for optional dependencies, and every module importable on its
+own."""
 import ast
 import os
 import os.path as osp
@@ -17,19 +18,19 @@ REPO = osp.dirname(PACKAGE_DIR)
 # A part is a subpackage or a top-level module; the package's own __init__ is the top.
 LAYERS = (
     ('errors', 'version', 'registry', 'utils'),
+    ('checkpoint', ),
     ('models', ),
     ('fusion', ),
     ('cpu_fast_path', ),
-    ('checkpoint', ),
     ('datasets', ),
     ('engine', ),
     ('config', ),
-    ('targets', ),
+    ('model_variants', ),
     ('deployment', ),
     ('analysis', ),
     ('apis', ),
     ('demo', ),
-    ('integration', ),
+    ('process_wide', ),
     ('__init__', ),
 )
 # What a function may import inside itself: dependencies a user may not have installed
@@ -91,6 +92,30 @@ def layer_violations(package_dir, layers):
     return sorted(bad)
 
 
+def registry_lookups_upward(package_dir, layers):
+    """``[(file, line, part, part defining the name)]`` for each ``x.get('Name')`` /
+    ``x.build(dict(type='Name'))`` naming a class of a higher part: a dependency by registry
+    string, which the imports do not show."""
+    rank = {part: i for i, layer in enumerate(layers) for part in layer}
+    trees = {path: ast.parse(open(path).read()) for path in python_files(package_dir)}
+    defined = {node.name: part_of(path, package_dir) for path, tree in trees.items()
+               for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    bad = []
+    for path, tree in trees.items():
+        part = part_of(path, package_dir)
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and call.func.attr in ('get', 'build')):
+                continue
+            for node in ast.walk(ast.Module(body=[ast.Expr(a) for a in call.args] + [
+                    ast.Expr(k.value) for k in call.keywords], type_ignores=[])):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    target = defined.get(node.value.rsplit('.', 1)[-1])
+                    if target and target != part and not rank[target] < rank[part]:
+                        bad.append((osp.relpath(path, package_dir), node.lineno, part, target))
+    return sorted(bad)
+
+
 def function_level_imports(package_dir):
     """``[(file, line, module)]`` of the imports written inside functions."""
     found = []
@@ -114,6 +139,29 @@ def test_every_part_is_in_the_layer_order():
 
 def test_imports_go_down_the_layer_order():
     assert layer_violations(PACKAGE_DIR, LAYERS) == []
+
+
+def test_registry_lookups_by_name_go_down_the_layer_order():
+    assert registry_lookups_upward(PACKAGE_DIR, LAYERS) == []
+
+
+def test_the_layer_check_sees_a_registry_lookup_of_a_higher_layer(tmp_path):
+    """A lower part building a higher part's class from a registry by name: no import, the
+    same circle."""
+    pkg = tmp_path / 'toy'
+    for part in ('low', 'high'):
+        (pkg / part).mkdir(parents=True)
+        (pkg / part / '__init__.py').write_text('')
+    (pkg / 'high' / 'tool.py').write_text('class Loader:\n    pass\n')
+    (pkg / 'low' / 'core.py').write_text(textwrap.dedent('''\
+        def init(registry, module):
+            registry.get('Loader')(module)
+            return registry.build(dict(type='toy.Loader'))
+        '''))
+    layers = (('low', ), ('high', ))
+    assert registry_lookups_upward(str(pkg), layers) == [('low/core.py', 2, 'low', 'high'),
+                                                         ('low/core.py', 3, 'low', 'high')]
+    assert registry_lookups_upward(str(pkg), layers[::-1]) == []
 
 
 def test_imports_inside_functions_are_only_optional_dependencies():

@@ -26,7 +26,7 @@ from mmrepvit.deployment.quantize import (
     quantize_onnx,
 )
 from mmrepvit.deployment.runtime import ort_session
-from mmrepvit.targets import load_target_config, synthetic_batch
+from mmrepvit.model_variants import load_target_config, synthetic_batch
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 

@@ -21,7 +21,7 @@ def parse_args(argv=None):
     from mmengine.config import DictAction
 
     from mmrepvit.analysis.benchmark import DEPLOYED
-    from mmrepvit.targets import VARIANTS
+    from mmrepvit.model_variants import VARIANTS
     from tools._args import add_json_argument
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,7 +73,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmrepvit.analysis.benchmark import benchmark, format_table
     from mmrepvit.analysis.which_path import DEFAULT_SIZES
-    from mmrepvit.targets import target_kind
+    from mmrepvit.model_variants import target_kind
     from tools._args import print_report
     if args.seg_postprocess:
         return seg_postprocess(args)

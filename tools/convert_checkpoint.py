@@ -30,7 +30,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmrepvit.checkpoint import CheckpointError, convert_checkpoint, convert_model_checkpoint
+    from mmrepvit.apis import convert_checkpoint, convert_model_checkpoint
+    from mmrepvit.errors import CheckpointError
     if args.whole_model and args.prefix:
         print('error: --whole-model takes the backbone under "backbone."; drop --prefix',
               file=sys.stderr)

@@ -65,7 +65,7 @@ def main(argv=None):
 
     from mmrepvit.deployment import executorch_detector as etd
     from mmrepvit.deployment import executorch_program as etp
-    from mmrepvit.targets import target_kind
+    from mmrepvit.model_variants import target_kind
     torch.set_num_threads(args.threads)  # and ExecuTorch's, when it loads the program
     kind = target_kind(args.target)
     sizes = dict(min_size=args.min_size, max_size=args.max_size, time_repeats=args.time,

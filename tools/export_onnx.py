@@ -70,7 +70,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmrepvit.targets import target_kind
+    from mmrepvit.model_variants import target_kind
     kind = target_kind(args.target)
     sizes = [tuple(s) for s in args.check_size] if args.check_size else None
     if sizes is not None and len(set(sizes)) < 2:

@@ -37,7 +37,7 @@ def main(argv=None):
     if args.size and len(args.size) not in (1, 2):
         parser.error(f'--size takes H or H W, got {args.size}')
     from mmrepvit.analysis import complexity
-    from mmrepvit.targets import target_kind
+    from mmrepvit.model_variants import target_kind
     default = {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}
     size = tuple(args.size) * (3 - len(args.size)) if args.size else None
     out = dict(reports=[complexity.model_complexity(

@@ -1,8 +1,8 @@
 """Speed, size and export: what tools/benchmark.py, get_flops.py and export_onnx.py run."""
 from ..deployment.compare import check_onnx
 from ..deployment.export import export_and_check, export_onnx
+from ..model_variants import VARIANTS, build_target, synthetic_batch, target_kind
 from ..models import RepViTClassifier
-from ..targets import VARIANTS, build_target, synthetic_batch, target_kind
 from ..utils.timing import paired_ratios, summarize, time_interleaved
 from .benchmark import benchmark, format_table
 from .complexity import (

@@ -24,7 +24,7 @@ from ..deployment.export import (
 from ..deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
 from ..deployment.runtime import OnnxBackbone
 from ..deployment.seg_postprocess import resize_argmax
-from ..targets import (
+from ..model_variants import (
     VARIANTS,
     build_target,
     describe_outputs,

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 
-from ..targets import build_target, synthetic_batch, target_kind
+from ..model_variants import build_target, synthetic_batch, target_kind
 
 # The RepViT paper's ImageNet figures: fused, 1000-class head, 224x224 (params, multiply-adds).
 PUBLISHED = {'m0_9': (5.1e6, 0.8e9), 'm1_0': (6.8e6, 1.1e9), 'm1_1': (8.2e6, 1.3e9),

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from ..deployment.export import export_model
 from ..deployment.runtime import UnsupportedPrecision, require_bf16
-from ..targets import target_kind
+from ..model_variants import target_kind
 from ..utils.cpu import cpu_flags
 from .benchmark import DEPLOYED, benchmark, format_environment
 

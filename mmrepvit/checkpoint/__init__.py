@@ -1,38 +1,27 @@
-"""Reading checkpoints: RepViT's published layouts, ours, whole models strictly, and safe
-(weights-only) loading. ``mmrepvit.integration`` allow-lists what mmengine's own checkpoints
-need, so that ``runner.resume()`` reads them too."""
+"""Checkpoints: reading a file (``safe_load``: weights-only, for mmengine's loads too), which
+layout its weights are in and their renaming (``layouts``), loading them into a backbone
+(``backbone_weights``) or a whole model (``model_weights``), all or nothing."""
 from ..errors import (
-                      CheckpointDownloadError,
-                      CheckpointError,
-                      CheckpointFormatError,
-                      CheckpointMismatchError,
-                      UnsafeCheckpointError,
+    CheckpointDownloadError,
+    CheckpointError,
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
 )
-from ..models.backbones.published_layouts import convert_official, convert_timm, timm_depths
-from .converter import convert_checkpoint, convert_model_checkpoint
-from .detection import LAYOUTS, detect_layout
-from .loading import (
-                      BackboneWeights,
-                      PretrainedBackbone,
-                      extract_backbone_weights,
-                      load_backbone_checkpoint,
-                      load_backbone_weights,
+from .backbone_weights import (
+    BackboneWeights,
+    extract_backbone_weights,
+    load_backbone_checkpoint,
+    load_backbone_weights,
 )
-from .model import load_model_checkpoint
-from .safe_load import (
-                        ALLOWED_GLOBAL_NAMES,
-                        load_checkpoint_file,
-                        register_safe_globals,
-                        resolve_checkpoint_path,
-)
+from .layouts import Layout, convert_official, convert_timm, timm_depths
+from .model_weights import load_model_checkpoint
+from .safe_load import ALLOWED_GLOBAL_NAMES, load_checkpoint_file, resolve_checkpoint_path
 
 __all__ = [
-    'ALLOWED_GLOBAL_NAMES', 'load_checkpoint_file', 'register_safe_globals', 'CheckpointError',
-    'CheckpointDownloadError', 'resolve_checkpoint_path',
-    'CheckpointFormatError', 'CheckpointMismatchError', 'UnsafeCheckpointError',
-    'convert_official', 'convert_timm', 'timm_depths', 'LAYOUTS', 'detect_layout',
-    'BackboneWeights', 'extract_backbone_weights', 'load_backbone_checkpoint',
-    'load_backbone_weights', 'convert_checkpoint', 'convert_model_checkpoint',
-    'load_model_checkpoint',
-    'PretrainedBackbone'
+    'ALLOWED_GLOBAL_NAMES', 'BackboneWeights', 'CheckpointDownloadError', 'CheckpointError',
+    'CheckpointFormatError', 'CheckpointMismatchError', 'Layout', 'UnsafeCheckpointError',
+    'convert_official', 'convert_timm', 'extract_backbone_weights', 'load_backbone_checkpoint',
+    'load_backbone_weights', 'load_checkpoint_file', 'load_model_checkpoint',
+    'resolve_checkpoint_path', 'timm_depths'
 ]

@@ -1,33 +1,21 @@
-"""Reading checkpoints with ``torch.load(weights_only=True)`` only.
+"""The one reader of checkpoint files: ``torch.load(weights_only=True)`` only, for our loads and
+(``register_safe_checkpoint_loader``) mmengine's.
 
 A pickle may name any importable callable and have it called while loading, so a checkpoint can
-carry code. torch (>= 2.6) therefore refuses, by default, every global that is not a tensor
-rebuild function or a plain container. mmengine's Runner checkpoints pickle a few more objects:
-on torch 2.13 / numpy 1.26 / mmengine 0.10.7, ``get_unsafe_globals_in_checkpoint`` of a Runner
-checkpoint (``meta``, ``state_dict``, ``message_hub``, ``optimizer``, ``param_schedulers``;
-``tests/test_safe_load.py`` checks it) lists exactly:
-
-- ``mmengine.logging.history_buffer.HistoryBuffer`` (the message hub's scalar logs);
-- ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype`` (its arrays);
-- ``numpy.core.multiarray.scalar`` (numpy scalars in ``runtime_info``, e.g. ``eta``);
-- ``builtins.getattr``, used as ``getattr(HistoryBuffer, 'min')`` for its statistics methods.
-
-The project's own loads allow exactly those, for their duration only (``allowed_globals``).
-``import mmrepvit`` also allow-lists them process-wide (``register_safe_globals``, opt-out in
-``integration.py``), so that mmengine's own ``load_checkpoint`` and ``runner.resume()`` work
-under torch's default ``weights_only=True``.
-``getattr`` is not allowed as such: the name ``builtins.getattr`` is bound to a function that
-only looks up HistoryBuffer's statistics methods. Unpickled ``numpy.dtype`` objects must also be
-built, which needs their classes: the numeric ones (bool, integers, floats) are allowed --
-float64 and int64 are in every Runner checkpoint, float32 and others appear when a metric
-returns numpy scalars; object and string dtypes are not. ``collections.OrderedDict``
-(and ``collections.Counter``, in MultiStepLR's state) are already allowed by torch. Anything
-else is refused, naming the global.
-
-numpy 2 renamed ``numpy.core`` to ``numpy._core``, and a pickle names the module of the numpy that
-wrote it. Both spellings of ``_reconstruct`` and ``scalar`` are allowed, each bound to the running
-numpy's own function (torch's unpickler looks the name up in the allow-list and imports nothing),
-so a checkpoint saved under numpy 1 loads under numpy 2 and the other way round.
+carry code; torch (>= 2.6) refuses by default every global that is not a tensor rebuild function
+or a plain container. An mmengine Runner checkpoint pickles exactly these more (torch 2.13,
+numpy 1.26, mmengine 0.10.7; ``tests/test_safe_load.py`` checks it):
+``mmengine.logging.history_buffer.HistoryBuffer`` (the message hub's logs), numpy's
+``_reconstruct``, ``ndarray``, ``dtype`` and ``scalar`` (its arrays and scalars), and
+``builtins.getattr`` as ``getattr(HistoryBuffer, 'min')``. Our loads allow exactly those, for
+their duration (``allowed_globals``); ``import mmrepvit`` allows them process-wide
+(``register_safe_globals``, opt-out in ``process_wide.py``) so that mmengine's own
+``load_checkpoint`` and ``runner.resume()`` work. ``builtins.getattr`` is bound to a function
+that only looks up HistoryBuffer's statistics methods; ``numpy.dtype`` objects are built only
+for the numeric dtypes (object and string ones are refused). Anything else is refused, naming
+the global. numpy 2 renamed ``numpy.core`` to ``numpy._core``: both spellings of
+``_reconstruct`` and ``scalar`` are bound to the running numpy's function, so a checkpoint
+saved under either numpy loads under the other.
 """
 import contextlib
 import os
@@ -40,6 +28,7 @@ import zipfile
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..errors import CheckpointFormatError, UnsafeCheckpointError
 from .download import fetch_url, is_url
@@ -200,3 +189,17 @@ def load_checkpoint_file(path: str, map_location: str = 'cpu') -> dict:
         raise CheckpointFormatError(
             f'Checkpoint file {path!r} could not be read (truncated or corrupted?): '
             f'{type(e).__name__}: {e}') from None
+
+
+def _mmengine_load(filename, map_location=None):
+    return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
+
+
+def register_safe_checkpoint_loader():
+    """Route mmengine's local-file and http(s) checkpoint loading (``resume``, ``load_from``,
+    ``Pretrained`` init of other modules) through :func:`load_checkpoint_file`, through its
+    public ``CheckpointLoader.register_scheme`` (a URL: downloaded once into the cache of
+    ``download.py``, a folder per URL, not mmengine's own by file name). Process-wide, opt-out:
+    ``process_wide.py``."""
+    for prefixes in ('', ('http://', 'https://')):
+        CheckpointLoader.register_scheme(prefixes=prefixes, loader=_mmengine_load, force=True)

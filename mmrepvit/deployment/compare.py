@@ -5,7 +5,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
-from ..targets import synthetic_batch
+from ..model_variants import synthetic_batch
 from .runtime import ort_session
 
 BOX_TOL = 1e-3  # pixels

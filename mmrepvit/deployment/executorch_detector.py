@@ -39,7 +39,7 @@ from mmengine.structures import InstanceData
 
 from ..config import default_dataset_meta
 from ..fusion import fuse_model
-from ..targets import load_target_config
+from ..model_variants import load_target_config
 from .compare import BOX_TOL, SCORE_TOL, compare_detections
 from .executorch_program import (
     SegmentorApp,

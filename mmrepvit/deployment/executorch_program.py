@@ -41,7 +41,7 @@ from torch.export import Dim, export
 
 from ..config import default_dataset_meta
 from ..fusion import fuse_model
-from ..targets import build_target, load_target_config
+from ..model_variants import build_target, load_target_config
 from ..utils.timing import paired_ratios, summarize, time_interleaved
 from .executorch_runtime import (
     CONTRACT_VERSION,

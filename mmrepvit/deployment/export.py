@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..config import config_path
 from ..fusion import fuse_model
-from ..targets import build_target, load_target_config, synthetic_batch, target_kind
+from ..model_variants import build_target, load_target_config, synthetic_batch, target_kind
 from .compare import (
     BOX_TOL,
     LOGIT_TOL,
@@ -144,7 +144,7 @@ def load_model(config: str, checkpoint: Optional[str] = None, cfg_options: Optio
     """The fused PyTorch model of ``config`` (eval mode, CPU) that gets exported.
 
     ``checkpoint``: a plain (trained) or fused checkpoint; without one, random weights with
-    trained-like BatchNorm statistics (``targets.build_target``) and, in dense
+    trained-like BatchNorm statistics (``model_variants.build_target``) and, in dense
     detection heads, scores spread around their threshold (``spread_dense_scores``)."""
     model = build_target(config, 'fused', cfg_options=cfg_options, checkpoint=checkpoint,
                          seed=seed)

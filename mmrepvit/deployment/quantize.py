@@ -29,7 +29,7 @@ from mmengine.registry import init_default_scope
 
 from ..config import toolbox_of
 from ..datasets.checks import check_dataset_paths
-from ..targets import synthetic_batch
+from ..model_variants import synthetic_batch
 from ..utils.cpu import INT8_DOT_FLAGS, cpu_model, has_int8_dot
 from .runtime import ort_session
 
@@ -286,7 +286,7 @@ def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
 
 def synthetic_feeds(model, kind: str, size, input_names: Sequence[str], count: int = 4,
                     ) -> List[Dict[str, np.ndarray]]:
-    """Calibration inputs from synthetic images (``targets.synthetic_batch``): for
+    """Calibration inputs from synthetic images (``model_variants.synthetic_batch``): for
     timing an int8 graph where no dataset is at hand; the ranges, so the accuracy, are not
     those of real images."""
 

@@ -10,12 +10,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
-from mmengine.logging import print_log
 
+from ...checkpoint.backbone_weights import Shapes, shapes_of
+from ...checkpoint.layouts import REPVIT_OFFICIAL, REPVIT_OFFICIAL_LEGACY, REPVIT_TIMM
 from ...registry import MODELS
 from ..layers import ConvBN, RepDWConv, SqueezeExcite
-from .base import MobileBackbone, Shapes, shapes_of
-from .published_layouts import convert_published, published_layout
+from .base import MobileBackbone
 
 # Every published variant: widths of the four stages and, per stage, which rows carry SE
 # ('1') -- the string's length is the stage's depth. The first row of stages 2-4 halves the
@@ -99,10 +99,12 @@ class RepViT(MobileBackbone):
         frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and stages 0..k-1.
         norm_eval (bool): keep norm layers in eval mode (frozen statistics) while training.
         deploy (bool): build the fused form directly. Either form loads either form's
-            weights (see ``MobileBackbone``).
+            weights, in any of ``checkpoint_layouts`` (see ``weight_forms``).
     """
     arch_zoo = ARCH_ZOO
     custom_arch = 'a dict with channels and se or depths'
+    # the original release (mmdet 2 / mmseg 0 models of it too: under ``backbone.``), timm's
+    checkpoint_layouts = (REPVIT_OFFICIAL, REPVIT_OFFICIAL_LEGACY, REPVIT_TIMM)
 
     def __init__(self, arch: Union[str, dict] = 'm1_1',
                  out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
@@ -158,20 +160,6 @@ class RepViT(MobileBackbone):
             f'custom (channels={self.channels}, depths={self.depths})'
         return f'RepViT (arch {arch!r})'
 
-    def to_own_layout(self, weights: dict) -> dict:
-        """Weights in the original release's (``features.N``) or timm's layout, renamed to
-        ours: so that any loader, e.g. mmengine's for an mmdet 2 / mmseg 0 whole-model
-        checkpoint of the original, fills this backbone."""
-        layout = published_layout(weights)
-        if layout is None:
-            return weights
-        converted = convert_published(weights, layout)
-        dropped = len(weights) - len(converted)
-        print_log(f'{self.describe()}: renamed {len(converted)} keys of the {layout} layout to '
-                  f'this backbone\'s' + (f', dropped {dropped} classifier head keys' if dropped
-                                         else ''), logger='current')
-        return converted
-
     @classmethod
     def _resolve_arch(cls, arch):
         if isinstance(arch, str):
@@ -209,10 +197,6 @@ class RepViT(MobileBackbone):
                 if any(cls.variant_shapes(name, d) == given for d in forms)]
 
     def fitting_hint(self, given: Shapes) -> str:
-        if any(k.startswith(('features.', 'stages.')) for k in given):
-            return ('Its keys are in a published layout (the original release or timm): load '
-                    'it with init_cfg=dict(type="Pretrained", checkpoint=...) or convert it '
-                    'with tools/convert_checkpoint.py.')
         fits = self.fitting_archs(given)
         if fits:
             return (f'It fits arch {" or ".join(map(repr, fits))}: build the backbone with '

@@ -1,6 +1,7 @@
-"""What the analysis tools measure: a backbone by name, or a whole model from a config, each
-built unfused, fused, fused + CPU fast path (``fast``: channels-last), or that with the
-backbone compiled (``compiled``, see ``optimize_for_cpu``), with synthetic inputs.
+"""The variants of a model that the analysis and export tools measure: a backbone by name, or a
+whole model from a config, each built unfused, fused, fused + CPU fast path (``fast``:
+channels-last), or that with the backbone compiled (``compiled``, see ``optimize_for_cpu``),
+with synthetic inputs.
 
 A target is ``m1_1`` (a RepViT arch), ``mocovit-1.0x`` (a MoCoViT arch), or a config: a file
 or a toolbox config such as ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``. Weights are
@@ -16,12 +17,7 @@ from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .checkpoint import (
-    extract_backbone_weights,
-    load_backbone_weights,
-    load_checkpoint_file,
-    load_model_checkpoint,
-)
+from .checkpoint import load_backbone_checkpoint, load_model_checkpoint
 from .config import build_model, load_config, toolbox_of
 from .cpu_fast_path import optimize_for_cpu
 from .fusion import fuse_backbones, fuse_model
@@ -29,20 +25,27 @@ from .models import MoCoViT, MoCoViTClassifier, RepViT, RepViTClassifier
 
 # fused-backbone: what a fused checkpoint loads as (head norms kept); fused: everything folded
 VARIANTS = ('unfused', 'fused-backbone', 'fused', 'fast', 'compiled')
-MOCOVIT_PREFIX = 'mocovit-'
+# how an arch name says its backbone -> (backbone, its ImageNet model); RepViT's names are bare
+BACKBONES = {'mocovit-': (MoCoViT, MoCoViTClassifier), '': (RepViT, RepViTClassifier)}
+
+
+def _backbone_of(spec):
+    """``(backbone class, classifier class, arch)`` an arch name asks for."""
+    prefix = next(p for p in BACKBONES if spec.startswith(p))
+    return (*BACKBONES[prefix], spec[len(prefix):])
 
 
 def target_kind(spec):
     """'backbone' for an arch name, else the config's toolbox ('mmdet' or 'mmseg')."""
-    if spec in RepViT.arch_zoo or (spec.startswith(MOCOVIT_PREFIX)
-                                   and spec[len(MOCOVIT_PREFIX):] in MoCoViT.arch_zoo):
+    backbone, _, arch = _backbone_of(spec)
+    if arch in backbone.arch_zoo:
         return 'backbone'
     if osp.isfile(spec) or '::' in spec:
         return toolbox_of(load_target_config(spec))
-    raise ValueError(f'{spec!r} is neither a backbone (RepViT: {", ".join(RepViT.arch_zoo)}; '
-                     f'MoCoViT: {", ".join(MOCOVIT_PREFIX + a for a in MoCoViT.arch_zoo)}) '
-                     f'nor a config file (a path, or e.g. '
-                     f'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py)')
+    archs = '; '.join(f'{cls.__name__}: {", ".join(p + a for a in cls.arch_zoo)}'
+                      for p, (cls, _) in BACKBONES.items())
+    raise ValueError(f'{spec!r} is neither a backbone ({archs}) nor a config file (a path, or '
+                     f'e.g. mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py)')
 
 
 def load_target_config(spec, cfg_options=None):
@@ -64,14 +67,8 @@ def load_target_config(spec, cfg_options=None):
 
 def build_backbone(spec, classifier=False, **kwargs):
     """A backbone by arch name; ``classifier=True``: its ImageNet model (1000-class head)."""
-    if spec.startswith(MOCOVIT_PREFIX):
-        arch = spec[len(MOCOVIT_PREFIX):]
-        if classifier:
-            return MoCoViTClassifier(arch, **kwargs)
-        return MoCoViT(arch, **kwargs)
-    if classifier:
-        return RepViTClassifier(spec, **kwargs)
-    return RepViT(spec, **kwargs)
+    backbone, classifier_model, arch = _backbone_of(spec)
+    return (classifier_model if classifier else backbone)(arch, **kwargs)
 
 
 def build_target(spec, variant='unfused', classifier=False, cfg_options=None, seed=0,
@@ -109,7 +106,6 @@ def build_target(spec, variant='unfused', classifier=False, cfg_options=None, se
 
 
 def _quiet_init_weights(model):
-
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)
@@ -120,22 +116,16 @@ def _quiet_init_weights(model):
 
 
 def _load_weights(spec, kind, path, classifier, cfg_options):
-    """Build ``spec`` in the structure ``path`` holds (fused or not) and load it strictly."""
-    checkpoint = load_checkpoint_file(path)
-    if kind == 'backbone':
-        if classifier:
-            raise ValueError('--checkpoint loads backbone weights; the classifier head '
-                             'is not part of them')
+    """Build ``spec`` and load ``path`` into it strictly (it takes the checkpoint's form)."""
+    if kind != 'backbone':
+        model = build_model(load_target_config(spec, cfg_options))
+        load_model_checkpoint(model, str(path))
+    elif classifier:
+        raise ValueError('--checkpoint loads backbone weights; the classifier head is not part '
+                         'of them')
+    else:
         model = build_backbone(spec)
-        if spec.startswith(MOCOVIT_PREFIX):
-            model.load_state_dict(checkpoint.get('state_dict', checkpoint), strict=True)
-        else:
-            load_backbone_weights(model, extract_backbone_weights(
-                checkpoint, source=f'checkpoint {str(path)!r}'))
-        return model
-    cfg = load_target_config(spec, cfg_options)
-    model = build_model(cfg)
-    load_model_checkpoint(model, checkpoint, source=f'checkpoint {str(path)!r}')
+        load_backbone_checkpoint(model, path)
     return model
 
 

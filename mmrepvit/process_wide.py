@@ -17,8 +17,7 @@ import os
 
 import _mmrepvit_config_scope
 
-from .checkpoint.mmengine_loader import register_safe_checkpoint_loader
-from .checkpoint.safe_load import register_safe_globals
+from .checkpoint.safe_load import register_safe_checkpoint_loader, register_safe_globals
 from .registry import register_into_toolboxes
 from .utils.compat import check_versions
 

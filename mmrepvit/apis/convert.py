@@ -1,4 +1,4 @@
-"""What ``tools/convert_checkpoint.py`` does: any known layout -> a backbone checkpoint in ours,
+"""What ``tools/convert_checkpoint.py`` does: any RepViT layout -> a backbone checkpoint in ours,
 or (``convert_model_checkpoint``) a whole detector / segmentor checkpoint, e.g. an mmdet 2 /
 mmseg 0 one of the original release, -> a native mmdet 3 / mmseg 1 checkpoint.
 
@@ -12,38 +12,33 @@ from typing import Optional
 import torch
 from mmengine.logging import print_log
 
+from ..checkpoint import extract_backbone_weights, load_backbone_weights, load_checkpoint_file
+from ..checkpoint.backbone_weights import shapes_of
+from ..checkpoint.layouts import MODEL_BACKBONE_PREFIX, find_state_dict
+from ..checkpoint.model_weights import FUSED_META_KEY
 from ..errors import CheckpointFormatError, CheckpointMismatchError
-from ..fusion import FUSED_META_KEY
-from ..models.backbones.base import shapes_of
-from ..models.backbones.repvit import ARCH_ZOO, RepViT
+from ..models import RepViT
 from ..version import __version__
-from .detection import MODEL_BACKBONE_PREFIX, find_state_dict
-from .loading import extract_backbone_weights, load_backbone_weights
-from .safe_load import load_checkpoint_file
-
-
-def _pick_arch(weights):
-    fits = RepViT.fitting_archs(shapes_of(weights.state_dict), weights.deploy)
-    if not fits:
-        raise CheckpointMismatchError(
-            f'{weights.source} ({weights.layout} layout) fits none of the published RepViT '
-            f'variants ({", ".join(ARCH_ZOO)}); pass --arch to see which keys differ')
-    return fits[0]
 
 
 def _backbone_model(weights, arch, fuse, logger):
     """A RepViT of ``arch`` (found from the weights when None) holding ``weights``."""
-    arch = arch or _pick_arch(weights)
-    model = RepViT(arch, deploy=weights.deploy)
+    fits = [arch] if arch else RepViT.fitting_archs(shapes_of(weights.state_dict),
+                                                    weights.deploy)
+    if not fits:
+        raise CheckpointMismatchError(
+            f'{weights.source} ({weights.layout} layout) fits none of the published RepViT '
+            f'variants ({", ".join(RepViT.arch_zoo)}); pass --arch to see which keys differ')
+    model = RepViT(fits[0], deploy=weights.deploy)
     load_backbone_weights(model, weights, logger=logger)  # all keys, right shapes, or raises
     if fuse:
         model.eval().switch_to_deploy()
-    return arch, model
+    return fits[0], model
 
 
 def _check_arch(arch):
-    if arch is not None and arch not in ARCH_ZOO:
-        raise KeyError(f'Unknown RepViT arch {arch!r}; valid: {", ".join(ARCH_ZOO)}')
+    if arch is not None:
+        RepViT.named_arch(arch)  # an unknown one: KeyError naming the valid ones
 
 
 def _save(obj, dst):
@@ -76,8 +71,6 @@ def convert_model_checkpoint(src: str, dst: str, arch: Optional[str] = None,
     checkpoint = load_checkpoint_file(src)
     source = f'checkpoint {str(src)!r}'
     state_dict, _ = find_state_dict(checkpoint, source)
-    if all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
     rest = {k: v for k, v in state_dict.items() if not k.startswith(MODEL_BACKBONE_PREFIX)}
     if len(rest) == len(state_dict) or not rest:
         raise CheckpointFormatError(

@@ -11,29 +11,30 @@ import torch.nn as nn
 from mmengine.model import is_model_wrapper
 
 from ..errors import CheckpointMismatchError
-from ..fusion import OLD_FUSED_META_KEY
-from ..models.backbones.base import MobileBackbone, shape_differences, shapes_of
-from .detection import find_state_dict
+from .backbone_weights import shape_differences, shapes_of
+from .layouts import find_state_dict, key_groups, replace_under, under
 from .safe_load import load_checkpoint_file
+
+# meta[FUSED_META_KEY] of a fused checkpoint: which parts are fused
+FUSED_META_KEY = 'mmrepvit_fused'
+# what mmrepvit < 0.2 wrote: backbone fused *and* head BatchNorms folded (needs its own config)
+OLD_FUSED_META_KEY = 'mmrepvit_deploy'
 
 
 def _top_groups(keys) -> str:
-    return ', '.join(sorted({k.split('.', 1)[0] + '.*' for k in keys}))
+    return ', '.join(sorted(group + '*' for group in key_groups(keys)))
 
 
 def to_model_layout(model: nn.Module, state_dict: dict) -> dict:
     """``state_dict`` with each backbone's keys in the backbone's own layout (e.g. the original
     release's ``backbone.features.N...`` of an mmdet 2 / mmseg 0 checkpoint renamed), as its
-    load hook renames them in any loader; here before loading, to compare keys strictly."""
+    load hook renames them in any loader; here before loading, to compare keys strictly. A
+    backbone is a submodule with ``to_own_layout``."""
+    state_dict = dict(state_dict)
     for name, module in model.named_modules():
-        if not name or not isinstance(module, MobileBackbone):
-            continue
-        prefix = name + '.'
-        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        native = module.to_own_layout(own) if own else own
-        if native is not own:
-            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
-            state_dict.update({prefix + k: v for k, v in native.items()})
+        own = under(state_dict, name + '.')
+        if name and own and callable(getattr(module, 'to_own_layout', None)):
+            replace_under(state_dict, name + '.', own, module.to_own_layout(own))
     return state_dict
 
 
@@ -46,8 +47,6 @@ def load_model_checkpoint(model: nn.Module, checkpoint: Union[str, dict],
         checkpoint = load_checkpoint_file(checkpoint)
     source = source or 'the checkpoint'
     state_dict, _ = find_state_dict(checkpoint, source)
-    if all(k.startswith('module.') for k in state_dict):
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
     model = model.module if is_model_wrapper(model) else model
     state_dict = to_model_layout(model, state_dict)
     try:
