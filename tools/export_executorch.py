@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Export a segmentor or a RetinaNet-like detector as an ExecuTorch app program (.pte, XNNPACK),
-or a fused backbone / its ImageNet classifier, then run the program through ExecuTorch's
-runtime against PyTorch; exit status 1 if a float32 program's classes, detections (or
-features) differ.
+"""Export a segmentor or a detector (RetinaNet-like, Mask R-CNN) as an ExecuTorch app program
+(.pte, XNNPACK), or a fused backbone / its ImageNet classifier, then run the program through
+ExecuTorch's runtime against PyTorch; exit status 1 if a float32 program's classes,
+detections, masks (or features) differ.
 
   python tools/export_executorch.py configs/fpn_repvit_m1_1_ade20k.py fpn_m1_1.pte \\
       --checkpoint fpn_m1_1.pth --int8 fpn_m1_1_int8.pte --calib-images 32
@@ -10,7 +10,8 @@ features) differ.
 
 Segmentor program: uint8 RGB image [H, W, 3] in (what a phone camera or bitmap gives), int32
 class map [H, W] out, at the image's own size. Detector program: the same image in; boxes in
-the image's pixels, scores, labels and their count out, for images of one size (--size H W).
+the image's pixels, scores, labels, their count (and Mask R-CNN's masks at the image size)
+out, for images of one size (--size H W).
 The config's test-time resize and normalisation run inside (docs/deployment.md, "On the
 device"). Backbone program: a normalised float32 image (1, 3, H, W) in, feature maps (or
 ImageNet logits) out. H and W are dynamic within --min-size and --max-size (not for
@@ -116,7 +117,10 @@ def passes(check, precision):
     if precision != 'f32':
         return True
     if 'leading' in check:  # detections: every one of mmdet's has its counterpart
-        return check['agree'] == check['pytorch'] == check['onnx'] and check['converged']
+        from mmrepvit.deployment.compare import MASK_IOU
+        masks = check['min_mask_iou'] is None or check['min_mask_iou'] >= MASK_IOU
+        return check['agree'] == check['pytorch'] == check['onnx'] and check['converged'] \
+            and masks
     if 'max_abs_diff' in check:
         return check['max_abs_diff'] <= FEATURE_TOL
     return check['agree'] >= PIXELS_AGREE
@@ -134,7 +138,9 @@ def say_report(say, report):
         if 'leading' in check:
             say(f'  {size}: ExecuTorch vs mmdet: {check["agree"]} of {check["pytorch"]} '
                 f'detections agree (program: {check["onnx"]}; boxes within '
-                f'{check["max_box_diff"]:.2e} px, scores within {check["max_score_diff"]:.2e}); '
+                f'{check["max_box_diff"]:.2e} px, scores within {check["max_score_diff"]:.2e}'
+                + ('' if check['min_mask_iou'] is None else
+                   f', mask IoU >= {check["min_mask_iou"]:.3f}') + '); '
                 f'NMS {"converged" if check["converged"] else "did NOT converge"}')
         elif 'agree' in check:
             say(f'  {size}: ExecuTorch vs PyTorch (float32): the same class on '

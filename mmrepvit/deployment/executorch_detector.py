@@ -13,6 +13,9 @@ layout, [H, W, 3]**, and does inside what the config's test pipeline and mmdet d
   original image's pixels, boxes of ``min_bbox_size`` or less dropped, NMS per class
   (``greedy_nms``) and the best ``max_per_img`` kept.
 
+A Mask R-CNN becomes ``executorch_two_stage.MaskRCNNApp`` (masks out too); ``detector_app``
+picks the app by the model.
+
 A program takes images of one size, its export size (``FIXED_SIZE_REASON``): an app
 resizes to it first (keeping the ratio and padding) or exports one program per camera size.
 
@@ -130,93 +133,118 @@ class DetectorFeatures(nn.Module):
         return tuple(self.detector.extract_feat(x))
 
 
-class DenseDetectorApp(nn.Module):
+class DetectorApp(nn.Module):
+    """What detector app programs share: the test pipeline's resize, normalisation and
+    padding (``prepare``), the network (``DetectorFeatures``) and the final NMS's settings.
+    ``outputs``: the names of ``forward``'s outputs."""
+
+    prepare = SegmentorApp.prepare
+    outputs = DETECTOR_OUTPUTS
+
+    def __init__(self, detector: nn.Module, steps: Dict, cfg, nms_candidates: int,
+                 nms_iterations: int):
+        super().__init__()
+        if nms_candidates < cfg.max_per_img:
+            raise ValueError(f'nms_candidates={nms_candidates} is below max_per_img='
+                             f'{cfg.max_per_img}')
+        self.network = DetectorFeatures(detector)
+        self.cfg, self.steps = cfg, steps
+        self.nms_candidates, self.nms_iterations = nms_candidates, nms_iterations
+        self.register_buffer('mean', torch.tensor(steps['mean']).view(1, 3, 1, 1))
+        self.register_buffer('std', torch.tensor(steps['std']).view(1, 3, 1, 1))
+
+    @staticmethod
+    def int8_network(quantized: nn.Module) -> nn.Module:
+        """What the program runs as its network once ``quantized`` is the int8 one."""
+        return quantized
+
+
+class DenseDetectorApp(DetectorApp):
     """A RetinaNet-like detector as an app calls it: uint8 RGB image [H, W, 3] -> boxes,
     scores, labels, num_detections, nms_converged (module docstring). ``steps``:
     ``detector_image_steps`` of the config."""
 
-    prepare = SegmentorApp.prepare  # the test pipeline's resize, normalisation and padding
-
     def __init__(self, detector: nn.Module, steps: Dict,
                  nms_candidates: int = DEFAULT_NMS_CANDIDATES,
                  nms_iterations: int = DEFAULT_NMS_ITERATIONS):
-        super().__init__()
         head = detector.bbox_head
         if type(head).__name__ not in ('RetinaHead', 'AnchorHead') or \
                 not head.use_sigmoid_cls:
             raise ValueError(f'{type(head).__name__}: the detector app program takes dense '
                              f'anchor heads scored by a sigmoid (RetinaHead)')
-        self.network = DetectorFeatures(detector)
-        self.head, self.cfg, self.steps = head, head.test_cfg, steps
-        if self.cfg.nms.get('type', 'nms') != 'nms':
-            raise ValueError(f'test_cfg.nms={dict(self.cfg.nms)}: the app program runs plain '
-                             f'NMS (type="nms")')
-        if nms_candidates < self.cfg.max_per_img:
-            raise ValueError(f'nms_candidates={nms_candidates} is below max_per_img='
-                             f'{self.cfg.max_per_img}')
-        self.nms_candidates, self.nms_iterations = nms_candidates, nms_iterations
-        self.register_buffer('mean', torch.tensor(steps['mean']).view(1, 3, 1, 1))
-        self.register_buffer('std', torch.tensor(steps['std']).view(1, 3, 1, 1))
+        super().__init__(detector, steps, check_nms(head.test_cfg), nms_candidates,
+                         nms_iterations)
+        self.head = head
 
     def forward(self, image: torch.Tensor):
         h, w = image.shape[0], image.shape[1]
         x, (net_h, net_w) = self.prepare(image)
         cls_scores, bbox_preds = self.head(self.network(x))
-        boxes, scores, labels = self.candidates(cls_scores, bbox_preds, (net_h, net_w))
+        boxes, scores, labels = candidates(self.head, self.cfg.nms_pre, cls_scores,
+                                           bbox_preds, (net_h, net_w))
         # mmdet's Resize scale factor is (net_w / w, net_h / h); boxes go back through it
         boxes = boxes * boxes.new_tensor([w / net_w, h / net_h] * 2)
-        return self.select(boxes, scores, labels)
+        return select(boxes, scores, labels, self.cfg, self.nms_candidates,
+                      self.nms_iterations)
 
-    def candidates(self, cls_scores, bbox_preds, img_shape):
-        """Per level the best ``nms_pre`` (anchor, class) pairs (score, decoded box, class):
-        a fixed count per level, pairs a level lacks padded in with score -1."""
-        head, cfg = self.head, self.cfg
-        classes = head.cls_out_channels
-        priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores],
-                                                  dtype=cls_scores[0].dtype,
-                                                  device=cls_scores[0].device)
-        boxes, scores, labels = [], [], []
-        for cls, reg, prior in zip(cls_scores, bbox_preds, priors):
-            pair_scores = cls[0].permute(1, 2, 0).reshape(-1).sigmoid()
-            pair_scores = torch.cat([pair_scores, pair_scores.new_full((cfg.nms_pre, ), -1.0)])
-            top, index = pair_scores.topk(cfg.nms_pre)
-            anchor = (index // classes).clamp(max=prior.shape[0] - 1)
-            deltas = reg[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
-            boxes.append(head.bbox_coder.decode(prior[anchor], deltas[anchor],
-                                                max_shape=img_shape))
-            scores.append(top)
-            labels.append(index % classes)
-        return torch.cat(boxes), torch.cat(scores), torch.cat(labels)
 
-    def select(self, boxes, scores, labels):
-        """mmdet's score threshold, minimum box size, NMS per class and ``max_per_img``
-        over the candidates, as fixed-size outputs (module docstring)."""
-        cfg = self.cfg
-        scores, order = scores.topk(min(self.nms_candidates, scores.shape[0]))
-        boxes, labels = boxes[order], labels[order]
-        valid = scores > cfg.score_thr
-        if cfg.get('min_bbox_size', -1) >= 0:
-            valid = valid & ((boxes[:, 2:] - boxes[:, :2]) > cfg.min_bbox_size).all(-1)
-        # mmcv's batched_nms: boxes of class c shifted by c * (largest coordinate + 1)
-        largest = torch.where(valid[:, None], boxes, boxes.new_zeros(())).max()
-        shifted = boxes + (labels.to(boxes.dtype) * (largest + 1))[:, None]
-        keep, converged = greedy_nms(shifted, valid, cfg.nms.iou_threshold,
-                                     self.nms_iterations)
-        count = keep.shape[0]
-        rank = torch.where(keep, count - torch.arange(count, device=keep.device), 0)
-        _, picked = rank.topk(cfg.max_per_img)
-        kept = keep[picked]
-        boxes = torch.where(kept[:, None], boxes[picked], boxes.new_zeros(()))
-        scores = torch.where(kept, scores[picked], scores.new_zeros(()))
-        labels = torch.where(kept, labels[picked], labels.new_full((), -1)).to(torch.int32)
-        count = kept.sum().to(torch.int32).reshape(1)
-        return boxes, scores, labels, count, converged.to(torch.int32).reshape(1)
+def check_nms(cfg):
+    """``cfg`` (a head's test_cfg), or a ValueError unless its NMS is plain NMS."""
+    if cfg.nms.get('type', 'nms') != 'nms':
+        raise ValueError(f'test_cfg.nms={dict(cfg.nms)}: the app program runs plain NMS '
+                         f'(type="nms")')
+    return cfg
+
+
+def candidates(head: nn.Module, nms_pre: int, cls_scores, bbox_preds, img_shape):
+    """Per level the best ``nms_pre`` (anchor, class) pairs of a sigmoid anchor head (score,
+    box decoded and clipped to ``img_shape``, class): a fixed count per level, pairs a level
+    lacks padded in with score -1."""
+    classes = head.cls_out_channels
+    priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores],
+                                              dtype=cls_scores[0].dtype,
+                                              device=cls_scores[0].device)
+    boxes, scores, labels = [], [], []
+    for cls, reg, prior in zip(cls_scores, bbox_preds, priors):
+        pair_scores = cls[0].permute(1, 2, 0).reshape(-1).sigmoid()
+        pair_scores = torch.cat([pair_scores, pair_scores.new_full((nms_pre, ), -1.0)])
+        top, index = pair_scores.topk(nms_pre)
+        anchor = (index // classes).clamp(max=prior.shape[0] - 1)
+        deltas = reg[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
+        boxes.append(head.bbox_coder.decode(prior[anchor], deltas[anchor], max_shape=img_shape))
+        scores.append(top)
+        labels.append(index % classes)
+    return torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+
+
+def select(boxes, scores, labels, cfg, nms_candidates: int, nms_iterations: int):
+    """mmdet's score threshold (``cfg.score_thr``, 0 without), minimum box size, NMS per
+    class (label) and ``max_per_img`` over candidates, as fixed-size outputs: boxes, scores,
+    labels (int32), their count and whether NMS converged (module docstring)."""
+    scores, order = scores.topk(min(nms_candidates, scores.shape[0]))
+    boxes, labels = boxes[order], labels[order]
+    valid = scores > cfg.get('score_thr', 0.0)
+    if cfg.get('min_bbox_size', -1) >= 0:
+        valid = valid & ((boxes[:, 2:] - boxes[:, :2]) > cfg.min_bbox_size).all(-1)
+    # mmcv's batched_nms: boxes of class c shifted by c * (largest coordinate + 1)
+    largest = torch.where(valid[:, None], boxes, boxes.new_zeros(())).max()
+    shifted = boxes + (labels.to(boxes.dtype) * (largest + 1))[:, None]
+    keep, converged = greedy_nms(shifted, valid, cfg.nms.iou_threshold, nms_iterations)
+    count = keep.shape[0]
+    rank = torch.where(keep, count - torch.arange(count, device=keep.device), 0)
+    _, picked = rank.topk(cfg.max_per_img)
+    kept = keep[picked]
+    boxes = torch.where(kept[:, None], boxes[picked], boxes.new_zeros(()))
+    scores = torch.where(kept, scores[picked], scores.new_zeros(()))
+    labels = torch.where(kept, labels[picked], labels.new_full((), -1)).to(torch.int32)
+    count = kept.sum().to(torch.int32).reshape(1)
+    return boxes, scores, labels, count, converged.to(torch.int32).reshape(1)
 
 
 def class_names(cfg, model: nn.Module) -> list:
     """The detector's classes: the config's test dataset's names, else ``class0``..."""
     names = [str(c) for c in (default_dataset_meta(cfg) or {}).get('classes') or ()]
-    count = model.bbox_head.num_classes
+    count = (model.roi_head if hasattr(model, 'roi_head') else model).bbox_head.num_classes
     return names if len(names) == count else [f'class{i}' for i in range(count)]
 
 
@@ -245,17 +273,18 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
     else:
         fuse_model(model.eval())
     steps = detector_image_steps(cfg)
-    app = DenseDetectorApp(model, steps, nms_candidates, nms_iterations).eval()
-    reference = DenseDetectorApp(model, steps, nms_candidates, nms_iterations).eval()
+    app, reference = (detector_app(model, steps, nms_candidates, nms_iterations)
+                      for _ in range(2))
     example = torch.zeros(*export_size, 3, dtype=torch.uint8)
     if check_precision(precision) == 'int8':
         if calibration is None:
             calibration = val_images(cfg, calib_images)
         inputs = [app.prepare(resize_image(image, export_size))[0] for image in calibration]
-        app.network = quantize_module(app.network, app.prepare(example)[0], inputs)
+        app.network = app.int8_network(quantize_module(app.network, app.prepare(example)[0],
+                                                       inputs))
     contract = dict(contract_version=CONTRACT_VERSION, kind='detector', input_layout='HWC',
                     input_dtype='uint8', input_channels='RGB', min_size=list(export_size),
-                    max_size=list(export_size), output_names=list(DETECTOR_OUTPUTS),
+                    max_size=list(export_size), output_names=list(app.outputs),
                     class_names=class_names(cfg, model), precision=precision,
                     config_name=osp.basename(config), image_steps=json.dumps(steps),
                     max_detections=app.cfg.max_per_img, nms_candidates=nms_candidates,
@@ -264,6 +293,16 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
     image = synthetic_image(export_size)
     return dict(path=path, contract=contract,
                 checks=compare_programs(path, model, reference, [image]))
+
+
+def detector_app(detector: nn.Module, steps: Dict, nms_candidates: int,
+                 nms_iterations: int) -> DetectorApp:
+    """The app module of ``detector``: ``MaskRCNNApp`` for a two-stage detector,
+    ``DenseDetectorApp`` for a RetinaNet-like one (eval mode)."""
+    if hasattr(detector, 'roi_head'):
+        from .executorch_two_stage import MaskRCNNApp
+        return MaskRCNNApp(detector, steps, nms_candidates, nms_iterations).eval()
+    return DenseDetectorApp(detector, steps, nms_candidates, nms_iterations).eval()
 
 
 class DetectorProgram:
@@ -283,27 +322,21 @@ class DetectorProgram:
             raise ValueError(f'{self.path!r} takes a uint8 RGB image [H, W, 3], not '
                              f'{image.dtype} {list(image.shape)}')
         check_input_size(self.contract, image, self.path)
-        return run_program(self.method, image)
-
-
-def run_program(method, image: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """The detections of a loaded ``forward`` method for one uint8 RGB HWC image, by name,
-    padding cut off."""
-    outputs = dict(zip(DETECTOR_OUTPUTS, method.execute([image.contiguous()])))
-    return cut_padding(outputs)
+        outputs = self.method.execute([image.contiguous()])
+        return cut_padding(dict(zip(self.contract['output_names'], outputs)))
 
 
 def cut_padding(outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     count = int(outputs['num_detections'][0])
-    return dict(outputs, boxes=outputs['boxes'][:count], scores=outputs['scores'][:count],
-                labels=outputs['labels'][:count])
+    return dict(outputs, **{name: outputs[name][:count] for name in
+                            ('boxes', 'scores', 'labels', 'masks') if name in outputs})
 
 
-def mmdet_detections(detector: nn.Module, app: DenseDetectorApp,
-                     image: torch.Tensor) -> Dict[str, torch.Tensor]:
+def mmdet_detections(detector: nn.Module, app: DetectorApp,
+                     image: torch.Tensor) -> InstanceData:
     """mmdet's own predictions of ``detector`` (PyTorch) for a uint8 RGB HWC ``image``, fed
     the network input ``app`` prepares (so that only the post-processing differs from the
-    program's), with boxes rescaled to the image: boxes, scores, labels."""
+    program's), with boxes (and masks) at the image's size."""
     from mmdet.structures import DetDataSample
     h, w = image.shape[:2]
     with torch.no_grad():
@@ -311,11 +344,10 @@ def mmdet_detections(detector: nn.Module, app: DenseDetectorApp,
         sample = DetDataSample(metainfo=dict(
             img_shape=(net_h, net_w), ori_shape=(h, w), scale_factor=(net_w / w, net_h / h),
             pad_shape=tuple(x.shape[2:]), batch_input_shape=tuple(x.shape[2:])))
-        found = detector.predict(x, [sample], rescale=True)[0].pred_instances
-    return dict(boxes=found.bboxes, scores=found.scores, labels=found.labels)
+        return detector.predict(x, [sample], rescale=True)[0].pred_instances
 
 
-def compare_programs(path: str, detector: nn.Module, app: DenseDetectorApp,
+def compare_programs(path: str, detector: nn.Module, app: DetectorApp,
                      images: Sequence[torch.Tensor], box_tol: Optional[float] = None,
                      score_tol: Optional[float] = None) -> list:
     """Run the program at ``path`` (``executorch.runtime``) and mmdet's prediction
@@ -324,15 +356,15 @@ def compare_programs(path: str, detector: nn.Module, app: DenseDetectorApp,
     export's)."""
     run = DetectorProgram(path)
 
-    def instances(found):
-        return InstanceData(bboxes=found['boxes'], scores=found['scores'],
-                            labels=found['labels'].long())
-
     checks = []
     for image in images:
         got = run(image)
-        report = compare_detections(instances(mmdet_detections(detector, app, image)),
-                                    instances(got), box_tol or BOX_TOL, score_tol or SCORE_TOL)
+        found = InstanceData(bboxes=got['boxes'], scores=got['scores'],
+                             labels=got['labels'].long())
+        if 'masks' in got:
+            found.masks = got['masks'].bool()
+        report = compare_detections(mmdet_detections(detector, app, image), found,
+                                    box_tol or BOX_TOL, score_tol or SCORE_TOL)
         checks.append(dict(size=list(image.shape[:2]), converged=int(got['nms_converged'][0]),
                            **report))
     return checks
