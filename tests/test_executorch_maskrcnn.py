@@ -10,13 +10,13 @@ from mmrepvit.deployment.compare import MASK_IOU, compare_detections
 from mmrepvit.deployment.executorch_detector import (
     DetectorProgram,
     detector_app,
-    detector_image_steps,
     export_detector_program,
     mmdet_detections,
+    roi_features,
 )
 from mmrepvit.deployment.executorch_program import synthetic_image
-from mmrepvit.deployment.executorch_two_stage import roi_features
-from mmrepvit.targets import load_target_config
+from mmrepvit.deployment.executorch_runtime import detector_image_steps
+from mmrepvit.model_variants import load_target_config
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 MASK_RCNN = 'configs/demo/maskrcnn_repvit_m1_1_demo.py'

@@ -12,7 +12,7 @@ import mmengine
 import torch
 import torch.nn.functional as F
 
-from ..deployment.deployed_model import open_model
+from ..deployment.deployed_model import OnnxBackbone, open_model
 from ..deployment.executorch_program import export_backbone_program
 from ..deployment.export import (
     export_detector,
@@ -22,7 +22,6 @@ from ..deployment.export import (
     make_traceable,
 )
 from ..deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
-from ..deployment.runtime import OnnxBackbone
 from ..deployment.seg_postprocess import resize_argmax
 from ..model_variants import (
     VARIANTS,

@@ -27,12 +27,59 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData, PixelData
 
 from ..config import default_dataset_meta, toolbox_of
-from .executorch_runtime import PTE_SUFFIX, check_program_config, load_program, model_head
-from .runtime import check_run_options, describe_run, graph_outputs, make_sessions
+from .executorch_runtime import (
+    PTE_SUFFIX,
+    ExecuTorchSessions,
+    check_program_config,
+    load_program,
+    model_head,
+)
+from .openvino_runtime import OpenVinoSessions, read_openvino
+from .runtime import OnnxSessions, check_run_options, describe_run, resolve_precision
 from .seg_postprocess import low_resolution_supported, resize_argmax
 
 DETECTOR_OUTPUTS = ('dets', 'labels')  # + 'masks' (mmdeploy's end2end layout)
 SEGMENTOR_OUTPUTS = ('logits', )  # mmrepvit's own export: logits at the input size
+
+
+def make_sessions(model_file: str, runtime: str = 'onnxruntime', precision: Optional[str] = None,
+                  device: str = 'cpu', threads: Optional[int] = None,
+                  low_resolution: bool = False):
+    """``model_file``'s sessions in ``runtime`` (``OnnxSessions``, ``OpenVinoSessions`` or
+    ``ExecuTorchSessions``) in ``precision`` (``resolve_precision``)."""
+    precision = resolve_precision(runtime, model_file, precision)
+    if runtime != 'onnxruntime' and str(device) != 'cpu':
+        raise ValueError(f'device={device!r}: runtime {runtime} runs on the CPU here (device '
+                         f'cpu)')
+    if runtime == 'executorch':
+        sessions = ExecuTorchSessions(model_file, threads)
+    elif runtime == 'openvino':
+        sessions = OpenVinoSessions(model_file, precision, threads, low_resolution)
+    else:
+        sessions = OnnxSessions(model_file, device, threads, low_resolution)
+    sessions.runtime, sessions.precision = runtime, precision
+    return sessions
+
+
+class OnnxBackbone(torch.nn.Module):
+    """A backbone's ONNX file called like the backbone: images in, feature maps out, in
+    ``runtime`` and ``precision`` (``make_sessions``)."""
+
+    def __init__(self, onnx_file: str, threads: Optional[int] = None,
+                 runtime: str = 'onnxruntime', precision: Optional[str] = None):
+        super().__init__()
+        self.sessions = make_sessions(onnx_file, runtime, precision, threads=threads)
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        return tuple(self.sessions.run(x))
+
+
+def graph_outputs(model_file: str) -> List[str]:
+    """The output names of an ONNX file (or OpenVINO IR), read without building a session."""
+    if os.fspath(model_file).endswith('.xml'):
+        return [o.get_any_name() for o in read_openvino(model_file).outputs]
+    import onnx
+    return [o.name for o in onnx.load(model_file, load_external_data=False).graph.output]
 
 
 class DeployedModel(BaseModel):
@@ -235,7 +282,6 @@ def check_model_file(path: str, runtime: Optional[str] = None, precision: Option
         if runtime != 'openvino':
             raise ValueError(f'{path!r} is an OpenVINO IR: run it with runtime openvino '
                              f'(--runtime openvino)')
-        from .openvino_runtime import read_openvino
         read_openvino(path)
     else:
         import onnx

@@ -213,14 +213,30 @@ def check_input_size(contract: Dict, image: torch.Tensor, path: str) -> None:
 PROGRAM_TOOLBOXES = {'segmentor': 'mmseg', 'detector': 'mmdet'}
 
 
+def detector_image_steps(cfg) -> Dict:
+    """``image_steps`` of a detector config: mmdet's data preprocessor pads to
+    ``pad_size_divisor`` with ``pad_value``. Raises ValueError unless the test pipeline
+    resizes once, keeping the ratio (what boxes are rescaled back through)."""
+    pipeline = [s for s in cfg.test_dataloader.dataset.pipeline
+                if s['type'].split('.')[-1] != 'PackDetInputs']
+    steps = image_steps(type(cfg)(dict(test_dataloader=dict(dataset=dict(pipeline=pipeline)),
+                                       model=cfg.model)))
+    if [s[0] for s in steps['resizes']] != ['keep_ratio']:
+        raise ValueError(f'test pipeline resizes {steps["resizes"]}: a detector app program '
+                         f'takes exactly one keep-ratio Resize')
+    pre = cfg.model.data_preprocessor
+    steps.update(pad_divisor=pre.get('pad_size_divisor', 1) or 1, pad_size=None,
+                 pad_val=float(pre.get('pad_value', 0)))
+    return steps
+
+
 def program_image_steps(cfg) -> Dict:
     """What an app program of ``cfg`` does to an image (``image_steps``; a detector's:
-    ``executorch_detector.detector_image_steps``); a config whose pipeline
+    ``detector_image_steps``); a config whose pipeline
     ``feed_original_images`` changed: the steps as they were before."""
     if cfg.get('program_image_steps'):
         return json.loads(cfg.program_image_steps)
     if toolbox_of(cfg) == 'mmdet':
-        from .executorch_detector import detector_image_steps
         return detector_image_steps(cfg)
     return image_steps(cfg)
 

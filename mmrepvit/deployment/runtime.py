@@ -1,6 +1,6 @@
 """The runtimes that run exported models (ONNX Runtime, OpenVINO, ExecuTorch), the precision a
 deployed model runs in, stated and checked instead of left to a runtime's default, and the
-sessions that run one file (``make_sessions``): what ``deployed_model`` puts behind the
+sessions that run one file (``deployed_model.make_sessions`` picks one): what it puts behind the
 PyTorch model's interface.
 """
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..utils.cpu import BF16_FLAGS, cpu_flags, cpu_model, describe_cpu
-from .executorch_runtime import PTE_SUFFIX, ExecuTorchSessions, load_program
+from .executorch_runtime import PTE_SUFFIX, load_program
 from .seg_postprocess import cut_final_resize_onnx
 
 RUNTIMES = ('onnxruntime', 'openvino', 'executorch')
@@ -162,45 +162,3 @@ class OnnxSessions(Sessions):
 
     def infer(self, session, feed):
         return session.run(None, feed)
-
-
-def make_sessions(model_file: str, runtime: str = 'onnxruntime', precision: Optional[str] = None,
-                  device: str = 'cpu', threads: Optional[int] = None,
-                  low_resolution: bool = False):
-    """``model_file``'s sessions in ``runtime`` (``OnnxSessions``, ``OpenVinoSessions`` or
-    ``ExecuTorchSessions``) in ``precision`` (``resolve_precision``)."""
-    precision = resolve_precision(runtime, model_file, precision)
-    if runtime != 'onnxruntime' and str(device) != 'cpu':
-        raise ValueError(f'device={device!r}: runtime {runtime} runs on the CPU here (device '
-                         f'cpu)')
-    if runtime == 'executorch':
-        sessions = ExecuTorchSessions(model_file, threads)
-    elif runtime == 'openvino':
-        from .openvino_runtime import OpenVinoSessions
-        sessions = OpenVinoSessions(model_file, precision, threads, low_resolution)
-    else:
-        sessions = OnnxSessions(model_file, device, threads, low_resolution)
-    sessions.runtime, sessions.precision = runtime, precision
-    return sessions
-
-
-class OnnxBackbone(torch.nn.Module):
-    """A backbone's ONNX file called like the backbone: images in, feature maps out, in
-    ``runtime`` and ``precision`` (``make_sessions``)."""
-
-    def __init__(self, onnx_file: str, threads: Optional[int] = None,
-                 runtime: str = 'onnxruntime', precision: Optional[str] = None):
-        super().__init__()
-        self.sessions = make_sessions(onnx_file, runtime, precision, threads=threads)
-
-    def forward(self, x: torch.Tensor) -> tuple:
-        return tuple(self.sessions.run(x))
-
-
-def graph_outputs(model_file: str) -> List[str]:
-    """The output names of an ONNX file (or OpenVINO IR), read without building a session."""
-    if os.fspath(model_file).endswith('.xml'):
-        from .openvino_runtime import read_openvino
-        return [o.get_any_name() for o in read_openvino(model_file).outputs]
-    import onnx
-    return [o.name for o in onnx.load(model_file, load_external_data=False).graph.output]
