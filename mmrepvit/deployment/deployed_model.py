@@ -31,6 +31,7 @@ from .executorch_runtime import (
     PTE_SUFFIX,
     ExecuTorchSessions,
     check_program_config,
+    cut_padding,
     load_program,
     model_head,
 )
@@ -227,19 +228,18 @@ class ProgramDetector(ProgramModel):
     warned = False
 
     def predict_one(self, image, data_sample):
-        out = dict(zip(self.sessions.output_names,
-                       self.run(self.app_image(image, data_sample.metainfo))))
-        count = int(out['num_detections'][0])
+        out = cut_padding(dict(zip(self.sessions.output_names,
+                                   self.run(self.app_image(image, data_sample.metainfo)))))
         if not int(out['nms_converged'][0]) and not self.warned:
             self.warned = True
             warnings.warn(f'{self.sessions.path!r}: the program\'s NMS had not converged on '
                           f'{data_sample.metainfo.get("img_path") or "an image"} (its detections '
                           f'are not exactly greedy NMS\'s): export it with more nms_iterations',
                           stacklevel=2)
-        results = InstanceData(bboxes=out['boxes'][:count], scores=out['scores'][:count],
-                               labels=out['labels'][:count].long())
+        results = InstanceData(bboxes=out['boxes'], scores=out['scores'],
+                               labels=out['labels'].long())
         if 'masks' in out:
-            results.masks = out['masks'][:count].bool()
+            results.masks = out['masks'].bool()
         data_sample.pred_instances = results
         return data_sample
 

@@ -59,6 +59,7 @@ from .executorch_program import (
 from .executorch_runtime import (
     CONTRACT_VERSION,
     check_input_size,
+    cut_padding,
     detector_image_steps,
     load_program,
     require_executorch,
@@ -503,12 +504,6 @@ class DetectorProgram:
         check_input_size(self.contract, image, self.path)
         outputs = self.method.execute([image.contiguous()])
         return cut_padding(dict(zip(self.contract['output_names'], outputs)))
-
-
-def cut_padding(outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    count = int(outputs['num_detections'][0])
-    return dict(outputs, **{name: outputs[name][:count] for name in
-                            ('boxes', 'scores', 'labels', 'masks') if name in outputs})
 
 
 def mmdet_detections(detector: nn.Module, app: DetectorApp,

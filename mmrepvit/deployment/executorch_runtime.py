@@ -230,6 +230,13 @@ def detector_image_steps(cfg) -> Dict:
     return steps
 
 
+def cut_padding(outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A detector program's outputs by name, the rows from ``num_detections`` on cut off."""
+    count = int(outputs['num_detections'][0])
+    return dict(outputs, **{name: outputs[name][:count] for name in
+                            ('boxes', 'scores', 'labels', 'masks') if name in outputs})
+
+
 def program_image_steps(cfg) -> Dict:
     """What an app program of ``cfg`` does to an image (``image_steps``; a detector's:
     ``detector_image_steps``); a config whose pipeline
