@@ -105,14 +105,11 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
     fused_file = osp.join(job_dir, 'fused.pth')
     # each checkpoint read (or made) once, then handed on
     loaded = {'unfused': load_checkpoint_file(checkpoint)}
-
-    for variant in ('unfused', 'fused'):
-        if variant == 'fused':
-            loaded['fused'] = fuse_checkpoint_file(config, loaded['unfused'], fused_file, options)
+    loaded['fused'] = fuse_checkpoint_file(config, loaded['unfused'], fused_file, options)
+    for variant, path in (('unfused', checkpoint), ('fused', fused_file)):
         start = time.time()
         stage(f'{NAMES[job]}: testing the {variant} model', started)
-        cfg = prepare_test_cfg(config, checkpoint if variant == 'unfused' else fused_file,
-                               work_dir=job_dir, cfg_options=options)
+        cfg = prepare_test_cfg(config, path, work_dir=job_dir, cfg_options=options)
         cfg.experiment_name = f'{job}_test_{variant}'
         metrics = test(cfg, loaded[variant])
         row[f'test_{variant}_s'] = time.time() - start
@@ -129,7 +126,7 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
                                  job_dir, options))
     except Exception as error:  # said in the summary: the other results stand
         print_log(traceback.format_exc(), logger='current')
-        row['program_error'] = f'{type(error).__name__}: {str(error).strip().splitlines()[0]}'
+        row['program_error'] = f'{type(error).__name__}: {str(error).strip().split(chr(10))[0]}'
     return row
 
 
@@ -144,7 +141,8 @@ def program_stage(job: str, fused_file: str, path: str, work_dir: str, options: 
     images = val_images(load_target_config(config, options), CALIB_IMAGES)
     sizes = sorted({tuple(image.shape[:2]) for image in images})
     if len(sizes) != 1:
-        raise ValueError(f'the val images have sizes {sizes}: an int8 program takes one size')
+        raise ValueError(f'the val images have sizes {sizes}: an int8 program takes one size '
+                         f'(make_demo_dataset makes them all of one)')
     EXPORT_PROGRAM[job](config, path, checkpoint=fused_file, precision='int8',
                         calibration=images, export_size=sizes[0], cfg_options=options)
     row = dict(export_s=time.time() - start)
