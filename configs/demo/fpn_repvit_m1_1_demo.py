@@ -13,7 +13,7 @@ metainfo = dict(classes=('background', 'circle', 'triangle', 'square', 'star'),
                 palette=[[0, 0, 0], [220, 20, 60], [0, 128, 255], [255, 200, 0],
                          [60, 180, 75]])
 crop_size = (128, 128)
-max_iters = 300
+max_iters = 400
 
 model = dict(
     data_preprocessor=dict(size=crop_size),

@@ -15,7 +15,7 @@ classes = ('circle', 'triangle', 'square', 'star')
 metainfo = dict(classes=classes, palette=[(220, 20, 60), (0, 128, 255), (255, 200, 0),
                                           (60, 180, 75)])
 image_size = (128, 128)  # the 160-pixel scenes, shrunk: cheaper steps
-max_iters = 900
+max_iters = 1150
 width = 128
 
 model = dict(
