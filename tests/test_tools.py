@@ -21,7 +21,14 @@ from mmrepvit.checkpoint import (
 )
 from mmrepvit.config import config_from_text
 from mmrepvit.datasets import DatasetNotFoundError
-from mmrepvit.demo.run import DEMO_CONFIGS, REPORTED, _data_options, format_summary, met
+from mmrepvit.demo.run import (
+    DEMO_CONFIGS,
+    NAMES,
+    REPORTED,
+    _data_options,
+    format_summary,
+    met,
+)
 from mmrepvit.fusion import count_batchnorms, fuse_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -52,6 +59,28 @@ def test_demo_reports_metrics_targets_and_pictures(demo_run):
         assert met(metric, row[metric + ' fused']) == 'NO'
     assert met('bbox AP50', 50.0) == 'yes' and met('bbox AP', 1.0) == ''
     assert 'scored >= 0.5' in summary
+
+
+def test_demo_ends_with_int8_programs_tested_and_timed(demo_run):
+    """The segmentor's int8 ExecuTorch program is exported, tested on the val split (its
+    numbers in the table beside the checkpoint's) and timed against the fused model; a
+    program the demo cannot make says why in the table instead of a number."""
+    import re
+    summary = open(osp.join(demo_run['work_dir'], 'summary.txt')).read()
+    for job, row in demo_run['rows'].items():
+        name = REPORTED[job][0][0]
+        line = next(line for line in summary.splitlines() if f' {name} ' in line)
+        if 'program_error' in row:
+            assert f'{name} int8 .pte' not in row and ' n/a ' in line
+            assert f'int8 .pte not available: {row["program_error"]}' in summary
+            continue
+        assert osp.getsize(osp.join(demo_run['work_dir'], job, f'{job}_int8.pte')) > 10**6
+        value = row[f'{name} int8 .pte']
+        assert 0 <= value <= 100 and f' {value:.1f} ' in line
+        assert row['latency_ms']['fused PyTorch'] > 0 and row['latency_ms']['int8 .pte'] > 0
+        assert re.search(rf'{NAMES[job]} +fused PyTorch [0-9.]+, int8 \.pte [0-9.]+ '
+                         rf'\([0-9.]+x\)', summary)
+    assert 'program_error' not in demo_run['rows']['fpn']
 
 
 def test_demo_segmentor_starts_from_the_demo_detector_backbone(demo_run):

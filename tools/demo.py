@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """The main job on built-in demo data (what `make demo` runs): Mask R-CNN and Semantic FPN with
-RepViT-M1.1 trained from scratch on CPU, evaluated, fused, evaluated again, and drawn."""
+RepViT-M1.1 trained from scratch on CPU, evaluated, fused, evaluated again, drawn, and exported
+as int8 ExecuTorch programs, evaluated and timed against the fused models."""
 import argparse
 import os
 import sys
@@ -23,6 +24,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # OpenMP threads that wait by sleeping, not spinning (unless set): on a CPU shared with
+    # other work a spinning thread holds a core its peer needs (docs/demo.md); read when
+    # torch's OpenMP starts, so before torch is imported
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     import torch
 
     from mmrepvit.demo.run import run_demo, torch_threads

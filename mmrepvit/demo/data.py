@@ -40,14 +40,9 @@ def _texture(rng, size):
 
 
 def _shape_polygon(kind, cx, cy, radius, angle):
-    if kind == 'circle':
-        n, radii = 48, [radius]
-    elif kind == 'triangle':
-        n, radii = 3, [radius]
-    elif kind == 'square':
-        n, radii = 4, [radius]
-    else:  # five-pointed star
-        n, radii = 10, [radius, radius * 0.45]
+    # corners (a circle: 48), alternating radii (a five-pointed star: outer and inner)
+    n, radii = dict(circle=(48, [radius]), triangle=(3, [radius]), square=(4, [radius]),
+                    star=(10, [radius, radius * 0.45]))[kind]
     t = angle + np.arange(n) * 2 * np.pi / n
     r = np.array([radii[i % len(radii)] for i in range(n)])
     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1).round().astype(np.int32)

@@ -1,18 +1,28 @@
 """The main job on built-in data: make the demo data, then for Mask R-CNN and Semantic FPN
-(RepViT-M1.1): train on CPU, evaluate, fuse, evaluate the fused model, and draw val images
-(truth beside prediction); a summary table says which targets were met."""
+(RepViT-M1.1): train on CPU, evaluate, fuse, evaluate the fused model, draw val images
+(truth beside prediction), export the fused model as an int8 ExecuTorch program, evaluate
+it and time it against the fused PyTorch model; a summary table says which targets were
+met."""
+import itertools
 import os
 import os.path as osp
 import time
+import traceback
 from typing import Dict, List, Optional, Sequence
 
+import torch
 from mmengine.logging import print_log
 
 from ..apis.fuse import fuse_checkpoint_file
-from ..apis.test import prepare_test_cfg, test
+from ..apis.infer import build_inferencer, predict
+from ..apis.test import evaluate_path, prepare_test_cfg, test
 from ..apis.train import prepare_train_cfg, train
 from ..checkpoint import load_checkpoint_file
 from ..config import config_path
+from ..deployment.executorch_detector import export_detector_program
+from ..deployment.executorch_program import export_segmentor_program, val_images
+from ..targets import load_target_config
+from ..utils.timing import summarize, time_interleaved
 from .data import demo_dataset_is_current, make_demo_dataset
 from .pictures import draw_val_grid
 
@@ -30,9 +40,13 @@ REPORTED = {
                  ('segm AP50', 'coco/segm_mAP_50', 100), ('segm AP', 'coco/segm_mAP', 100)],
     'fpn': [('mIoU', 'mIoU', 1), ('aAcc', 'aAcc', 1)],
 }
-
-
 NAMES = {'maskrcnn': 'Mask R-CNN', 'fpn': 'Semantic FPN'}
+# the int8 ExecuTorch app program of each job: its exporter, the val images it is calibrated
+# on, and the val images / interleaved rounds its latency is timed on beside the fused model
+EXPORT_PROGRAM = {'maskrcnn': export_detector_program, 'fpn': export_segmentor_program}
+CALIB_IMAGES = 16
+LATENCY_IMAGES, LATENCY_ROUNDS = 4, 20
+VARIANTS = ('unfused', 'fused', 'int8 .pte')  # the table's metric columns
 
 
 def torch_threads(requested: Optional[int], omp_num_threads: Optional[str],
@@ -69,8 +83,9 @@ def _data_options(data_root, job):
 
 def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict] = None,
             started: Optional[float] = None) -> dict:
-    """Train, test, fuse, test fused, draw. Returns the row of the summary table. Stage lines
-    count time from ``started`` (default: now)."""
+    """Train, test, fuse, test fused, draw, then the int8 program (``program_stage``).
+    Returns the row of the summary table. Stage lines count time from ``started`` (default:
+    now)."""
     started = time.time() if started is None else started
     config = DEMO_CONFIGS[job]
     options = dict(_data_options(data_root, job), **(cfg_options or {}))
@@ -90,14 +105,11 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
     fused_file = osp.join(job_dir, 'fused.pth')
     # each checkpoint read (or made) once, then handed on
     loaded = {'unfused': load_checkpoint_file(checkpoint)}
-
-    for variant in ('unfused', 'fused'):
-        if variant == 'fused':
-            loaded['fused'] = fuse_checkpoint_file(config, loaded['unfused'], fused_file, options)
+    loaded['fused'] = fuse_checkpoint_file(config, loaded['unfused'], fused_file, options)
+    for variant, path in (('unfused', checkpoint), ('fused', fused_file)):
         start = time.time()
         stage(f'{NAMES[job]}: testing the {variant} model', started)
-        cfg = prepare_test_cfg(config, checkpoint if variant == 'unfused' else fused_file,
-                               work_dir=job_dir, cfg_options=options)
+        cfg = prepare_test_cfg(config, path, work_dir=job_dir, cfg_options=options)
         cfg.experiment_name = f'{job}_test_{variant}'
         metrics = test(cfg, loaded[variant])
         row[f'test_{variant}_s'] = time.time() - start
@@ -108,7 +120,55 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
     row['picture'] = draw_val_grid(
         config, loaded['fused'], osp.join(work_dir, 'pictures', f'{job}_val.png'),
         PICTURE_INDICES, score_thr=PICTURE_SCORE_THR, cfg_options=options)
+    stage(f'{NAMES[job]}: int8 ExecuTorch program: export, test, latency', started)
+    try:
+        row.update(program_stage(job, fused_file, osp.join(job_dir, f'{job}_int8.pte'),
+                                 job_dir, options))
+    except Exception as error:  # said in the summary: the other results stand
+        print_log(traceback.format_exc(), logger='current')
+        row['program_error'] = f'{type(error).__name__}: {str(error).strip().split(chr(10))[0]}'
     return row
+
+
+def program_stage(job: str, fused_file: str, path: str, work_dir: str, options: dict) -> dict:
+    """Export the fused checkpoint as an int8 ExecuTorch app program (``EXPORT_PROGRAM``),
+    calibrated on ``CALIB_IMAGES`` val images, for the one size of the demo's val images
+    (int8 programs take one size; the program resizes as the test pipeline does); test it on
+    the val split through ``tools/test.py``'s loop; time it per image against the fused
+    PyTorch model. The table's entries: metrics, seconds and median ms per image."""
+    config = DEMO_CONFIGS[job]
+    start = time.time()
+    images = val_images(load_target_config(config, options), CALIB_IMAGES)
+    sizes = sorted({tuple(image.shape[:2]) for image in images})
+    if len(sizes) != 1:
+        raise ValueError(f'the val images have sizes {sizes}: an int8 program takes one size '
+                         f'(make_demo_dataset makes them all of one)')
+    EXPORT_PROGRAM[job](config, path, checkpoint=fused_file, precision='int8',
+                        calibration=images, export_size=sizes[0], cfg_options=options)
+    row = dict(export_s=time.time() - start)
+    start = time.time()
+    metrics = evaluate_path(config, path, runtime='executorch', precision='int8',
+                            work_dir=work_dir, cfg_options=options)
+    row['test_program_s'] = time.time() - start
+    row.update({f'{name} int8 .pte': metrics[key] * scale for name, key, scale in REPORTED[job]})
+    row['latency_ms'] = latency_ms(config, {'fused PyTorch': (fused_file, None),
+                                            'int8 .pte': (path, 'executorch')},
+                                   images[:LATENCY_IMAGES])
+    return row
+
+
+def latency_ms(config: str, weights: Dict[str, tuple], images: List[torch.Tensor],
+               rounds: int = LATENCY_ROUNDS) -> Dict[str, float]:
+    """Median ms per image of each model of ``weights`` (name -> (file, runtime)), run as
+    ``tools/infer.py`` runs it (the toolbox's inferencer: pipeline, model, results) on the
+    uint8 RGB ``images`` in turn, the models interleaved (``time_interleaved``)."""
+    bgr = [image.flip(-1).numpy() for image in images]
+    calls = {}
+    for name, (path, runtime) in weights.items():
+        inferencer, feed = build_inferencer(config, path, runtime=runtime), itertools.cycle(bgr)
+        calls[name] = lambda inferencer=inferencer, feed=feed: predict(inferencer, next(feed))
+    times = time_interleaved(calls, rounds, warmup=len(bgr))
+    return {name: summarize(seconds)['median_ms'] for name, seconds in times.items()}
 
 
 def met(name: str, value: float) -> str:
@@ -117,19 +177,34 @@ def met(name: str, value: float) -> str:
 
 
 def format_summary(rows: List[dict]) -> str:
+    """The table: each reported metric of the unfused, fused and int8 program models, the
+    targets and whether every model measured met them, times; then the latency per image and
+    the pictures."""
     lines = ['', 'mmrepvit demo: RepViT-M1.1 on CPU, demo data (val split)',
-             f'{"model":<15}{"metric":<12}{"unfused":>9}{"fused":>9}{"target":>9}{"met":>5}'
-             f'{"train":>9}{"test":>7}']
+             f'{"model":<15}{"metric":<12}{"unfused":>9}{"fused":>9}{"int8 .pte":>11}'
+             f'{"target":>9}{"met":>5}{"train":>9}{"test":>7}{"export":>8}']
     for row in rows:
         for i, (name, _, _) in enumerate(REPORTED[row['job']]):
-            label = NAMES[row['job']] if i == 0 else ''
+            values = [row.get(f'{name} {variant}') for variant in VARIANTS]
             target = f'>= {TARGETS[name]:g}' if name in TARGETS else ''
-            timing = f'{row["train_s"] / 60:>8.1f}m{row["test_unfused_s"]:>6.0f}s' if i == 0 \
-                else ''
-            lines.append(f'{label:<15}{name:<12}{row[name + " unfused"]:>9.1f}'
-                         f'{row[name + " fused"]:>9.1f}{target:>9}'
-                         f'{met(name, min(row[name + " unfused"], row[name + " fused"])):>5}'
-                         f'{timing}')
+            timing = f'{row["train_s"] / 60:>8.1f}m{row["test_unfused_s"]:>6.0f}s' + \
+                (f'{row["export_s"]:>7.0f}s' if 'export_s' in row else f'{"-":>8}') \
+                if i == 0 else ''
+            lines.append(f'{NAMES[row["job"]] if i == 0 else "":<15}{name:<12}'
+                         f'{values[0]:>9.1f}{values[1]:>9.1f}'
+                         f'{"n/a" if values[2] is None else f"{values[2]:.1f}":>11}{target:>9}'
+                         f'{met(name, min(v for v in values if v is not None)):>5}{timing}')
+    lines.append(f'latency on this CPU, ms per image (median, {torch.get_num_threads()} torch '
+                 f'thread(s); {LATENCY_IMAGES} val images, the models interleaved):')
+    for row in rows:
+        if 'latency_ms' in row:
+            times = row['latency_ms']
+            lines.append(f'  {NAMES[row["job"]]:<13}' + ', '.join(
+                f'{name} {ms:.1f}' for name, ms in times.items()) +
+                f' ({times["fused PyTorch"] / times["int8 .pte"]:.1f}x)')
+        else:
+            lines.append(f'  {NAMES[row["job"]]:<13}int8 .pte not available: '
+                         f'{row.get("program_error")}')
     lines.append(f'pictures (fused models; detections scored >= {PICTURE_SCORE_THR:g}):')
     lines += [f'  {row["picture"]}' for row in rows]
     return '\n'.join(lines)
