@@ -23,7 +23,6 @@ from mmrepvit.config import config_from_text
 from mmrepvit.datasets import DatasetNotFoundError
 from mmrepvit.demo.run import (
     DEMO_CONFIGS,
-    NAMES,
     REPORTED,
     _data_options,
     format_summary,
@@ -63,24 +62,32 @@ def test_demo_reports_metrics_targets_and_pictures(demo_run):
 
 def test_demo_ends_with_int8_programs_tested_and_timed(demo_run):
     """The segmentor's int8 ExecuTorch program is exported, tested on the val split (its
-    numbers in the table beside the checkpoint's) and timed against the fused model; a
-    program the demo cannot make says why in the table instead of a number."""
+    numbers in the table beside the checkpoint's) and timed against the fused model; a job
+    run without a program (the tiny run's Mask R-CNN) has no program numbers."""
     import re
     summary = open(osp.join(demo_run['work_dir'], 'summary.txt')).read()
-    for job, row in demo_run['rows'].items():
-        name = REPORTED[job][0][0]
-        line = next(line for line in summary.splitlines() if f' {name} ' in line)
-        if 'program_error' in row:
-            assert f'{name} int8 .pte' not in row and ' n/a ' in line
-            assert f'int8 .pte not available: {row["program_error"]}' in summary
-            continue
-        assert osp.getsize(osp.join(demo_run['work_dir'], job, f'{job}_int8.pte')) > 10**6
-        value = row[f'{name} int8 .pte']
-        assert 0 <= value <= 100 and f' {value:.1f} ' in line
-        assert row['latency_ms']['fused PyTorch'] > 0 and row['latency_ms']['int8 .pte'] > 0
-        assert re.search(rf'{NAMES[job]} +fused PyTorch [0-9.]+, int8 \.pte [0-9.]+ '
-                         rf'\([0-9.]+x\)', summary)
-    assert 'program_error' not in demo_run['rows']['fpn']
+    row = demo_run['rows']['fpn']
+    assert 'program_error' not in row
+    line = next(line for line in summary.splitlines() if ' mIoU ' in line)
+    assert osp.getsize(osp.join(demo_run['work_dir'], 'fpn', 'fpn_int8.pte')) > 10**6
+    value = row['mIoU int8 .pte']
+    assert 0 <= value <= 100 and f' {value:.1f} ' in line
+    assert row['latency_ms']['fused PyTorch'] > 0 and row['latency_ms']['int8 .pte'] > 0
+    assert re.search(r'Semantic FPN +fused PyTorch [0-9.]+, int8 \.pte [0-9.]+ \([0-9.]+x\)',
+                     summary)
+    detector = demo_run['rows']['maskrcnn']
+    assert 'bbox AP50 int8 .pte' not in detector and 'program_error' not in detector
+    assert ' n/a ' in next(line for line in summary.splitlines() if ' bbox AP50 ' in line)
+
+
+def test_demo_fails_on_a_missed_target_or_a_failed_program():
+    """``tools/demo.py`` exits non-zero on either (``failures``): never a quiet success."""
+    from mmrepvit.demo.run import failures
+    good = dict(job='fpn', **{'mIoU unfused': 60.0, 'mIoU fused': 60.0, 'mIoU int8 .pte': 59.0})
+    assert failures([good]) == []
+    assert failures([dict(good, **{'mIoU int8 .pte': 0.0})]) == ['Semantic FPN: mIoU 0.0 < 50']
+    assert failures([dict(good, program_error='ValueError: x')]) == [
+        'Semantic FPN: int8 program: ValueError: x']
 
 
 def test_demo_segmentor_starts_from_the_demo_detector_backbone(demo_run):

@@ -30,7 +30,7 @@ def main(argv=None):
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     import torch
 
-    from mmrepvit.demo.run import run_demo, torch_threads
+    from mmrepvit.demo.run import failures, run_demo, torch_threads
     try:
         threads = torch_threads(args.threads, os.environ.get('OMP_NUM_THREADS'),
                                 os.cpu_count() or 1)
@@ -38,7 +38,11 @@ def main(argv=None):
         raise SystemExit(str(error)) from error
     torch.set_num_threads(threads)
     print(f'mmrepvit demo: {threads} torch thread(s) on {os.cpu_count()} CPU(s)', flush=True)
-    return run_demo(args.work_dir, args.data_root, tuple(args.jobs))
+    rows = run_demo(args.work_dir, args.data_root, tuple(args.jobs))
+    failed = failures(rows)
+    if failed:  # exit 1: a missed target or a failed stage is never a quiet success
+        raise SystemExit('demo failed:\n  ' + '\n  '.join(failed))
+    return rows
 
 
 if __name__ == '__main__':

@@ -21,7 +21,7 @@ from ..checkpoint import load_checkpoint_file
 from ..config import config_path
 from ..deployment.executorch_detector import export_detector_program
 from ..deployment.executorch_program import export_segmentor_program, val_images
-from ..targets import load_target_config
+from ..model_variants import load_target_config
 from ..utils.timing import summarize, time_interleaved
 from .data import demo_dataset_is_current, make_demo_dataset
 from .pictures import draw_val_grid
@@ -82,10 +82,10 @@ def _data_options(data_root, job):
 
 
 def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict] = None,
-            started: Optional[float] = None) -> dict:
-    """Train, test, fuse, test fused, draw, then the int8 program (``program_stage``).
-    Returns the row of the summary table. Stage lines count time from ``started`` (default:
-    now)."""
+            started: Optional[float] = None, program: bool = True) -> dict:
+    """Train, test, fuse, test fused, draw, then (``program``) the int8 program
+    (``program_stage``). Returns the row of the summary table. Stage lines count time from
+    ``started`` (default: now)."""
     started = time.time() if started is None else started
     config = DEMO_CONFIGS[job]
     options = dict(_data_options(data_root, job), **(cfg_options or {}))
@@ -120,6 +120,8 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
     row['picture'] = draw_val_grid(
         config, loaded['fused'], osp.join(work_dir, 'pictures', f'{job}_val.png'),
         PICTURE_INDICES, score_thr=PICTURE_SCORE_THR, cfg_options=options)
+    if not program:
+        return row
     stage(f'{NAMES[job]}: int8 ExecuTorch program: export, test, latency', started)
     try:
         row.update(program_stage(job, fused_file, osp.join(job_dir, f'{job}_int8.pte'),
@@ -171,6 +173,18 @@ def latency_ms(config: str, weights: Dict[str, tuple], images: List[torch.Tensor
     return {name: summarize(seconds)['median_ms'] for name, seconds in times.items()}
 
 
+def failures(rows: List[dict]) -> List[str]:
+    """What went wrong in a demo run: each target not met, each program not made."""
+    out = [f'{NAMES[row["job"]]}: int8 program: {row["program_error"]}'
+           for row in rows if 'program_error' in row]
+    for row in rows:
+        for name in (name for name, _, _ in REPORTED[row['job']] if name in TARGETS):
+            values = [row[f'{name} {v}'] for v in VARIANTS if f'{name} {v}' in row]
+            if met(name, min(values)) == 'NO':
+                out.append(f'{NAMES[row["job"]]}: {name} {min(values):.1f} < {TARGETS[name]:g}')
+    return out
+
+
 def met(name: str, value: float) -> str:
     target = TARGETS.get(name)
     return '' if target is None else ('yes' if value >= target else 'NO')
@@ -202,9 +216,9 @@ def format_summary(rows: List[dict]) -> str:
             lines.append(f'  {NAMES[row["job"]]:<13}' + ', '.join(
                 f'{name} {ms:.1f}' for name, ms in times.items()) +
                 f' ({times["fused PyTorch"] / times["int8 .pte"]:.1f}x)')
-        else:
+        elif 'program_error' in row:
             lines.append(f'  {NAMES[row["job"]]:<13}int8 .pte not available: '
-                         f'{row.get("program_error")}')
+                         f'{row["program_error"]}')
     lines.append(f'pictures (fused models; detections scored >= {PICTURE_SCORE_THR:g}):')
     lines += [f'  {row["picture"]}' for row in rows]
     return '\n'.join(lines)
@@ -212,8 +226,10 @@ def format_summary(rows: List[dict]) -> str:
 
 def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
              jobs: Sequence[str] = ('maskrcnn', 'fpn'), data_kwargs: Optional[dict] = None,
-             cfg_options: Optional[Dict[str, dict]] = None) -> List[dict]:
-    """The whole demo. ``data_kwargs`` / ``cfg_options`` shrink it (tests use a tiny run)."""
+             cfg_options: Optional[Dict[str, dict]] = None,
+             programs: Sequence[str] = ('maskrcnn', 'fpn')) -> List[dict]:
+    """The whole demo; an int8 program for the jobs in ``programs``. ``data_kwargs`` /
+    ``cfg_options`` shrink it (tests use a tiny run)."""
     start = time.time()
     data_kwargs = dict(data_kwargs or {})
     settings = {k: v for k, v in data_kwargs.items() if k != 'progress'}
@@ -230,7 +246,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/demo',
                 _delete_=True, type='Pretrained', checkpoint=rows[-1]['checkpoint']))
             print_log(f'Semantic FPN starts from the backbone of {rows[-1]["checkpoint"]}',
                       logger='current')
-        rows.append(run_job(job, work_dir, data_root, options, started=start))
+        rows.append(run_job(job, work_dir, data_root, options, start, job in programs))
     summary = format_summary(rows) + f'\ntotal time: {(time.time() - start) / 60:.1f} min'
     with open(osp.join(work_dir, 'summary.txt'), 'w') as f:
         f.write(summary + '\n')
