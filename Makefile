@@ -32,7 +32,7 @@ else \
 fi
 endef
 
-.PHONY: install demo test lint clean-venv
+.PHONY: install demo test test-programs lint clean-venv
 
 install: $(STAMP)
 
@@ -56,7 +56,11 @@ demo: install
 	$(VPY) tools/demo.py $(DEMO_ARGS)
 
 test: install
-	$(VPY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m "not programs" tests
+
+# the ExecuTorch program exports (tests marked `programs`: minutes each); CI runs them too
+test-programs: install
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m programs tests
 
 # ruff with the rules in pyproject.toml (E, F, W, I, B); CI runs it before the tests
 lint: install

@@ -29,3 +29,26 @@ def print_report(report: dict, json_path, text) -> dict:
         with open(json_path, 'w') as f:
             json.dump(report, f, indent=1)
     return report
+
+
+def export_parser(description: str, out_help: str):
+    """The arguments tools/export_onnx.py and tools/export_executorch.py share; each adds its
+    own (sizes, checks) to the parser returned."""
+    import argparse
+
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('target', help='a detection / segmentation config, or a backbone arch '
+                        '(m1_1)')
+    parser.add_argument('out', help=out_help)
+    parser.add_argument('--checkpoint', help='weights to load before fusing (plain or fused; '
+                        'state_dict or mmengine checkpoint; random without)')
+    parser.add_argument('--int8', metavar='PATH', help='detectors / segmentors: also write an '
+                        'int8 copy here, calibrated on val images (docs/deployment.md)')
+    parser.add_argument('--calib-images', type=int, default=32, help='--int8: how many images '
+                        'of the val set calibrate the activation ranges')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--json', action='store_true', help='print the report as JSON')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser

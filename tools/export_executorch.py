@@ -22,7 +22,6 @@ methods an app reads.
 --calib-images images of the config's val set); its accuracy: python tools/test.py CONFIG
 PATH --runtime executorch.
 """
-import argparse
 import json
 import os
 import sys
@@ -31,16 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('target', help='a segmentation config, or a backbone arch (m1_1)')
-    parser.add_argument('out', help='the .pte file to write (float32)')
-    parser.add_argument('--checkpoint', help='weights (plain or fused; random without)')
-    parser.add_argument('--int8', metavar='PATH', help='segmentors: also write an int8 '
-                        'program here')
-    parser.add_argument('--calib-images', type=int, default=32, help='--int8: how many images '
-                        'of the val set calibrate the activation ranges')
+    from tools._args import export_parser
+    parser = export_parser(__doc__, 'the .pte file to write (float32)')
     parser.add_argument('--min-size', type=int, default=64, help='smallest image side the '
                         'program takes')
     parser.add_argument('--max-size', type=int, default=1024, help='largest image side the '
@@ -54,9 +45,6 @@ def parse_args(argv=None):
                         'default: the traced size and another)')
     parser.add_argument('--time', type=int, default=0, metavar='N', help='also time the '
                         'program against PyTorch at each check size, N interleaved rounds')
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--json', action='store_true', help='print the report as JSON')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
 

@@ -36,14 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('target', help='RepViT arch (m1_1), or a detection / segmentation '
-                        'config')
-    parser.add_argument('out', help='the .onnx file to write')
-    parser.add_argument('--checkpoint', help='weights to load before fusing (state_dict or '
-                        'mmengine checkpoint, trained or fused)')
+    from tools._args import export_parser
+    parser = export_parser(__doc__, 'the .onnx file to write')
     parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'),
                         help='the example input size traced for export (default: 224 224 '
                         'for a backbone, else the first --check-size)')
@@ -53,18 +47,11 @@ def parse_args(argv=None):
                         '512 512 and 320 448 for a segmentor)')
     parser.add_argument('--deploy-config', help='detectors: the mmdeploy config (default: '
                         'configs/deploy/instance-seg_* or detection_*_onnxruntime_dynamic.py)')
-    parser.add_argument('--int8', metavar='PATH', help='detectors / segmentors: also write '
-                        'an int8-quantised copy of the export here (docs/deployment.md)')
-    parser.add_argument('--calib-images', type=int, default=32, help='--int8: how many '
-                        'images of the val set calibrate the activation ranges')
     parser.add_argument('--reduce-range', action=argparse.BooleanOptionalAction,
                         help='--int8: 7-bit weights, which int8 kernels without VNNI need '
                         'to not saturate (default: on where this CPU has no avx512_vnni / '
                         'avx_vnni / amx_int8, off otherwise; recorded in the file)')
     parser.add_argument('--tolerance', type=float, default=1e-4)
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--json', action='store_true', help='print the report as JSON')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
 
