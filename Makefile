@@ -32,7 +32,7 @@ else \
 fi
 endef
 
-.PHONY: install demo test test-programs lint clean-venv
+.PHONY: install demo test test-slow lint clean-venv
 
 install: $(STAMP)
 
@@ -56,11 +56,12 @@ demo: install
 	$(VPY) tools/demo.py $(DEMO_ARGS)
 
 test: install
-	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m "not programs" tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
 
-# the ExecuTorch program exports (tests marked `programs`: minutes each); CI runs them too
-test-programs: install
-	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m programs tests
+# the tests marked `slow` (ExecuTorch program exports, every deployment path measured: minutes
+# each); CI runs them after `make test`
+test-slow: install
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) -m slow tests
 
 # ruff with the rules in pyproject.toml (E, F, W, I, B); CI runs it before the tests
 lint: install

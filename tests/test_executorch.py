@@ -11,8 +11,8 @@ from mmrepvit.deployment import executorch_program as etp
 from mmrepvit.deployment.executorch_runtime import ExecuTorchSessions
 from mmrepvit.model_variants import build_target
 
-# exports programs (minutes): `make test-programs`, not `make test` (docs/testing.md)
-pytestmark = [pytest.mark.usefixtures('one_torch_thread'), pytest.mark.programs]
+# exports programs (minutes): `make test-slow`, not `make test` (docs/testing.md)
+pytestmark = [pytest.mark.usefixtures('one_torch_thread'), pytest.mark.slow]
 
 # the tiny Semantic FPN with a test pipeline that resizes (keep-ratio, then to a multiple of
 # 32), so that the program's own resizing is what gets checked; no test hooks

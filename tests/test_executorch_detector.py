@@ -16,8 +16,8 @@ from mmrepvit.deployment.executorch_detector import (
 )
 from mmrepvit.deployment.executorch_program import synthetic_image
 
-# exports programs (minutes): `make test-programs`, not `make test` (docs/testing.md)
-pytestmark = [pytest.mark.usefixtures('one_torch_thread'), pytest.mark.programs]
+# exports programs (minutes): `make test-slow`, not `make test` (docs/testing.md)
+pytestmark = [pytest.mark.usefixtures('one_torch_thread'), pytest.mark.slow]
 RETINANET = 'configs/retinanet_repvit_m1_1_coco.py'
 CLASSES = ('circle', 'triangle', 'square', 'star')  # the demo data's
 OPTIONS = {'model.backbone.arch': 'm0_6', 'model.backbone.init_cfg': None,

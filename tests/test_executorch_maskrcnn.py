@@ -18,8 +18,8 @@ from mmrepvit.deployment.executorch_program import synthetic_image
 from mmrepvit.deployment.executorch_runtime import detector_image_steps
 from mmrepvit.model_variants import load_target_config
 
-# exports programs (minutes): `make test-programs`, not `make test` (docs/testing.md)
-pytestmark = [pytest.mark.usefixtures('one_torch_thread'), pytest.mark.programs]
+# exports programs (minutes): `make test-slow`, not `make test` (docs/testing.md)
+pytestmark = [pytest.mark.usefixtures('one_torch_thread'), pytest.mark.slow]
 MASK_RCNN = 'configs/demo/maskrcnn_repvit_m1_1_demo.py'
 OPTIONS = {'model.backbone.arch': 'm0_6', 'model.neck.in_channels': [40, 80, 160, 320],
            'model.test_cfg.rpn.nms_pre': 100, 'model.test_cfg.rpn.max_per_img': 50}

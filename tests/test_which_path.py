@@ -22,6 +22,7 @@ def fastest(rows):
     return min(rows, key=lambda r: r['median_ms'])['path']
 
 
+@pytest.mark.slow
 def test_which_path_tool_times_every_path_and_names_what_cannot_run(capsys):
     """A backbone, no checkpoint: every path timed or listed as unavailable with the reason
     this CPU gives; the answer is the fastest float32 path (int8 / bf16 accuracy unknown)."""
@@ -62,6 +63,7 @@ def test_executorch_paths_say_why_they_cannot_run(monkeypatch):
                                                 'requirements/executorch.txt)')
 
 
+@pytest.mark.slow
 def test_which_path_measures_every_paths_accuracy_against_float32(demo_run, tmp_path):
     """The demo Semantic FPN's fused checkpoint (3 val images): exported once (float32, and
     int8 calibrated on the val set), every path tested through tools/test.py's loop; the
