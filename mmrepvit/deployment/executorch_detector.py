@@ -86,23 +86,22 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
 
     Greedy NMS keeps box j iff no kept box before it overlaps it by IoU >
     ``iou_threshold`` (mmcv's rule). That is the one fixed point of
-    ``keep = valid & ~any_i(over[i, j] & keep[i])``; iterating from ``keep = valid`` makes
+    ``keep = valid & no kept i < j with over[i, j]``; iterating from ``keep = valid`` makes
     one more box of every suppression chain right per step, so after ``iterations`` steps it
-    is exact if the last step changed nothing (the second output)."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    low = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    high = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = (high - low).clamp(min=0).prod(-1)
-    iou = inter / (area[:, None] + area[None, :] - inter)
-    count = boxes.shape[0]
-    order = torch.arange(count, device=boxes.device)
-    over = (iou > iou_threshold) & (order[:, None] < order[None, :]) & valid[:, None]
-    keep = valid
-    previous = keep
+    is exact if the last step changed nothing (the second output). Each step is one
+    vector-matrix product (XNNPACK's), the IoU matrix element-wise arithmetic."""
+    x1, y1, x2, y2 = boxes.unbind(1)
+    area = (x2 - x1) * (y2 - y1)
+    inter = ((torch.minimum(x2[:, None], x2) - torch.maximum(x1[:, None], x1)).clamp(min=0) *
+             (torch.minimum(y2[:, None], y2) - torch.maximum(y1[:, None], y1)).clamp(min=0))
+    iou = inter / (area[:, None] + area - inter)
+    over = (iou > iou_threshold).to(boxes.dtype).triu(1)  # [i, j]: i before j overlaps it
+    allowed = valid.to(boxes.dtype)[None]
+    keep = previous = allowed
     for _ in range(iterations):
         previous = keep
-        keep = valid & ~(over & keep[:, None]).any(0)
-    return keep, (keep == previous).all()
+        keep = allowed * (keep @ over < 0.5)
+    return keep[0] > 0.5, (keep == previous).all()
 
 
 class DetectorFeatures(nn.Module):
@@ -165,8 +164,8 @@ class DenseDetectorApp(DetectorApp):
         h, w = image.shape[0], image.shape[1]
         x, (net_h, net_w) = self.prepare(image)
         cls_scores, bbox_preds = self.head(self.network(x))
-        boxes, scores, labels = candidates(self.head, self.cfg.nms_pre, cls_scores,
-                                           bbox_preds, (net_h, net_w))
+        boxes, scores, labels = (torch.cat(parts) for parts in zip(*candidates(
+            self.head, self.cfg.nms_pre, cls_scores, bbox_preds, (net_h, net_w))))
         # mmdet's Resize scale factor is (net_w / w, net_h / h); boxes go back through it
         boxes = boxes * boxes.new_tensor([w / net_w, h / net_h] * 2)
         return select(boxes, scores, labels, self.cfg, self.nms_candidates,
@@ -181,10 +180,10 @@ def check_nms(cfg):
     return cfg
 
 
-def candidates(head: nn.Module, nms_pre: int, cls_scores, bbox_preds, img_shape):
-    """Per level the best ``nms_pre`` (anchor, class) pairs of a sigmoid anchor head (score,
-    box decoded and clipped to ``img_shape``, class): a fixed count per level, pairs a level
-    lacks padded in with score -1."""
+def candidates(head: nn.Module, nms_pre: int, cls_scores, bbox_preds, img_shape) -> list:
+    """Per level (a list) the best ``nms_pre`` (anchor, class) pairs of a sigmoid anchor head
+    (boxes decoded and clipped to ``img_shape``, scores, classes), best first; all of a
+    level's pairs where it has fewer (mmdet's rule)."""
     classes = head.cls_out_channels
     priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores],
                                               dtype=cls_scores[0].dtype,
@@ -192,14 +191,22 @@ def candidates(head: nn.Module, nms_pre: int, cls_scores, bbox_preds, img_shape)
     boxes, scores, labels = [], [], []
     for cls, reg, prior in zip(cls_scores, bbox_preds, priors):
         pair_scores = cls[0].permute(1, 2, 0).reshape(-1).sigmoid()
-        pair_scores = torch.cat([pair_scores, pair_scores.new_full((nms_pre, ), -1.0)])
-        top, index = pair_scores.topk(nms_pre)
-        anchor = (index // classes).clamp(max=prior.shape[0] - 1)
+        top, index = pair_scores.topk(min(nms_pre, len(pair_scores)))
+        anchor = index // classes
         deltas = reg[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
         boxes.append(head.bbox_coder.decode(prior[anchor], deltas[anchor], max_shape=img_shape))
         scores.append(top)
         labels.append(index % classes)
-    return torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+    return list(zip(boxes, scores, labels))
+
+
+def valid_pairs(boxes, scores, cfg):
+    """Which candidates pass mmdet's score threshold (``cfg.score_thr``, 0 without) and
+    minimum box size (``cfg.min_bbox_size``)."""
+    valid = scores > cfg.get('score_thr', 0.0)
+    if cfg.get('min_bbox_size', -1) >= 0:
+        valid = valid & ((boxes[:, 2:] - boxes[:, :2]) > cfg.min_bbox_size).all(-1)
+    return valid
 
 
 def select(boxes, scores, labels, cfg, nms_candidates: int, nms_iterations: int):
@@ -208,9 +215,7 @@ def select(boxes, scores, labels, cfg, nms_candidates: int, nms_iterations: int)
     labels (int32), their count and whether NMS converged (module docstring)."""
     scores, order = scores.topk(min(nms_candidates, scores.shape[0]))
     boxes, labels = boxes[order], labels[order]
-    valid = scores > cfg.get('score_thr', 0.0)
-    if cfg.get('min_bbox_size', -1) >= 0:
-        valid = valid & ((boxes[:, 2:] - boxes[:, :2]) > cfg.min_bbox_size).all(-1)
+    valid = valid_pairs(boxes, scores, cfg)
     # mmcv's batched_nms: boxes of class c shifted by c * (largest coordinate + 1)
     largest = torch.where(valid[:, None], boxes, boxes.new_zeros(())).max()
     shifted = boxes + (labels.to(boxes.dtype) * (largest + 1))[:, None]
@@ -286,11 +291,12 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
 #
 # - RPN: per FPN level the best ``rpn.nms_pre`` anchors, decoded and clipped; boxes of
 #   ``min_bbox_size`` or less dropped; NMS per level at ``rpn.nms.iou_threshold``
-#   (``greedy_nms``); the best ``rpn.max_per_img`` kept, always that many rows (the rest
-#   padding, never scored);
+#   (``greedy_nms``); the best ``rpn.max_per_img`` kept over all levels, that many rows
+#   (fewer where the levels hold fewer anchors; rows past the kept ones padding, never
+#   scored);
 # - RoIAlign for the box and the mask head (``roi_features``): mmdet's ``SingleRoIExtractor``
-#   level of each box (``finest_scale``) and mmcv's aligned average RoIAlign, its bilinear
-#   samples gathered from the levels' maps;
+#   level of each box (``finest_scale``) and mmcv's aligned average RoIAlign, as two matrix
+#   products per box over a window of its level's map (``axis_weights``);
 # - box head: every (proposal, class) pair with that class's own box, ``score_thr``, NMS per
 #   class, ``max_per_img`` (``executorch_detector.select``);
 # - mask head on the kept boxes, each box's class channel, sigmoid, pasted into the image as
@@ -303,16 +309,19 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
 #
 # mmcv's RoIAlign with ``sampling_ratio=0`` samples each bin with ceil(bin size) points per
 # axis, a count that depends on the box; a program has a fixed count (``MaskRCNNApp.grids``:
-# ceil(2 * finest_scale / finest stride / output size), enough for boxes up to 28 feature
-# pixels a side, as every square box below the coarsest level is): boxes needing more are
-# sampled with that many points per bin and axis, evenly spread (mmcv's fixed-ratio rule).
+# ceil(2 * finest_scale / finest stride / output size)) and a fixed window (output size *
+# grid + 2 rows and columns), enough for boxes up to 28 feature pixels a side, as every
+# square box below the coarsest level is. A box needing more is sampled with that many
+# points per bin and axis (mmcv's fixed-ratio rule), interpolated between window rows spread
+# evenly over it: an approximation, for elongated and very large boxes alone.
 
 
-def axis_samples(start, size, length, bins: int, sampling_ratio: int, grid: int):
-    """mmcv's RoIAlign sample points along one axis for each box (``start``, ``size`` in
-    feature pixels, ``length``: the map's length there): per box, bin and sample
-    (K, bins * grid) the two neighbouring rows (or columns) and their weights, the weight 0
-    for samples mmcv does not take, divided by the bin's sample count."""
+def axis_weights(start, size, length, bins: int, sampling_ratio: int, grid: int, window: int):
+    """Along one axis, per box (``start``, ``size`` in feature pixels; ``length``: the map's
+    length there): mmcv's RoIAlign bilinear sample weights (K, bins, window) over ``window``
+    map rows (or columns) ``index`` (K, window), summed per bin and divided by its sample
+    count. The rows start at the first the box touches, one apart (exact while the box
+    touches at most ``window`` rows), else spread evenly over it (an approximation)."""
     bin_size = size / bins
     count = torch.full_like(size, sampling_ratio) if sampling_ratio > 0 else bin_size.ceil()
     count = count.clamp(max=grid)[:, None, None]
@@ -320,23 +329,29 @@ def axis_samples(start, size, length, bins: int, sampling_ratio: int, grid: int)
     pos = (start[:, None, None] + bin_size[:, None, None] *
            (torch.arange(bins, dtype=size.dtype, device=size.device)[None, :, None]
             + (step + 0.5) / count.clamp(min=1)))
-    length = length[:, None, None]
-    used = (step < count) & (pos >= -1) & (pos <= length)
-    pos = pos.clamp(min=0)
-    low = pos.floor()
-    at_end = low >= length - 1
-    low = torch.where(at_end, length - 1, low)
-    frac = torch.where(at_end, 0.0, pos - low)
+    used = (step < count) & (pos >= -1) & (pos <= length[:, None, None])
+    first = start.clamp(min=0).floor().minimum(length - 1)
+    last = (start + size).clamp(min=0).floor().add(1).minimum(length - 1)
+    stride = ((last - first + 1) / window).ceil().clamp(min=1)
+    # lattice rows first + stride * t, the map's last row standing in for those past it: a
+    # sample at or past the last row takes it alone, mmcv's rule
+    u = (pos.clamp(min=0) - first[:, None, None]) / stride[:, None, None]
+    low = u.floor().clamp(0, window - 1)
+    frac = (u - low).clamp(0, 1)
     scale = used.to(size.dtype) / count.clamp(min=1)
-    return [(index.long().flatten(1), weight.flatten(1)) for index, weight in
-            ((low, (1 - frac) * scale), (torch.where(at_end, low, low + 1), frac * scale))]
+    lattice = torch.arange(window, dtype=size.dtype, device=size.device)
+    weights = (((low[..., None] == lattice) * ((1 - frac) * scale)[..., None]).sum(2) +
+               (((low + 1).clamp(max=window - 1)[..., None] == lattice) *
+                (frac * scale)[..., None]).sum(2))
+    index = (first[:, None] + stride[:, None] * lattice).minimum(length[:, None] - 1)
+    return weights, index.long()
 
 
 def roi_features(feats, boxes: torch.Tensor, extractor: nn.Module, grid: int) -> torch.Tensor:
     """What mmdet's ``SingleRoIExtractor`` (mmcv's average RoIAlign) gives for ``boxes``
     (K, 4) of the one image: (K, C, out_h, out_w). Each box's level (``map_roi_levels``),
-    then bilinear samples gathered from the levels' maps, concatenated as one (pixels, C)
-    table, and averaged per bin."""
+    its window of the level's map gathered from the levels' maps (one (pixels, C) table),
+    then ``Wy @ window @ Wx^T`` (``axis_weights``), as ``models.layers.roi_align`` does it."""
     layer = extractor.roi_layers[0]
     (out_h, out_w), strides = layer.output_size, extractor.featmap_strides
     feats = feats[:len(strides)]
@@ -351,17 +366,16 @@ def roi_features(feats, boxes: torch.Tensor, extractor: nn.Module, grid: int) ->
     size = start[:, 2:] - start[:, :2]
     if not layer.aligned:  # mmcv's legacy mode gives every box at least one pixel
         size = size.clamp(min=1)
-    ys = axis_samples(start[:, 1], size[:, 1], height, out_h, layer.sampling_ratio, grid)
-    xs = axis_samples(start[:, 0], size[:, 0], width, out_w, layer.sampling_ratio, grid)
-    out = 0
-    for row, row_weight in ys:
-        for col, col_weight in xs:
-            index = base[:, None, None] + row[:, :, None] * width.long()[:, None, None] + \
-                col[:, None, :]
-            weight = row_weight[:, :, None] * col_weight[:, None, :]
-            out = out + table[index.flatten()].view(*index.shape, -1) * weight[..., None]
-    out = out.view(len(boxes), out_h, grid, out_w, grid, -1).sum((2, 4))
-    return out.permute(0, 3, 1, 2)
+    window = max(out_h, out_w) * grid + 2
+    wy, rows = axis_weights(start[:, 1], size[:, 1], height, out_h, layer.sampling_ratio,
+                            grid, window)
+    wx, cols = axis_weights(start[:, 0], size[:, 0], width, out_w, layer.sampling_ratio,
+                            grid, window)
+    index = base[:, None, None] + rows[:, :, None] * width.long()[:, None, None] + \
+        cols[:, None, :]
+    crops = table[index.flatten()].view(len(boxes), window, -1)  # (K, rows, cols * C)
+    out = torch.bmm(wy, crops).view(len(boxes), out_h, window, -1)  # (K, out_h, cols, C)
+    return torch.matmul(wx[:, None], out).permute(0, 3, 1, 2)  # (K, C, out_h, out_w)
 
 
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
@@ -438,13 +452,16 @@ class MaskRCNNApp(DetectorApp):
 
     def proposals(self, feats, img_shape):
         """The RPN's ``max_per_img`` proposals (boxes in the network input's pixels), which
-        rows are proposals (the rest padding) and whether its NMS converged."""
+        rows are proposals (the rest padding) and whether its NMS converged: NMS per level
+        (mmdet's ``batched_nms`` by level), then the best kept over all levels."""
         cfg = self.rpn_cfg
-        boxes, scores, _ = candidates(self.rpn, cfg.nms_pre, *self.rpn(feats), img_shape)
-        level = torch.arange(len(scores), device=scores.device) // cfg.nms_pre
-        boxes, _, _, count, converged = select(boxes, scores, level, cfg, len(scores),
-                                               self.nms_iterations)
-        return boxes, torch.arange(len(boxes), device=boxes.device) < count, converged
+        levels = candidates(self.rpn, cfg.nms_pre, *self.rpn(feats), img_shape)
+        nms = [greedy_nms(boxes, valid_pairs(boxes, scores, cfg), cfg.nms.iou_threshold,
+                          self.nms_iterations) for boxes, scores, _ in levels]
+        boxes, scores, _ = (torch.cat(parts) for parts in zip(*levels))
+        keep = torch.cat([kept for kept, _ in nms])
+        _, picked = torch.where(keep, scores, -1.0).topk(min(cfg.max_per_img, len(scores)))
+        return boxes[picked], keep[picked], torch.stack([done for _, done in nms]).all()
 
     def detections(self, feats, proposals, proposed, img_shape):
         """The box head's detections (``select``'s outputs) for the proposals: each
