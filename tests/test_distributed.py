@@ -33,6 +33,7 @@ def assert_same_state(a, b):
     assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
 
 
+@pytest.mark.slow  # several training processes: make test-slow
 def test_two_processes_train_checkpoint_and_agree(two_process_run):
     _, work, log = two_process_run
     assert 'Distributed training: True' in log
@@ -52,6 +53,7 @@ def test_two_processes_train_checkpoint_and_agree(two_process_run):
     assert load_json(work / 'val_rank0.json') == load_json(work / 'val_rank1.json')
 
 
+@pytest.mark.slow  # several training processes: make test-slow
 def test_two_process_test_equals_one_process_test(two_process_run, tmp_path):
     config, work, _ = two_process_run
     checkpoint = work / f'iter_{MAX_ITERS}.pth'
@@ -72,6 +74,7 @@ def test_two_process_test_equals_one_process_test(two_process_run, tmp_path):
             assert logit_sum == pytest.approx(one['predictions'][name][0], rel=1e-5, abs=1e-3)
 
 
+@pytest.mark.slow  # several training processes: make test-slow
 def test_two_process_resume_matches_the_uninterrupted_run(two_process_run, tmp_path):
     """Each rank's random states come back from the checkpoint: the resumed 2-process run
     ends with the uninterrupted run's weights."""
@@ -108,6 +111,7 @@ exit $status
 '''
 
 
+@pytest.mark.slow  # several training processes: make test-slow
 def test_slurm_launcher_on_cpu(two_process_run, tmp_path):
     """``tools/slurm_train.sh`` (srun faked) with GRES= on a CPU-only machine: the same
     2-process run as torchrun's."""

@@ -40,6 +40,7 @@ def wait_for(path, proc, timeout=180):
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # two training runs to the end: make test-slow
 def test_sigkill_then_resume_equals_uninterrupted_run(setup):
     root, config = setup
     straight = root / 'straight'

@@ -48,14 +48,15 @@ def test_which_path_tool_times_every_path_and_names_what_cannot_run(capsys):
 
 
 def test_executorch_paths_say_why_they_cannot_run(monkeypatch):
-    """Without the executorch package, and for a whole model (an app program takes uint8
-    images): unavailable, with the reason."""
+    """Without the executorch package, and for a whole model's accuracy (an app program
+    takes one image size): unavailable, with the reason; a whole model's timing runs."""
     import importlib.util
 
     from mmrepvit.analysis.which_path import unavailable_reason
     assert unavailable_reason('executorch') is None
-    assert 'tools/test.py --runtime executorch' in unavailable_reason('executorch-int8',
-                                                                      kind='mmseg')
+    assert unavailable_reason('executorch-int8', kind='mmseg') is None
+    assert 'tools/test.py --runtime executorch' in unavailable_reason(
+        'executorch-int8', kind='mmseg', accuracy=True)
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, 'find_spec',
                         lambda name: None if name == 'executorch' else find_spec(name))
@@ -85,7 +86,7 @@ def test_which_path_measures_every_paths_accuracy_against_float32(demo_run, tmp_
     assert not rows['openvino-bf16']['available']
     assert 'avx512_bf16 or amx_bf16' in rows['openvino-bf16']['reason']
     assert evaluated == [p for p in PATHS if p != 'openvino-bf16' and 'executorch' not in p]
-    assert 'tools/export_executorch.py' in rows['executorch']['reason']
+    assert 'tools/test.py --runtime executorch' in rows['executorch']['reason']
     assert report['accuracy_reference'] == 'fused'
     reference = rows['fused']['metrics']
     assert reference['mIoU'] > 0

@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from ..deployment.deployed_model import OnnxBackbone, open_model
-from ..deployment.executorch_program import export_backbone_program
+from ..deployment.executorch_detector import export_detector_program
+from ..deployment.executorch_program import (
+    export_backbone_program,
+    export_segmentor_program,
+    synthetic_image,
+)
 from ..deployment.export import (
     export_detector,
     export_onnx,
@@ -37,7 +42,7 @@ from ..utils.timing import num_threads, paired_ratios, summarize, time_interleav
 from .memory import peak_allocated_bytes, weight_bytes
 
 # deployed variants: (runtime, precision); int8 runs the quantised copy of the export
-# (ExecuTorch: backbones, exported as programs)
+# (ExecuTorch: programs, whole models as app programs)
 DEPLOYED = {
     'onnxruntime': ('onnxruntime', 'f32'),
     'onnxruntime-int8': ('onnxruntime', 'int8'),
@@ -129,30 +134,28 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
                       runtime='onnxruntime', precision='f32', exports=None, checkpoint=None):
     """A deployed variant (``DEPLOYED``) with the calling interface of the PyTorch
     candidates: the fused model exported to ONNX (traced at ``size``) and run by ``runtime``
-    in ``precision``, or a backbone's ExecuTorch program (in ExecuTorch's thread pool as the
-    first program loaded sized it). A backbone: images in, feature maps out. A detector /
-    segmentor: ``open_model``, whose ``test_step`` keeps the toolbox's pre- and
-    post-processing (mmseg's classes without full-size logit maps), so that the whole test
-    step is timed on both sides (docs/deployment.md). Threads follow the group's setting.
-    int8: calibrated on four synthetic images of ``size``, right for timing, not accuracy
-    (``tools/export_onnx.py --int8``, ``tools/test.py``). ``exports`` caches the files
-    between variants. ``checkpoint``: the weights exported (random otherwise)."""
+    in ``precision``, or an ExecuTorch program of it (``_program``; in ExecuTorch's thread
+    pool as the first program loaded sized it). A backbone: images in, feature maps out. A
+    detector / segmentor: ``open_model``, whose ``test_step`` keeps the toolbox's pre- and
+    post-processing (mmseg's classes without full-size logit maps; an app program does its
+    own inside), so that the whole test step is timed on both sides (docs/deployment.md).
+    Threads follow the group's setting. int8: calibrated on four synthetic images of
+    ``size``, right for timing, not accuracy (``tools/export_onnx.py --int8``,
+    ``tools/test.py``). ``exports`` caches the files between variants. ``checkpoint``: the
+    weights exported (random otherwise)."""
     if classifier:
         raise ValueError(f'the {", ".join(DEPLOYED)} variants export backbones without the '
                          f'classifier head')
     exports = {} if exports is None else exports
     int8 = precision == 'int8'
     if runtime == 'executorch':
-        if kind != 'backbone':
-            raise ValueError(f'{spec}: the executorch variants time backbones (whole models: '
-                             f'tools/export_executorch.py, tools/test.py --runtime executorch)')
         if (spec, int8, 'pte') not in exports:
-            path = exports[spec, int8, 'pte'] = _file(spec, '.pte')
-            export_backbone_program(
-                spec, path, checkpoint=checkpoint, precision=precision, export_size=size,
-                min_size=min(64, *size), max_size=max(1024, *size), check_sizes=[size],
-                calibration=[synthetic_batch('backbone', size, seed=i) for i in range(4)])
-        return OnnxBackbone(exports[spec, int8, 'pte'], runtime=runtime)
+            exports[spec, int8, 'pte'] = _program(spec, kind, size, precision, cfg_options,
+                                                  checkpoint)
+        if kind == 'backbone':
+            return OnnxBackbone(exports[spec, int8, 'pte'], runtime=runtime)
+        return open_model(load_target_config(spec, cfg_options), exports[spec, int8, 'pte'],
+                          runtime, precision)
     if (spec, int8) not in exports:
         if (spec, False) not in exports:
             exports[spec, False] = _export(spec, kind, size, cfg_options, checkpoint)
@@ -169,6 +172,28 @@ def _file(spec, suffix):
     folder = tempfile.mkdtemp(prefix='mmrepvit_deployed_')
     atexit.register(shutil.rmtree, folder, True)  # kept till then: sessions per thread count
     return osp.join(folder, osp.splitext(osp.basename(spec))[0] + suffix)
+
+
+def _program(spec, kind, size, precision, cfg_options, checkpoint=None):
+    """An ExecuTorch program of ``spec`` for images of ``size``: a backbone's, or a whole
+    model's app program (image in, results out), int8 calibrated on four synthetic images."""
+    path = _file(spec, f'_{precision}.pte')
+    if kind == 'backbone':
+        export_backbone_program(
+            spec, path, checkpoint=checkpoint, precision=precision, export_size=size,
+            min_size=min(64, *size), max_size=max(1024, *size), check_sizes=[size],
+            calibration=[synthetic_batch('backbone', size, seed=i) for i in range(4)])
+        return path
+    model = build_target(spec, 'fused', cfg_options=cfg_options, checkpoint=checkpoint)
+    calibration = [synthetic_image(size, seed) for seed in range(4)]
+    if kind == 'mmdet':
+        export_detector_program(spec, path, precision=precision, export_size=size,
+                                cfg_options=cfg_options, model=model, calibration=calibration)
+    else:
+        export_segmentor_program(spec, path, precision=precision, export_size=size,
+                                 min_size=min(size), max_size=max(size), check_sizes=[size],
+                                 cfg_options=cfg_options, model=model, calibration=calibration)
+    return path
 
 
 def _export(spec, kind, size, cfg_options, checkpoint=None):

@@ -47,15 +47,17 @@ def runtime_precision(path: str) -> Tuple[str, str]:
     return DEPLOYED[path]
 
 
-def unavailable_reason(path: str, flags=None, kind: str = 'backbone') -> Optional[str]:
+def unavailable_reason(path: str, flags=None, kind: str = 'backbone',
+                       accuracy: bool = False) -> Optional[str]:
     """Why ``path`` cannot run on this machine (a runtime not installed, bf16 without the CPU
-    feature) or for a ``kind`` of model, or None if it can."""
+    feature) or for a ``kind`` of model (its ``accuracy`` measured too), or None if it can."""
     runtime, precision = runtime_precision(path)
     if runtime != 'pytorch' and importlib.util.find_spec(runtime) is None:
         return f'{runtime} is not installed ({INSTALL[runtime]})'
-    if runtime == 'executorch' and kind != 'backbone':
-        return ('whole models run as app programs: tools/export_executorch.py, then '
-                'tools/test.py --runtime executorch')
+    if runtime == 'executorch' and kind != 'backbone' and accuracy:
+        return ('an app program takes one image size, a test set\'s vary: time it here '
+                '(no --checkpoint), test it with tools/test.py --runtime executorch on '
+                'images of its size')
     if precision == 'bf16':
         try:
             require_bf16(cpu_flags() if flags is None else flags)
@@ -91,7 +93,7 @@ def which_path(target: str, checkpoint: Optional[str] = None,
         raise ValueError(f'checkpoint={checkpoint!r} with the backbone {target!r}: accuracy '
                          f'needs a detector or segmentor config and its test set')
     size = tuple(size or DEFAULT_SIZES[kind])
-    reasons = {p: unavailable_reason(p, flags, kind) for p in paths}
+    reasons = {p: unavailable_reason(p, flags, kind, checkpoint is not None) for p in paths}
     runnable = [p for p in paths if reasons[p] is None]
     files, exports = {}, None
     if checkpoint is not None and any(p not in PYTORCH_PATHS for p in runnable):

@@ -89,13 +89,16 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
     ``keep = valid & no kept i < j with over[i, j]``; iterating from ``keep = valid`` makes
     one more box of every suppression chain right per step, so after ``iterations`` steps it
     is exact if the last step changed nothing (the second output). Each step is one
-    vector-matrix product (XNNPACK's), the IoU matrix element-wise arithmetic."""
+    vector-matrix product, the IoU matrix element-wise arithmetic."""
     x1, y1, x2, y2 = boxes.unbind(1)
     area = (x2 - x1) * (y2 - y1)
     inter = ((torch.minimum(x2[:, None], x2) - torch.maximum(x1[:, None], x1)).clamp(min=0) *
              (torch.minimum(y2[:, None], y2) - torch.maximum(y1[:, None], y1)).clamp(min=0))
-    iou = inter / (area[:, None] + area - inter)
-    over = (iou > iou_threshold).to(boxes.dtype).triu(1)  # [i, j]: i before j overlaps it
+    # 0 where the union is 0 (two empty boxes), as mmcv's 0 / 0 compares false
+    iou = inter / (area[:, None] + area - inter).clamp(min=1e-12)
+    # [i, j] 1.0 where i, before j, overlaps it: (iou > threshold) as float arithmetic, which
+    # XNNPACK runs (a bool-to-float conversion is a slow portable kernel)
+    over = (iou - iou_threshold).clamp(0, 1).ceil().triu(1)
     allowed = valid.to(boxes.dtype)[None]
     keep = previous = allowed
     for _ in range(iterations):
@@ -304,8 +307,8 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
 #   matrix products) and thresholded at ``mask_thr_binary``.
 #
 # Outputs: ``DenseDetectorApp``'s (boxes in the image's pixels; ``nms_converged`` 1 when both
-# NMS are exact) and ``masks``, uint8 [max_per_img, H, W], 1 inside an instance (padding rows
-# all 0).
+# NMS are exact) and ``masks``, bool [max_per_img, H, W], true inside an instance (padding
+# rows all false).
 #
 # mmcv's RoIAlign with ``sampling_ratio=0`` samples each bin with ceil(bin size) points per
 # axis, a count that depends on the box; a program has a fixed count (``MaskRCNNApp.grids``:
@@ -314,6 +317,13 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
 # square box below the coarsest level is. A box needing more is sampled with that many
 # points per bin and axis (mmcv's fixed-ratio rule), interpolated between window rows spread
 # evenly over it: an approximation, for elongated and very large boxes alone.
+
+
+def tent(offset: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation's weight of a grid point ``offset`` away from the sample point:
+    1 - |offset|, 0 from 1 on (what bilinear sampling gives its two neighbours, written in
+    arithmetic that XNNPACK runs, not comparisons)."""
+    return (1 - offset.abs()).clamp(min=0)
 
 
 def axis_weights(start, size, length, bins: int, sampling_ratio: int, grid: int, window: int):
@@ -335,14 +345,11 @@ def axis_weights(start, size, length, bins: int, sampling_ratio: int, grid: int,
     stride = ((last - first + 1) / window).ceil().clamp(min=1)
     # lattice rows first + stride * t, the map's last row standing in for those past it: a
     # sample at or past the last row takes it alone, mmcv's rule
-    u = (pos.clamp(min=0) - first[:, None, None]) / stride[:, None, None]
-    low = u.floor().clamp(0, window - 1)
-    frac = (u - low).clamp(0, 1)
+    u = ((pos.clamp(min=0) - first[:, None, None]) / stride[:, None, None]).clamp(
+        max=window - 1)
     scale = used.to(size.dtype) / count.clamp(min=1)
     lattice = torch.arange(window, dtype=size.dtype, device=size.device)
-    weights = (((low[..., None] == lattice) * ((1 - frac) * scale)[..., None]).sum(2) +
-               (((low + 1).clamp(max=window - 1)[..., None] == lattice) *
-                (frac * scale)[..., None]).sum(2))
+    weights = (tent(u[..., None] - lattice) * scale[..., None]).sum(2)
     index = (first[:, None] + stride[:, None] * lattice).minimum(length[:, None] - 1)
     return weights, index.long()
 
@@ -373,30 +380,32 @@ def roi_features(feats, boxes: torch.Tensor, extractor: nn.Module, grid: int) ->
                             grid, window)
     index = base[:, None, None] + rows[:, :, None] * width.long()[:, None, None] + \
         cols[:, None, :]
-    crops = table[index.flatten()].view(len(boxes), window, -1)  # (K, rows, cols * C)
-    out = torch.bmm(wy, crops).view(len(boxes), out_h, window, -1)  # (K, out_h, cols, C)
-    return torch.matmul(wx[:, None], out).permute(0, 3, 1, 2)  # (K, C, out_h, out_w)
+    count = len(boxes)
+    crops = table[index.flatten()].view(count, window, -1)  # (K, rows, cols * C)
+    rows_done = torch.bmm(wy, crops).view(count * out_h, window, -1)  # (K out_h, cols, C)
+    wx = wx[:, None].expand(-1, out_h, -1, -1).reshape(count * out_h, out_w, window)
+    out = torch.bmm(wx, rows_done).view(count, out_h, out_w, -1)
+    return out.permute(0, 3, 1, 2)  # (K, C, out_h, out_w)
 
 
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
                 threshold: float) -> torch.Tensor:
     """mmdet's ``_do_paste_mask``: mask probabilities (N, M, M) resampled into ``boxes``
     (N, 4) of a ``height`` x ``width`` image (``grid_sample``, bilinear, zeros outside,
-    align_corners=False) and thresholded (>= ``threshold``): uint8 (N, height, width)."""
+    align_corners=False) and thresholded (>= ``threshold``): bool (N, height, width), the
+    comparison's own output (converting that many pixels to another type is a slow
+    portable kernel)."""
 
     def weights(low, high, length, size):  # (N, length, size): the bilinear weights
         pixel = torch.arange(length, dtype=boxes.dtype, device=boxes.device) + 0.5
         g = (pixel - low[:, None]) / (high - low)[:, None] * 2 - 1
         g = torch.where(g.isinf(), 0.0, g)  # a box of no width: mmdet's rule
         u = ((g + 1) * size - 1) / 2
-        first = u.floor()[..., None]
-        frac = (u[..., None] - first)
-        cells = torch.arange(size, dtype=boxes.dtype, device=boxes.device)
-        return (1 - frac) * (cells == first) + frac * (cells == first + 1)
+        return tent(u[..., None] - torch.arange(size, dtype=boxes.dtype, device=boxes.device))
 
     rows = weights(boxes[:, 1], boxes[:, 3], height, probs.shape[1])
     cols = weights(boxes[:, 0], boxes[:, 2], width, probs.shape[2])
-    return (rows @ probs @ cols.transpose(1, 2) >= threshold).to(torch.uint8)
+    return rows @ probs @ cols.transpose(1, 2) >= threshold
 
 
 class FloatFeatures(nn.Module):
@@ -430,6 +439,10 @@ class MaskRCNNApp(DetectorApp):
             raise ValueError(f'{type(detector.rpn_head).__name__} + '
                              f'{type(roi_head).__name__}: the two-stage app program takes '
                              f'an RPNHead and a StandardRoIHead with a mask head (Mask R-CNN)')
+        if not roi_head.test_cfg.mask_thr_binary > 0:
+            raise ValueError(f'test_cfg.rcnn.mask_thr_binary='
+                             f'{roi_head.test_cfg.mask_thr_binary}: the app program gives '
+                             f'binary masks, thresholded at a value above 0')
         super().__init__(detector, steps, check_nms(roi_head.test_cfg), nms_candidates,
                          nms_iterations)
         self.rpn, self.roi_head = detector.rpn_head, roi_head
@@ -482,15 +495,16 @@ class MaskRCNNApp(DetectorApp):
                       self.nms_iterations)
 
     def masks(self, feats, boxes, scaled, labels, image_size):
-        """Each detection's mask in the image (uint8, padding rows 0): the mask head on its
+        """Each detection's mask in the image (bool, padding rows false): the mask head on its
         box (network input pixels), its class's channel, pasted into its ``scaled`` box."""
         head = self.roi_head.mask_head
         logits = head(roi_features(feats, boxes, self.roi_head.mask_roi_extractor,
                                    self.grids[1]))
         channel = torch.zeros_like(labels) if head.class_agnostic else labels.clamp(min=0)
         probs = logits[torch.arange(len(labels), device=labels.device), channel.long()]
-        masks = paste_masks(probs.sigmoid(), scaled, *image_size, self.cfg.mask_thr_binary)
-        return masks * (labels >= 0).to(masks.dtype)[:, None, None]
+        # padding rows: probabilities 0, below any threshold mmdet takes (> 0)
+        probs = probs.sigmoid() * (labels >= 0).to(probs.dtype)[:, None, None]
+        return paste_masks(probs, scaled, *image_size, self.cfg.mask_thr_binary)
 
 
 def detector_app(detector: nn.Module, steps: Dict, nms_candidates: int,

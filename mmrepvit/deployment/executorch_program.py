@@ -58,6 +58,12 @@ from .export import SegmentorLogits, load_model, make_traceable
 from .quantize import calibration_set
 
 
+def same_size(size, other) -> bool:
+    """Whether two sizes are equal and fixed (plain ints, not symbols of a dynamic export)."""
+    return all(isinstance(a, int) and isinstance(b, int) and a == b
+               for a, b in zip(size, other))
+
+
 class SegmentorApp(nn.Module):
     """The segmentor as an app calls it: uint8 RGB image [H, W, 3] -> int32 classes [H, W]
     (module docstring). ``steps``: ``image_steps`` of the config."""
@@ -103,12 +109,19 @@ class SegmentorApp(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         h, w = image.shape[0], image.shape[1]
         x, (net_h, net_w) = self.prepare(image)
-        logits = self.network(x)[:, :, :net_h, :net_w]
-        logits = F.interpolate(logits, size=(h, w), mode='bilinear',
-                               align_corners=self.align_corners)
+        logits = self.network(x)
+        # crop the padding and resize to the image unless the (fixed) sizes say there is
+        # none: each would move the full-size logits in and out of XNNPACK's layout
+        if not same_size(x.shape[2:], (net_h, net_w)):
+            logits = logits[:, :, :net_h, :net_w]
+        if not same_size((net_h, net_w), (h, w)):
+            logits = F.interpolate(logits, size=(h, w), mode='bilinear',
+                                   align_corners=self.align_corners)
         if self.binary:
             return (logits[0, 0].sigmoid() > self.threshold).to(torch.int32)
-        return logits[0].argmax(0).to(torch.int32)
+        # classes last: the argmax reads each pixel's logits contiguously (over the classes
+        # axis of the (1, K, H, W) logits it took 5x as long)
+        return logits.permute(0, 2, 3, 1).argmax(-1)[0].to(torch.int32)
 
 
 # ------------------------------------------------------------------------------- export
@@ -140,9 +153,10 @@ def xnnpack_quantizer():
 def export_module(module: nn.Module, example: torch.Tensor,
                   dynamic_axes: Optional[Dict[int, Tuple]] = None):
     """``torch.export`` of ``module`` (one tensor in) with the axes of ``dynamic_axes``
-    (axis -> (name, min, max)) dynamic, the others fixed at ``example``'s."""
+    (axis -> (name, min, max)) dynamic, the others (and those of one size) fixed at
+    ``example``'s."""
     shapes = ({axis: Dim(name, min=low, max=high)
-               for axis, (name, low, high) in (dynamic_axes or {}).items()}, )
+               for axis, (name, low, high) in (dynamic_axes or {}).items() if low < high}, )
     with torch.no_grad():
         try:
             return export(module, (example, ), dynamic_shapes=shapes)
