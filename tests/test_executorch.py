@@ -201,3 +201,15 @@ def test_truncated_or_other_model_program_is_an_error_naming_it(fpn, tmp_path):
 def _config(path, options=None):
     from mmrepvit.config import load_config
     return load_config(str(path), options)
+
+
+def test_benchmark_times_a_whole_segmentor_program_beside_pytorch(fpn):
+    """``tools/benchmark.py CONFIG --variants fused executorch-int8``: the app program, exported
+    for the benchmark's size, timed through the same test step, the same class maps made."""
+    from mmrepvit.analysis.benchmark import benchmark
+    report = benchmark([fpn['config']], ['fused', 'executorch-int8'], sizes=[INT8_SIZE],
+                       threads=[1], repeats=2, warmup=1, memory=False)
+    rows = {r['variant']: r for r in report['results']}
+    assert set(rows) == {'fused', 'executorch-int8'}
+    assert rows['executorch-int8']['outputs'] == rows['fused']['outputs']
+    assert rows['executorch-int8']['median_ms'] > 0
