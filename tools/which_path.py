@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Which way to run a model on this CPU: every path (PyTorch fused / fast, ONNX Runtime f32 /
-int8, OpenVINO f32 / bf16 / int8, ExecuTorch f32 / int8 for backbones) timed interleaved, and
+int8, OpenVINO f32 / bf16 / int8, ExecuTorch f32 / int8 programs) timed interleaved, and
 with --checkpoint each one's accuracy on the config's test set (the loop of tools/test.py)
 against float32; prints the table (CPU, its flags, library versions) and the fastest path
 losing at most --tolerance points.

@@ -1,9 +1,10 @@
 """Which way of running a model is fastest on this CPU at an accuracy close enough to float32.
 
 Every path (PyTorch fused and fast, ONNX Runtime f32 / int8, OpenVINO f32 / bf16 / int8,
-ExecuTorch f32 / int8 for backbones) that can run here is timed interleaved with the others
+ExecuTorch f32 / int8 programs) that can run here is timed interleaved with the others
 (``benchmark``); a path that cannot run here (bf16 without AVX512-BF16 / AMX, a runtime not
-installed, ExecuTorch for a whole model) is listed with the reason. Given a
+installed, the accuracy of a whole model's ExecuTorch program, which takes one image size) is
+listed with the reason. Given a
 checkpoint, the model is exported from it once (float32 and, calibrated on the config's val
 set, int8: ``deployment.export.export_model``), every path runs on those files, and each
 path's accuracy on the test set is measured by ``evaluate`` (``apis.evaluate_path``, the loop
