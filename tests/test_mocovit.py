@@ -284,6 +284,7 @@ log_processor = dict(by_epoch=False)
 """
 
 
+@pytest.mark.slow  # a training run and a test run: make test-slow
 def test_ghostnet_retinanet_trains_and_tests_on_demo_data(tmp_path):
     """The baseline of MoCoViT's RetinaNet claim: GhostNet-1.0x in the same recipe; one
     training iteration and a test (COCO AP) on the built-in demo data, through the tools'

@@ -104,6 +104,7 @@ def test_resize_argmax_gives_mmseg_classes(align_corners):
         assert not torch.equal(shortcut, expected)
 
 
+@pytest.mark.slow  # two detectors exported through mmdeploy: make test-slow
 def test_detectors_in_openvino_match_pytorch(work):
     """Mask R-CNN (RepViT) and RetinaNet (MoCoViT) in OpenVINO f32: every detection agrees
     with PyTorch as in ONNX Runtime (labels, boxes within 1e-3 px, scores within 1e-4, mask

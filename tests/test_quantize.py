@@ -155,6 +155,7 @@ def test_int8_segmentor_runs_in_int8_and_follows_the_float_graph(demo_run, work)
     assert sample.pred_sem_seg.data.shape == (1, 96, 160)
 
 
+@pytest.mark.slow  # a detector exported and calibrated: make test-slow
 def test_int8_detector_runs_every_conv_and_gemm_in_int8(demo_run, work):
     """The demo Mask R-CNN with the COCO configs' neck (no BatchNorm): its freshly initialised
     neck, RPN and mask head convs all have zero biases, which torch's exporter stores once;
