@@ -44,6 +44,7 @@ from mmengine.structures import InstanceData
 from ..config import default_dataset_meta
 from ..fusion import fuse_model
 from ..model_variants import load_target_config
+from ..models.layers.roi_align import axis_weights, tent
 from .compare import BOX_TOL, SCORE_TOL, compare_detections
 from .executorch_program import (
     SegmentorApp,
@@ -319,46 +320,12 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
 # evenly over it: an approximation, for elongated and very large boxes alone.
 
 
-def tent(offset: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation's weight of a grid point ``offset`` away from the sample point:
-    1 - |offset|, 0 from 1 on (what bilinear sampling gives its two neighbours, written in
-    arithmetic that XNNPACK runs, not comparisons)."""
-    return (1 - offset.abs()).clamp(min=0)
-
-
-def axis_weights(start, size, length, bins: int, sampling_ratio: int, grid: int, window: int):
-    """Along one axis, per box (``start``, ``size`` in feature pixels; ``length``: the map's
-    length there): mmcv's RoIAlign bilinear sample weights (K, bins, window) over ``window``
-    map rows (or columns) ``index`` (K, window), summed per bin and divided by its sample
-    count. The rows start at the first the box touches, one apart (exact while the box
-    touches at most ``window`` rows), else spread evenly over it (an approximation)."""
-    bin_size = size / bins
-    count = torch.full_like(size, sampling_ratio) if sampling_ratio > 0 else bin_size.ceil()
-    count = count.clamp(max=grid)[:, None, None]
-    step = torch.arange(grid, dtype=size.dtype, device=size.device)
-    pos = (start[:, None, None] + bin_size[:, None, None] *
-           (torch.arange(bins, dtype=size.dtype, device=size.device)[None, :, None]
-            + (step + 0.5) / count.clamp(min=1)))
-    used = (step < count) & (pos >= -1) & (pos <= length[:, None, None])
-    first = start.clamp(min=0).floor().minimum(length - 1)
-    last = (start + size).clamp(min=0).floor().add(1).minimum(length - 1)
-    stride = ((last - first + 1) / window).ceil().clamp(min=1)
-    # lattice rows first + stride * t, the map's last row standing in for those past it: a
-    # sample at or past the last row takes it alone, mmcv's rule
-    u = ((pos.clamp(min=0) - first[:, None, None]) / stride[:, None, None]).clamp(
-        max=window - 1)
-    scale = used.to(size.dtype) / count.clamp(min=1)
-    lattice = torch.arange(window, dtype=size.dtype, device=size.device)
-    weights = (tent(u[..., None] - lattice) * scale[..., None]).sum(2)
-    index = (first[:, None] + stride[:, None] * lattice).minimum(length[:, None] - 1)
-    return weights, index.long()
-
-
 def roi_features(feats, boxes: torch.Tensor, extractor: nn.Module, grid: int) -> torch.Tensor:
     """What mmdet's ``SingleRoIExtractor`` (mmcv's average RoIAlign) gives for ``boxes``
     (K, 4) of the one image: (K, C, out_h, out_w). Each box's level (``map_roi_levels``),
     its window of the level's map gathered from the levels' maps (one (pixels, C) table),
-    then ``Wy @ window @ Wx^T`` (``axis_weights``), as ``models.layers.roi_align`` does it."""
+    then ``Wy @ window @ Wx^T`` (``axis_weights``, shared with the training layer
+    ``models.layers.roi_align``)."""
     layer = extractor.roi_layers[0]
     (out_h, out_w), strides = layer.output_size, extractor.featmap_strides
     feats = feats[:len(strides)]

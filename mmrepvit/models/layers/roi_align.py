@@ -10,38 +10,57 @@ import torch
 import torch.nn as nn
 
 
-def _axis_weights(start, size, length, bins, sampling_ratio):
-    """Along one axis: each RoI's interpolation weights (K, bins, L) over a window of feature
-    rows (or columns), the window's first index (K,) and its length (K,) (L: the longest)."""
+def tent(offset: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation's weight of a grid point ``offset`` away from the sample point:
+    1 - |offset|, 0 from 1 on (what bilinear sampling gives its two neighbours, written in
+    arithmetic that XNNPACK runs, not comparisons)."""
+    return (1 - offset.abs()).clamp(min=0)
+
+
+def axis_weights(start, size, length, bins: int, sampling_ratio: int, grid: int, window: int):
+    """Along one axis, per RoI (``start``, ``size`` in feature pixels; ``length``: the map's
+    length there, per RoI): mmcv's RoIAlign bilinear sample weights (K, bins, window) over
+    ``window`` map rows (or columns) ``index`` (K, window), summed per bin and divided by its
+    sample count (at most ``grid``). The rows start at the first the RoI touches, one apart
+    (exact while the RoI touches at most ``window`` rows), else spread evenly over it (an
+    approximation). Fixed sizes, plain arithmetic: an exported program computes it too."""
     bin_size = size / bins
-    grid = torch.full_like(size, sampling_ratio) if sampling_ratio > 0 else torch.ceil(bin_size)
-    max_grid = int(grid.max().item()) if grid.numel() else 0
+    count = torch.full_like(size, sampling_ratio) if sampling_ratio > 0 else bin_size.ceil()
+    count = count.clamp(max=grid)[:, None, None]
+    step = torch.arange(grid, dtype=size.dtype, device=size.device)
+    bin_size = bin_size[:, None, None]
+    pos = (start[:, None, None]  # mmcv's order of operations
+           + torch.arange(bins, dtype=size.dtype, device=size.device)[:, None] * bin_size
+           + (step + 0.5) * bin_size / count.clamp(min=1))
+    used = (step < count) & (pos >= -1) & (pos <= length[:, None, None])
+    first = start.clamp(min=0).floor().minimum(length - 1)
+    last = (start + size).clamp(min=0).floor().add(1).minimum(length - 1)
+    stride = ((last - first + 1) / window).ceil().clamp(min=1)
+    # lattice rows first + stride * t; a sample at or past the map's last row takes it alone
+    # (mmcv's rule), so no weight falls past it
+    end = ((length - 1 - first) / stride).clamp(max=window - 1)
+    u = ((pos.clamp(min=0) - first[:, None, None]) / stride[:, None, None]).minimum(
+        end[:, None, None])
+    scale = used.to(size.dtype) / count.clamp(min=1)
+    lattice = torch.arange(window, dtype=size.dtype, device=size.device)
+    weights = (tent(u[..., None] - lattice) * scale[..., None]).sum(2)
+    index = (first[:, None] + stride[:, None] * lattice).minimum(length[:, None] - 1)
+    return weights, index.long()
+
+
+def _window_weights(start, size, length: int, bins: int, sampling_ratio: int):
+    """``axis_weights`` with each RoI's own sample count and a window as long as the most
+    rows a RoI touches (exact): the weights (K, bins, L), each window's first row (K,) and
+    its length (K,)."""
+    count = torch.full_like(size, sampling_ratio) if sampling_ratio > 0 else (size / bins).ceil()
     first = start.clamp(min=0).floor().clamp(max=length - 1)
     last = (start + size).clamp(min=0).floor().add(1).clamp(max=length - 1)
     span = (last - first + 1).long()
-    width = int(span.max().item()) if span.numel() else 1
-    weights = start.new_zeros(len(start), bins, width)
-    if max_grid == 0:
-        return weights, first.long(), span
-    step = torch.arange(max_grid, dtype=start.dtype, device=start.device)
-    grid_ = grid.clamp(min=1)[:, None, None]
-    pos = (start[:, None, None]
-           + torch.arange(bins, dtype=start.dtype, device=start.device)[None, :, None]
-           * bin_size[:, None, None] + (step + 0.5) * bin_size[:, None, None] / grid_)
-    used = (step < grid[:, None, None]) & (pos >= -1) & (pos <= length)
-    pos = pos.clamp(min=0)
-    low = pos.floor()
-    at_end = low >= length - 1
-    low = torch.where(at_end, torch.full_like(low, length - 1), low)
-    high = torch.where(at_end, low, low + 1)
-    frac = torch.where(at_end, torch.zeros_like(pos), pos - low)
-    scale = used.to(start.dtype) / grid_
-    origin = first[:, None, None]
-    # padding slots (a RoI with a smaller grid than the largest) carry weight 0 but may point
-    # past the window: keep their indices inside it
-    weights.scatter_add_(2, (low - origin).clamp(0, width - 1).long(), (1 - frac) * scale)
-    weights.scatter_add_(2, (high - origin).clamp(0, width - 1).long(), frac * scale)
-    return weights, first.long(), span
+    grid = int(count.max().item()) if count.numel() else 1
+    window = int(span.max().item()) if span.numel() else 1
+    weights, index = axis_weights(start, size, torch.full_like(start, length), bins,
+                                  sampling_ratio, max(grid, 1), window)
+    return weights, index[:, 0], span
 
 
 def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, aligned=True):
@@ -57,8 +76,8 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, 
     roi_w, roi_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     if not aligned:  # mmcv's legacy mode gives every RoI at least one pixel
         roi_w, roi_h = roi_w.clamp(min=1), roi_h.clamp(min=1)
-    wy, y0, ly = _axis_weights(y1, roi_h, height, out_h, sampling_ratio)
-    wx, x0, lx = _axis_weights(x1, roi_w, width, out_w, sampling_ratio)
+    wy, y0, ly = _window_weights(y1, roi_h, height, out_h, sampling_ratio)
+    wx, x0, lx = _window_weights(x1, roi_w, width, out_w, sampling_ratio)
     hwc = features.permute(0, 2, 3, 1)  # a view when features are channels-last
     if not hwc.is_contiguous():
         hwc = hwc.contiguous()  # once, not a strided copy per RoI
