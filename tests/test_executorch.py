@@ -187,7 +187,7 @@ def test_truncated_or_other_model_program_is_an_error_naming_it(fpn, tmp_path):
     truncated.write_bytes(data[:len(data) // 2])
     with pytest.raises(ValueError, match='truncated.pte.*not a readable ExecuTorch program'):
         check_model_file(str(truncated), 'executorch')
-    with pytest.raises(ValueError, match='fpn.pte.*runtime executorch runs ExecuTorch'):
+    with pytest.raises(ValueError, match='fpn.pte.*run it with runtime executorch'):
         check_model_file(path)  # without --runtime executorch
     with pytest.raises(ValueError, match="fpn.pte.*exported from 'fpn.py'.*predicts 5 "
                        "classes, but the config's head has 3"):

@@ -170,8 +170,8 @@ def test_an_openvino_ir_runs_and_the_test_loop_takes_it(fpn, work):
     assert b.seg_logits.data.shape == (5, 96, 160)
     torch.testing.assert_close(b.seg_logits.data, a.seg_logits.data, atol=1e-4, rtol=0)
     assert check_model_file(xml, 'openvino')
-    with pytest.raises(ValueError, match='fpn_int8.xml.*is an OpenVINO IR: run it with '
-                       'runtime openvino'):
+    with pytest.raises(ValueError, match='fpn_int8.xml.*with runtime onnxruntime, which runs '
+                       '.onnx files: run it with runtime openvino'):
         check_model_file(xml)
 
 
@@ -319,3 +319,46 @@ def test_benchmark_times_the_openvino_variants():
     assert env['cpu'] and set(env['cpu_flags']) >= {'avx512_vnni', 'avx512_bf16', 'amx_bf16'}
     assert env['libraries']['openvino'] and env['libraries']['onnxruntime']
     assert format_table(report).startswith(f'CPU: {env["cpu"]}')
+
+
+def test_a_registered_runtime_is_offered_checked_and_run(fpn, tmp_path):
+    """The route of docs/architecture.md for a new runtime: a ``RuntimeSpec`` registered is
+    what ``--runtime`` offers, ``check_model_file`` checks files and precisions against, and
+    ``open_model`` runs (here ONNX Runtime's sessions on a file of a new suffix)."""
+    import argparse
+    import importlib.util
+    import shutil
+
+    from mmrepvit.deployment import check_model_file
+    args = importlib.util.spec_from_file_location(
+        '_args', osp.join(osp.dirname(__file__), '..', 'tools', '_args.py'))
+    tool_args = importlib.util.module_from_spec(args)
+    args.loader.exec_module(tool_args)
+    toy = str(tmp_path / 'fpn.toy')
+    shutil.copy(fpn['onnx'], toy)
+    rt.register_runtime(rt.RuntimeSpec(
+        'toyrt', ('.toy', ), ('f32', ),
+        open=lambda path, precision, device, threads, low_resolution: rt.OnnxSessions(
+            path, device, threads, low_resolution),
+        check=rt.check_onnx_file, precision_of=rt.onnx_precision, export_tool='cp',
+        install='nothing to install'))
+    try:
+        parser = argparse.ArgumentParser()
+        tool_args.add_runtime_arguments(parser)
+        assert parser.parse_args(['--runtime', 'toyrt']).runtime == 'toyrt'
+        assert check_model_file(toy, 'toyrt')
+        with pytest.raises(ValueError, match='fpn.toy.*run it with runtime toyrt'):
+            check_model_file(toy)
+        with pytest.raises(ValueError, match='fpn.onnx.*runtime toyrt, which runs .toy files: '
+                           'run it with runtime onnxruntime or openvino'):
+            check_model_file(fpn['onnx'], 'toyrt')
+        with pytest.raises(UnsupportedPrecision, match="precision bf16 with runtime 'toyrt': it "
+                           'runs f32; openvino runs bf16'):
+            open_model(FPN, toy, runtime='toyrt', precision='bf16')
+        batch = synthetic_batch('mmseg', (96, 128))
+        with torch.no_grad():
+            got, expected = (open_model(FPN, path, runtime=runtime).test_step(batch)[0]
+                             for path, runtime in ((toy, 'toyrt'), (fpn['onnx'], None)))
+        assert torch.equal(got.pred_sem_seg.data, expected.pred_sem_seg.data)
+    finally:
+        rt.RUNTIMES.pop('toyrt')

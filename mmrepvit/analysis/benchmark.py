@@ -27,6 +27,7 @@ from ..deployment.export import (
     make_traceable,
 )
 from ..deployment.quantize import graph_inputs, quantize_onnx, synthetic_feeds
+from ..deployment.runtime import RUNTIMES, runs_app_programs
 from ..deployment.seg_postprocess import resize_argmax
 from ..model_variants import (
     VARIANTS,
@@ -41,20 +42,13 @@ from ..utils.cpu import cpu_model, relevant_flags
 from ..utils.timing import num_threads, paired_ratios, summarize, time_interleaved
 from .memory import peak_allocated_bytes, weight_bytes
 
-# deployed variants: (runtime, precision); int8 runs the quantised copy of the export
-# (ExecuTorch: programs, whole models as app programs)
-DEPLOYED = {
-    'onnxruntime': ('onnxruntime', 'f32'),
-    'onnxruntime-int8': ('onnxruntime', 'int8'),
-    'openvino': ('openvino', 'f32'),
-    'openvino-bf16': ('openvino', 'bf16'),
-    'openvino-int8': ('openvino', 'int8'),
-    'executorch': ('executorch', 'f32'),
-    'executorch-int8': ('executorch', 'int8'),
-}
+# deployed variants: every registered runtime in each of its precisions, as (runtime,
+# precision) named 'onnxruntime', 'onnxruntime-int8', 'openvino-bf16', ...; int8 runs the
+# quantised copy of the export (app-program runtimes: programs, whole models as apps)
+DEPLOYED = {name + ('' if precision == 'f32' else f'-{precision}'): (name, precision)
+            for name, spec in RUNTIMES.items() for precision in spec.precisions}
 ONNX_VARIANTS = tuple(DEPLOYED)
-LIBRARIES = ('torch', 'onnxruntime', 'openvino', 'executorch', 'mmengine', 'mmcv', 'mmdet',
-             'mmsegmentation', 'numpy')
+LIBRARIES = ('torch', *RUNTIMES, 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation', 'numpy')
 
 
 def _label(target, variant):
@@ -148,7 +142,7 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
                          f'classifier head')
     exports = {} if exports is None else exports
     int8 = precision == 'int8'
-    if runtime == 'executorch':
+    if runs_app_programs(runtime):  # its own exporter
         if (spec, int8, 'pte') not in exports:
             exports[spec, int8, 'pte'] = _program(spec, kind, size, precision, cfg_options,
                                                   checkpoint)

@@ -18,7 +18,7 @@ import os.path as osp
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from ..deployment.export import export_model
-from ..deployment.runtime import UnsupportedPrecision, require_bf16
+from ..deployment.runtime import RUNTIMES, UnsupportedPrecision, require_bf16, runs_app_programs
 from ..model_variants import target_kind
 from ..utils.cpu import cpu_flags
 from .benchmark import DEPLOYED, benchmark, format_environment
@@ -31,8 +31,6 @@ KEY_METRICS = {
     'mmdet': (('coco/bbox_mAP_50', 'bbox AP50', 100.0), ('coco/segm_mAP_50', 'segm AP50', 100.0)),
     'mmseg': (('mIoU', 'mIoU', 1.0), ),
 }
-INSTALL = {'onnxruntime': 'make install-deploy', 'openvino': 'make install-openvino',
-           'executorch': 'pip install -r requirements/executorch.txt'}
 
 # evaluate(path, weights, runtime, precision, fast) -> the test loop's metrics; runtime and
 # precision None for a checkpoint (PyTorch)
@@ -54,8 +52,8 @@ def unavailable_reason(path: str, flags=None, kind: str = 'backbone',
     feature) or for a ``kind`` of model (its ``accuracy`` measured too), or None if it can."""
     runtime, precision = runtime_precision(path)
     if runtime != 'pytorch' and importlib.util.find_spec(runtime) is None:
-        return f'{runtime} is not installed ({INSTALL[runtime]})'
-    if runtime == 'executorch' and kind != 'backbone' and accuracy:
+        return f'{runtime} is not installed ({RUNTIMES[runtime].install})'
+    if runs_app_programs(runtime) and kind != 'backbone' and accuracy:
         return ('an app program takes one image size, a test set\'s vary: time it here '
                 '(no --checkpoint), test it with tools/test.py --runtime executorch on '
                 'images of its size')

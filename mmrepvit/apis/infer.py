@@ -26,6 +26,7 @@ from ..config import config_from_text, load_config, toolbox_of
 from ..datasets import UnreadableFileError, cut_short_jpeg
 from ..deployment import check_model_file, open_model
 from ..deployment.executorch_runtime import feed_original_images
+from ..deployment.runtime import runs_app_programs
 from ..fusion import fuse_model
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -154,7 +155,7 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
             trust=trust_checkpoint_config)
     if deployed and cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # the PyTorch model is only a placeholder
-    if runtime == 'executorch':  # an app program resizes the original image itself
+    if runs_app_programs(runtime):  # an app program resizes the original image itself
         feed_original_images(cfg)
     with warnings.catch_warnings():  # built without weights on purpose: they follow
         warnings.filterwarnings('ignore', message='(Checkpoint is not loaded|weights is None)')

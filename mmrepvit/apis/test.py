@@ -9,6 +9,7 @@ from ..config import default_work_dir, load_config, toolbox_of
 from ..datasets import check_dataset_annotations, check_dataset_paths, use_readable_loaders
 from ..deployment import check_model_file, is_deployed_file, open_model
 from ..deployment.executorch_runtime import feed_original_images
+from ..deployment.runtime import runs_app_programs
 from .diagnose import explained_errors
 from .train import build_runner
 
@@ -71,7 +72,7 @@ def test(cfg: Config, checkpoint: Optional[dict] = None, runtime: Optional[str] 
     not read again."""
     path = cfg.get('test_checkpoint') or cfg.get('load_from')
     deployed = path is not None and check_model_file(path, runtime, precision)
-    if runtime == 'executorch':  # an app program resizes the original image itself
+    if runs_app_programs(runtime):  # an app program resizes the original image itself
         feed_original_images(cfg)
     check_dataset_paths(cfg, splits=('test', ))
     check_dataset_annotations(cfg, splits=('test', ))

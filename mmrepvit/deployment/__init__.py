@@ -7,6 +7,9 @@ model's ``test_step``).
 Not imported by ``import mmrepvit``; mmdeploy, onnxruntime and executorch are imported only
 when used.
 """
+# each runtime's module registers it in runtime.RUNTIMES (a new runtime: its module, imported here)
+from . import openvino_runtime  # noqa: F401,I001 (the order runtimes are listed in)
+from . import executorch_runtime  # noqa: F401,I001
 from .deployed_model import check_model_file, is_deployed_file, open_model
 from .export import export_model
 from .runtime import PRECISIONS, RUNTIMES, UnsupportedPrecision

@@ -28,36 +28,38 @@ from mmengine.structures import InstanceData, PixelData
 
 from ..config import default_dataset_meta, toolbox_of
 from .executorch_runtime import (
-    PTE_SUFFIX,
-    ExecuTorchSessions,
     check_program_config,
     cut_padding,
     load_program,
     model_head,
 )
-from .openvino_runtime import OpenVinoSessions, read_openvino
-from .runtime import OnnxSessions, check_run_options, describe_run, resolve_precision
+from .openvino_runtime import read_openvino
+from .runtime import (
+    DEFAULT_RUNTIME,
+    RUNTIMES,
+    check_run_options,
+    describe_run,
+    file_owner,
+    resolve_precision,
+    runs_app_programs,
+)
 from .seg_postprocess import low_resolution_supported, resize_argmax
 
 DETECTOR_OUTPUTS = ('dets', 'labels')  # + 'masks' (mmdeploy's end2end layout)
 SEGMENTOR_OUTPUTS = ('logits', )  # mmrepvit's own export: logits at the input size
 
 
-def make_sessions(model_file: str, runtime: str = 'onnxruntime', precision: Optional[str] = None,
-                  device: str = 'cpu', threads: Optional[int] = None,
-                  low_resolution: bool = False):
-    """``model_file``'s sessions in ``runtime`` (``OnnxSessions``, ``OpenVinoSessions`` or
-    ``ExecuTorchSessions``) in ``precision`` (``resolve_precision``)."""
+def make_sessions(model_file: str, runtime: str = DEFAULT_RUNTIME,
+                  precision: Optional[str] = None, device: str = 'cpu',
+                  threads: Optional[int] = None, low_resolution: bool = False):
+    """``model_file``'s sessions in ``runtime`` (its ``RuntimeSpec.open``) in ``precision``
+    (``resolve_precision``)."""
     precision = resolve_precision(runtime, model_file, precision)
-    if runtime != 'onnxruntime' and str(device) != 'cpu':
+    spec = RUNTIMES[runtime]
+    if not spec.cuda and str(device) != 'cpu':
         raise ValueError(f'device={device!r}: runtime {runtime} runs on the CPU here (device '
                          f'cpu)')
-    if runtime == 'executorch':
-        sessions = ExecuTorchSessions(model_file, threads)
-    elif runtime == 'openvino':
-        sessions = OpenVinoSessions(model_file, precision, threads, low_resolution)
-    else:
-        sessions = OnnxSessions(model_file, device, threads, low_resolution)
+    sessions = spec.open(os.fspath(model_file), precision, device, threads, low_resolution)
     sessions.runtime, sessions.precision = runtime, precision
     return sessions
 
@@ -67,7 +69,7 @@ class OnnxBackbone(torch.nn.Module):
     ``runtime`` and ``precision`` (``make_sessions``)."""
 
     def __init__(self, onnx_file: str, threads: Optional[int] = None,
-                 runtime: str = 'onnxruntime', precision: Optional[str] = None):
+                 runtime: str = DEFAULT_RUNTIME, precision: Optional[str] = None):
         super().__init__()
         self.sessions = make_sessions(onnx_file, runtime, precision, threads=threads)
 
@@ -244,52 +246,41 @@ class ProgramDetector(ProgramModel):
         return data_sample
 
 
-# the files a deployed model is read from: an export (onnxruntime, openvino), an OpenVINO IR
-# (openvino), an ExecuTorch program (executorch)
-DEPLOYED_SUFFIXES = ('.onnx', '.xml', PTE_SUFFIX)
-
-
 def is_deployed_file(path: str) -> bool:
-    """Whether ``path`` names an exported model (``DEPLOYED_SUFFIXES``), not a checkpoint."""
-    return os.fspath(path).endswith(DEPLOYED_SUFFIXES)
+    """Whether ``path`` names a file a runtime runs (``RuntimeSpec.suffixes``), not a
+    checkpoint."""
+    return file_owner(path) is not None
+
+
+def deployed_suffixes() -> str:
+    return ', '.join(dict.fromkeys(x for r in RUNTIMES.values() for x in r.suffixes))
 
 
 def check_model_file(path: str, runtime: Optional[str] = None, precision: Optional[str] = None,
                      fuse: bool = False) -> bool:
     """Whether ``path`` is an exported model (else a checkpoint), after checking what it is run
     with: ``runtime`` and ``precision`` (``RUNTIMES``, ``PRECISIONS``) apply to exported files
-    only, each runtime to its own files (executorch: ``.pte`` programs, and only it; an
-    OpenVINO IR: openvino), the file is readable, and it is not asked to be ``fuse``d (an
-    export is fused already). Raises ValueError naming the file or value and what is valid."""
+    only, each runtime to its own kinds of file (``RuntimeSpec.suffixes``), the file is
+    readable (``RuntimeSpec.check`` of its kind's first runtime), and it is not asked to be
+    ``fuse``d (an export is fused already). Raises ValueError naming the file or value and
+    what is valid."""
     check_run_options(runtime, precision)
     path = os.fspath(path)
     if not is_deployed_file(path):
         if runtime or precision:
             raise ValueError(f'--runtime / --precision run an exported model '
-                             f'({", ".join(DEPLOYED_SUFFIXES)}), but {path!r} is a checkpoint: '
-                             f'export it with tools/export_onnx.py or '
-                             f'tools/export_executorch.py first')
+                             f'({deployed_suffixes()}), but {path!r} is a checkpoint: export '
+                             f'it with tools/export_onnx.py or tools/export_executorch.py first')
         return False
     if fuse:
         raise ValueError(f'--fuse with {path!r}: an exported model is fused already')
-    if (runtime == 'executorch') != path.endswith(PTE_SUFFIX):
-        raise ValueError(f'{path!r} with runtime {runtime or "onnxruntime"}: runtime '
-                         f'executorch runs ExecuTorch programs ({PTE_SUFFIX}, '
-                         f'tools/export_executorch.py), and only it')
-    if runtime == 'executorch':
-        load_program(path)
-    elif path.endswith('.xml'):
-        if runtime != 'openvino':
-            raise ValueError(f'{path!r} is an OpenVINO IR: run it with runtime openvino '
-                             f'(--runtime openvino)')
-        read_openvino(path)
-    else:
-        import onnx
-        try:
-            onnx.checker.check_model(path)
-        except Exception as error:  # DecodeError, ValidationError, OSError ...
-            raise ValueError(f'{path!r} is not a readable ONNX model ({type(error).__name__}: '
-                             f'{error}); export one with tools/export_onnx.py') from error
+    spec = RUNTIMES[runtime or DEFAULT_RUNTIME]
+    if not path.endswith(spec.suffixes):
+        readers = [r.name for r in RUNTIMES.values() if path.endswith(r.suffixes)]
+        raise ValueError(f'{path!r} with runtime {spec.name}, which runs '
+                         f'{", ".join(spec.suffixes)} files: run it with runtime '
+                         f'{" or ".join(readers)} (--runtime {readers[0]})')
+    file_owner(path).check(path)
     return True
 
 
@@ -312,12 +303,12 @@ def open_model(config: Union[str, Config], path: str, runtime: Optional[str] = N
     logit maps (``seg_postprocess``), as evaluation and pictures need."""
     if not check_model_file(path, runtime, precision):
         raise ValueError(f'{path!r} is a checkpoint: open_model runs exported models '
-                         f'({", ".join(DEPLOYED_SUFFIXES)})')
-    runtime = runtime or 'onnxruntime'
+                         f'({deployed_suffixes()})')
+    runtime = runtime or DEFAULT_RUNTIME
     cfg = Config.fromfile(config) if not isinstance(config, Config) else config
     scope = toolbox_of(cfg)
     init_default_scope(scope)
-    if runtime == 'executorch':  # an app program: the image as an app gives it
+    if runs_app_programs(runtime):  # the image as an app gives it
         contract = load_program(path)[1]
         check_program_config(contract, cfg, path)
         preprocessor = BaseDataPreprocessor()  # the program prepares the image itself

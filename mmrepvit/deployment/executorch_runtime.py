@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..config import default_dataset_meta, toolbox_of
+from .runtime import RuntimeSpec, register_runtime
 
 PTE_SUFFIX = '.pte'
 PRECISIONS = ('f32', 'int8')
@@ -292,3 +293,12 @@ def feed_original_images(cfg) -> None:
     cfg.program_image_steps = json.dumps(program_image_steps(cfg))
     dataset = cfg.test_dataloader.dataset
     dataset.pipeline = without_program_steps(dataset.pipeline)
+
+
+register_runtime(RuntimeSpec(
+    'executorch', (PTE_SUFFIX, ), ('f32', 'int8'),
+    open=lambda path, precision, device, threads, low_resolution: ExecuTorchSessions(
+        path, threads),
+    check=load_program, precision_of=lambda path: load_program(path)[1]['precision'],
+    export_tool='tools/export_executorch.py',
+    install='pip install -r requirements/executorch.txt', app_program=True))

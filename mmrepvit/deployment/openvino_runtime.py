@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from ..utils.cpu import cpu_model
-from .runtime import Sessions, UnsupportedPrecision
+from .runtime import RuntimeSpec, Sessions, UnsupportedPrecision, onnx_precision, register_runtime
 from .seg_postprocess import cut_final_resize_openvino
 
 
@@ -99,3 +99,19 @@ class OpenVinoSessions(Sessions):
     def infer(self, compiled, feed):
         results = compiled[1].infer(feed, share_inputs=True)  # outputs are copies
         return [results[i] for i in range(len(self.output_names))]
+
+
+def openvino_file_precision(path: str) -> str:
+    """``'int8'`` if an IR holds FakeQuantize ops (an ONNX file: its QDQ ops), else ``'f32'``."""
+    if not path.endswith('.xml'):
+        return onnx_precision(path)
+    with open(path, errors='replace') as f:
+        return 'int8' if 'type="FakeQuantize"' in f.read() else 'f32'
+
+
+register_runtime(RuntimeSpec(
+    'openvino', ('.onnx', '.xml'), ('f32', 'bf16', 'int8'),
+    open=lambda path, precision, device, threads, low_resolution: OpenVinoSessions(
+        path, precision, threads, low_resolution),
+    check=read_openvino, precision_of=openvino_file_precision,
+    export_tool='tools/export_onnx.py', install='make install-openvino'))

@@ -1,22 +1,65 @@
-"""The runtimes that run exported models (ONNX Runtime, OpenVINO, ExecuTorch), the precision a
-deployed model runs in, stated and checked instead of left to a runtime's default, and the
-sessions that run one file (``deployed_model.make_sessions`` picks one): what it puts behind the
-PyTorch model's interface.
+"""The runtimes that run exported models, one ``RuntimeSpec`` each in ``RUNTIMES``
+(ONNX Runtime here; OpenVINO and ExecuTorch in their ``<name>_runtime.py``, which register
+themselves), the precision a deployed model runs in, stated and checked instead of left to a
+runtime's default, and ONNX Runtime's sessions. ``deployed_model.open_model`` puts a file's
+sessions behind the PyTorch model's interface.
 """
 import os
-from typing import List, Optional, Union
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..utils.cpu import BF16_FLAGS, cpu_flags, cpu_model, describe_cpu
-from .executorch_runtime import PTE_SUFFIX, load_program
 from .seg_postprocess import cut_final_resize_onnx
 
-RUNTIMES = ('onnxruntime', 'openvino', 'executorch')
 PRECISIONS = ('f32', 'bf16', 'int8')
 # ops that make a graph an int8 one: ONNX QDQ / QLinear, OpenVINO's FakeQuantize
 INT8_OPS = ('QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'FakeQuantize')
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """What the project needs of a runtime: its name, the model files it runs (``suffixes``),
+    the precisions it runs them in, ``open(path, precision, device, threads, low_resolution)``
+    -> its sessions (a ``Sessions``), ``check(path)`` (ValueError naming an unreadable file),
+    ``precision_of(path)`` (what a file of its own holds: 'f32' or 'int8'), the tool that
+    makes its files, the command that installs it, whether it runs on CUDA too, and whether
+    its files are app programs (the image in as an app has it, results out) rather than
+    graphs behind the toolbox's own pre- and post-processing."""
+    name: str
+    suffixes: Tuple[str, ...]
+    precisions: Tuple[str, ...]
+    open: Callable
+    check: Callable[[str], object]
+    precision_of: Callable[[str], str]
+    export_tool: str
+    install: str
+    cuda: bool = False
+    app_program: bool = False
+
+
+# name -> Runtime, in registration order (ONNX Runtime first: the default)
+RUNTIMES: Dict[str, RuntimeSpec] = {}
+DEFAULT_RUNTIME = 'onnxruntime'
+
+
+def register_runtime(runtime: RuntimeSpec) -> RuntimeSpec:
+    """Add ``runtime`` to ``RUNTIMES`` (what ``--runtime``, ``open_model``, the benchmark
+    and ``which_path`` offer)."""
+    RUNTIMES[runtime.name] = runtime
+    return runtime
+
+
+def runs_app_programs(runtime: Optional[str]) -> bool:
+    """Whether ``runtime``'s files are app programs (they take the original image)."""
+    return runtime in RUNTIMES and RUNTIMES[runtime].app_program
+
+
+def file_owner(path: str) -> Optional[RuntimeSpec]:
+    """The first registered runtime whose files ``path`` names (None: a checkpoint)."""
+    return next((r for r in RUNTIMES.values() if os.fspath(path).endswith(r.suffixes)), None)
 
 
 class UnsupportedPrecision(ValueError):
@@ -33,18 +76,26 @@ def check_run_options(runtime: Optional[str], precision: Optional[str]) -> None:
 
 
 def stored_precision(path: str) -> str:
-    """``'int8'`` if the model file holds quantisation ops (``INT8_OPS``), else ``'f32'``; an
-    ExecuTorch program: the precision its contract states."""
-    path = os.fspath(path)
-    if path.endswith(PTE_SUFFIX):
-        return load_program(path)[1]['precision']
-    if path.endswith('.xml'):
-        with open(path, errors='replace') as f:
-            text = f.read()
-        return 'int8' if 'type="FakeQuantize"' in text else 'f32'
+    """``'int8'`` or ``'f32'``: what the model file holds (quantisation ops, or an
+    ExecuTorch program's contract), read by the runtime that owns its kind of file."""
+    return file_owner(path).precision_of(os.fspath(path))
+
+
+def onnx_precision(path: str) -> str:
+    """``'int8'`` if the ONNX file holds quantisation ops (``INT8_OPS``), else ``'f32'``."""
     import onnx
     graph = onnx.load(path, load_external_data=False).graph
     return 'int8' if any(n.op_type in INT8_OPS for n in graph.node) else 'f32'
+
+
+def check_onnx_file(path: str) -> None:
+    """ValueError naming ``path`` unless it is a readable ONNX model."""
+    import onnx
+    try:
+        onnx.checker.check_model(path)
+    except Exception as error:  # DecodeError, ValidationError, OSError ...
+        raise ValueError(f'{path!r} is not a readable ONNX model ({type(error).__name__}: '
+                         f'{error}); export one with tools/export_onnx.py') from error
 
 
 def require_bf16(flags=None) -> None:
@@ -61,8 +112,9 @@ def resolve_precision(runtime: str, path: str, precision: Optional[str] = None,
     """The precision ``path`` runs in under ``runtime``: ``precision`` checked against the
     file and the CPU, or, when None, what the file holds (f32 or int8).
 
-    A float32 file runs in f32 or (OpenVINO, on a bf16 CPU) bf16; an int8 file (quantised by
-    ``tools/export_onnx.py --int8``) only as int8. Anything else raises, naming the file.
+    A float32 file runs in f32 or, where the runtime offers it (``RuntimeSpec.precisions``) and
+    on a bf16 CPU, bf16; an int8 file (``--int8`` of the export tools) only as int8. Anything
+    else raises, naming the file.
     ``runtime`` and ``precision`` are valid names (``check_run_options``)."""
     stored = stored_precision(path)
     if precision is None:
@@ -71,13 +123,16 @@ def resolve_precision(runtime: str, path: str, precision: Optional[str] = None,
         raise UnsupportedPrecision(f'{path!r} is an int8 model: run it with precision int8, '
                                    f'or give the float32 export for {precision}')
     if stored == 'f32' and precision == 'int8':
-        tool = 'export_executorch' if os.fspath(path).endswith(PTE_SUFFIX) else 'export_onnx'
+        tool = file_owner(path).export_tool
         raise UnsupportedPrecision(f'{path!r} is a float32 model: precision int8 needs its int8 '
-                                   f'copy (tools/{tool}.py ... --int8 PATH)')
+                                   f'copy ({tool} ... --int8 PATH)')
+    valid = RUNTIMES[runtime].precisions
+    if precision not in valid:
+        others = [r.name for r in RUNTIMES.values() if precision in r.precisions]
+        raise UnsupportedPrecision(f'precision {precision} with runtime {runtime!r}: it runs '
+                                   f'{", ".join(valid)}; {" and ".join(others)} runs '
+                                   f'{precision}')
     if precision == 'bf16':
-        if runtime != 'openvino':
-            raise UnsupportedPrecision(f'precision bf16 with runtime {runtime!r}: only '
-                                       f'openvino runs these graphs in bf16 on a CPU')
         require_bf16(flags)
     return precision
 
@@ -162,3 +217,11 @@ class OnnxSessions(Sessions):
 
     def infer(self, session, feed):
         return session.run(None, feed)
+
+
+register_runtime(RuntimeSpec(
+    'onnxruntime', ('.onnx', ), ('f32', 'int8'),
+    open=lambda path, precision, device, threads, low_resolution: OnnxSessions(
+        path, device, threads, low_resolution),
+    check=check_onnx_file, precision_of=onnx_precision, export_tool='tools/export_onnx.py',
+    install='make install-deploy', cuda=True))
