@@ -282,13 +282,14 @@ def test_nan_loss_stops_training_naming_iteration_and_last_checkpoint(data, tmp_
                                                                 else [])
 
 
-def test_demo_val_images_of_two_sizes_are_refused_before_an_int8_program(own_data, tmp_path):
-    """An int8 program takes one image size: the demo's program stage refuses val images of
-    several sizes, naming them, before exporting anything."""
+def test_demo_val_images_of_two_sizes_are_refused_before_a_detector_program(own_data,
+                                                                            tmp_path):
+    """A detector program takes one image size: the demo's program stage refuses val images
+    of several sizes, naming them, before exporting anything."""
     from mmrepvit.demo.run import _data_options, program_stage
-    image = own_data / 'ade' / 'images' / 'validation' / '000002.jpg'
+    image = own_data / 'coco' / 'val2017' / '000002.jpg'
     Image.open(image).resize((80, 64)).save(image)
-    with pytest.raises(ValueError, match=r'sizes \[\(64, 64\), \(64, 80\)\]: an int8 '):
-        program_stage('fpn', 'fused.pth', str(tmp_path / 'fpn.pte'), str(tmp_path),
-                      _data_options(str(own_data), 'fpn'))
-    assert not (tmp_path / 'fpn.pte').exists()
+    with pytest.raises(ValueError, match=r'sizes \[\(64, 64\), \(64, 80\)\]: a detector '):
+        program_stage('maskrcnn', 'fused.pth', str(tmp_path / 'maskrcnn.pte'), str(tmp_path),
+                      _data_options(str(own_data), 'maskrcnn'))
+    assert not (tmp_path / 'maskrcnn.pte').exists()

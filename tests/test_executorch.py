@@ -23,7 +23,7 @@ custom_hooks = []
 '''
 EXPORT_SIZE = (96, 128)
 MAX_SIZE = 192
-INT8_SIZE = (64, 64)  # the demo images' size: int8 programs take one size
+INT8_SIZE = (64, 64)  # the demo images' size, where the int8 program is calibrated
 
 
 @pytest.fixture(scope='module')
@@ -41,7 +41,8 @@ def fpn(tmp_path_factory):
     f32 = etp.export_segmentor_program(config, str(work / 'fpn.pte'), ckpt,
                                        export_size=EXPORT_SIZE, max_size=MAX_SIZE)
     int8 = etp.export_segmentor_program(config, str(work / 'fpn_int8.pte'), ckpt, 'int8',
-                                        calib_images=2, export_size=INT8_SIZE)
+                                        calib_images=2, export_size=INT8_SIZE,
+                                        max_size=MAX_SIZE)
     return dict(work=work, config=config, ckpt=ckpt, f32=f32, int8=int8)
 
 
@@ -81,19 +82,21 @@ def test_segmentor_program_predicts_mmseg_classes_at_two_sizes(fpn):
     assert all(c['agree'] >= 0.999 for c in fpn['f32']['checks'])
 
 
-def test_int8_program_runs_and_mostly_agrees_with_float(fpn):
-    """The int8 program (one size, 64x64) predicts the float32 PyTorch model's class on most
-    pixels (measured on this random-weight model: about 97%), and says which size it takes."""
+def test_int8_program_runs_and_mostly_agrees_with_float_at_two_sizes(fpn):
+    """The int8 program (calibrated at 64x64, any size up to 192) predicts the float32
+    PyTorch model's class on most pixels at its calibration size and another (measured on
+    this random-weight model: about 97%), and says which sizes it takes."""
     from mmseg.apis import inference_model, init_model
     model = init_model(fpn['config'], fpn['ckpt'], device='cpu')
-    image = app_image(INT8_SIZE, 3)
-    expected = inference_model(model, image[..., ::-1].copy()).pred_sem_seg.data[0]
-    got, = run_program(fpn['int8']['path'], image)
-    assert got.shape == INT8_SIZE
-    assert (got.long() == expected).float().mean() >= 0.9
+    for size in (INT8_SIZE, EXPORT_SIZE):
+        image = app_image(size, 3)
+        expected = inference_model(model, image[..., ::-1].copy()).pred_sem_seg.data[0]
+        got, = run_program(fpn['int8']['path'], image)
+        assert got.shape == size
+        assert (got.long() == expected).float().mean() >= 0.9, size
     sessions = ExecuTorchSessions(fpn['int8']['path'])
-    with pytest.raises(ValueError, match='fpn_int8.pte.*exactly 64x64.*not 96x128'):
-        sessions.run(torch.from_numpy(app_image(EXPORT_SIZE)))
+    with pytest.raises(ValueError, match='fpn_int8.pte.*64x64 to 192x192.*not 200x128'):
+        sessions.run(torch.from_numpy(app_image((200, 128))))
 
 
 def test_contract_is_readable_as_an_app_reads_it(fpn):
@@ -113,7 +116,7 @@ def test_contract_is_readable_as_an_app_reads_it(fpn):
     assert 0 < fpn['f32']['planned_mb'] < 64  # activation memory, planned for 192 x 192
     int8 = Runtime.get().load_program(fpn['int8']['path'])
     assert int8.load_method('precision').execute([]) == ['int8']
-    assert int8.load_method('max_size').execute([]) == list(INT8_SIZE)
+    assert int8.load_method('max_size').execute([]) == [MAX_SIZE, MAX_SIZE]
 
 
 def test_keep_ratio_size_is_mmcv_s_in_integer_arithmetic():
@@ -141,6 +144,29 @@ def test_backbone_program_features_match_fused_pytorch(tmp_path):
             expected = fused(x)
         assert [g.shape for g in got] == [e.shape for e in expected]
         assert max(float((g - e).abs().max()) for g, e in zip(got, expected)) <= 1e-4
+
+
+def test_int8_backbone_program_takes_sizes_other_than_its_calibration_size(tmp_path):
+    """An int8 RepViT-M0.6 program calibrated at 64x64 runs at 96x128 and 128x96 too (it was
+    quantised with symbolic sizes): the feature maps of the float32 backbone's shapes, close
+    to them: a relative error of quantisation noise (random weights amplify it in the deeper
+    maps; measured 4-25%, as at the calibration size), not of a wrong computation (~100%)."""
+    path = str(tmp_path / 'm0_6_int8.pte')
+    calibration = [torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(i))
+                   for i in range(4)]
+    report = etp.export_backbone_program('m0_6', path, precision='int8', export_size=(64, 64),
+                                         max_size=128, calibration=calibration)
+    assert report['contract']['min_size'] == [64, 64]
+    assert report['contract']['max_size'] == [128, 128]
+    fused = build_target('m0_6', 'fused')
+    for size in [(96, 128), (128, 96)]:
+        x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(5))
+        got = run_program(path, x.numpy())
+        with torch.no_grad():
+            expected = fused(x)
+        assert [g.shape for g in got] == [e.shape for e in expected]
+        errors = [float((g - e).norm() / e.norm()) for g, e in zip(got, expected)]
+        assert max(errors) < 0.5, (size, errors)
 
 
 def test_tools_test_scores_a_program_as_its_checkpoint(fpn):

@@ -167,15 +167,19 @@ def export_module(module: nn.Module, example: torch.Tensor,
 
 
 def quantize_module(module: nn.Module, example: torch.Tensor,
-                    calibration: Iterable[torch.Tensor]) -> nn.Module:
+                    calibration: Iterable[torch.Tensor], dynamic: bool = False) -> nn.Module:
     """``module`` quantised to int8 for XNNPACK (``xnnpack_quantizer``; PyTorch 2 export
-    quantisation), activation ranges observed on ``calibration`` (inputs of ``example``'s
-    shape): a module with quantise / dequantise steps that XNNPACK lowers to int8 kernels.
+    quantisation), activation ranges observed on ``calibration`` (inputs like ``example``):
+    a module with quantise / dequantise steps that XNNPACK lowers to int8 kernels.
 
-    For one input size: XNNPACK's int8 programs exported with dynamic sizes ran at the
-    export size only (ExecuTorch 1.5.1: other sizes crashed), so int8 programs are fixed-size."""
+    ``dynamic``: traced with the height and width of its (N, C, H, W) input symbolic, so
+    that the quantised module, and a program exported from it, takes any size (traced at
+    ``example``'s alone, it keeps that size in its reshapes and resizes)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    observed = prepare_pt2e(export_module(module, example).module(), xnnpack_quantizer())
+    shapes = ({2: Dim.AUTO, 3: Dim.AUTO}, ) if dynamic else None
+    with torch.no_grad():
+        traced = export(module, (example, ), dynamic_shapes=shapes).module()
+    observed = prepare_pt2e(traced, xnnpack_quantizer())
     seen = 0
     with torch.no_grad():
         for sample in calibration:
@@ -252,25 +256,22 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
     app = SegmentorApp(model, steps).eval()
     example = torch.zeros(*export_size, 3, dtype=torch.uint8)
     sizes = dict(min_size=[min_size] * 2, max_size=[max_size] * 2)
-    if check_precision(precision) == 'int8':  # one image size (quantize_module)
+    if check_precision(precision) == 'int8':
         if calibration is None:
             calibration = val_images(cfg, calib_images)
         inputs = [app.prepare(resize_image(image, export_size))[0] for image in calibration]
-        app.network = quantize_module(app.network, app.prepare(example)[0], inputs)
-        sizes = dict(min_size=list(export_size), max_size=list(export_size))
-        exported = export_module(app, example)
-    else:
-        exported = export_module(app, example, {0: ('height', min_size, max_size),
-                                                1: ('width', min_size, max_size)})
+        app.network = quantize_module(app.network, app.prepare(example)[0], inputs,
+                                      dynamic=True)
+    exported = export_module(app, example, {0: ('height', min_size, max_size),
+                                            1: ('width', min_size, max_size)})
     contract = dict(contract_version=CONTRACT_VERSION, kind='segmentor', input_layout='HWC',
                     input_dtype='uint8', input_channels='RGB', **sizes, output_names=['classes'],
                     class_names=list(class_names(cfg, model)), precision=precision,
                     config_name=osp.basename(config), image_steps=json.dumps(steps))
     _write(path, lower(exported, contract))
     checked = check_sizes or [export_size, other_size(export_size, min_size, max_size)]
-    if precision == 'int8':  # against float32 PyTorch, at its one size
+    if precision == 'int8':  # against float32 PyTorch
         app = SegmentorApp(model, steps).eval()
-        checked = [export_size]
     return dict(path=path, contract=contract, planned_mb=planned_memory_mb(path),
                 checks=check_program(path, app, [synthetic_image(size, seed)
                                                  for seed, size in enumerate(checked)],
@@ -395,23 +396,19 @@ def export_backbone_program(arch: str, path: str, classifier: bool = False,
         outputs = model(example)
     names = ['logits'] if classifier else [f'feat{i}' for i in range(len(outputs))]
     reference, sizes = model, dict(min_size=[min_size] * 2, max_size=[max_size] * 2)
-    if check_precision(precision) == 'int8':  # one input size (quantize_module)
+    if check_precision(precision) == 'int8':
         if not calibration:
             raise ValueError('an int8 backbone program needs calibration inputs')
-        model = quantize_module(model, example, calibration)
-        exported = export_module(model, example)
-        sizes = dict(min_size=list(export_size), max_size=list(export_size))
-    else:
-        exported = export_module(model, example, {2: ('height', min_size, max_size),
-                                                  3: ('width', min_size, max_size)})
+        model = quantize_module(model, example, calibration, dynamic=True)
+    exported = export_module(model, example, {2: ('height', min_size, max_size),
+                                              3: ('width', min_size, max_size)})
     contract = dict(contract_version=CONTRACT_VERSION,
                     kind='classifier' if classifier else 'backbone', input_layout='NCHW',
                     input_dtype='float32', input_channels='normalised', **sizes,
                     output_names=names,
                     precision=precision, config_name=arch)
     _write(path, lower(exported, contract))
-    checked = [export_size] if precision == 'int8' else \
-        check_sizes or [export_size, other_size(export_size, min_size, max_size)]
+    checked = check_sizes or [export_size, other_size(export_size, min_size, max_size)]
     inputs = [torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(i))
               for i, size in enumerate(checked)]
     return dict(path=path, contract=contract, planned_mb=planned_memory_mb(path),
