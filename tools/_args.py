@@ -4,10 +4,11 @@
 def add_runtime_arguments(parser) -> None:
     """``--runtime`` and ``--precision`` of an exported model (``deployment.open_model``)."""
     from mmrepvit.deployment import PRECISIONS, RUNTIMES
+    from mmrepvit.deployment.runtime import DEFAULT_RUNTIME
     runs = '; '.join(f'{r.name}: {", ".join(r.suffixes)} ({r.export_tool}; {r.install})'
                      for r in RUNTIMES.values())
     parser.add_argument('--runtime', choices=RUNTIMES, help='the runtime of an exported model, '
-                        f'default {next(iter(RUNTIMES))} ({runs})')
+                        f'default {DEFAULT_RUNTIME} ({runs})')
     parser.add_argument('--precision', choices=PRECISIONS, help='f32, bf16 (openvino, on a CPU '
                         'with AVX512-BF16 or AMX) or int8 (an int8 file); default: the file\'s; '
                         'anything the file or CPU cannot give is an error')

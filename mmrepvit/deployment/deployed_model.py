@@ -253,6 +253,7 @@ def is_deployed_file(path: str) -> bool:
 
 
 def deployed_suffixes() -> str:
+    """The kinds of file the registered runtimes run, for messages."""
     return ', '.join(dict.fromkeys(x for r in RUNTIMES.values() for x in r.suffixes))
 
 

@@ -296,7 +296,7 @@ def feed_original_images(cfg) -> None:
 
 
 register_runtime(RuntimeSpec(
-    'executorch', (PTE_SUFFIX, ), ('f32', 'int8'),
+    'executorch', (PTE_SUFFIX, ), PRECISIONS,
     open=lambda path, precision, device, threads, low_resolution: ExecuTorchSessions(
         path, threads),
     check=load_program, precision_of=lambda path: load_program(path)[1]['precision'],

@@ -40,7 +40,7 @@ class RuntimeSpec:
     app_program: bool = False
 
 
-# name -> Runtime, in registration order (ONNX Runtime first: the default)
+# name -> RuntimeSpec, in registration order (ONNX Runtime first: the default)
 RUNTIMES: Dict[str, RuntimeSpec] = {}
 DEFAULT_RUNTIME = 'onnxruntime'
 
@@ -78,7 +78,11 @@ def check_run_options(runtime: Optional[str], precision: Optional[str]) -> None:
 def stored_precision(path: str) -> str:
     """``'int8'`` or ``'f32'``: what the model file holds (quantisation ops, or an
     ExecuTorch program's contract), read by the runtime that owns its kind of file."""
-    return file_owner(path).precision_of(os.fspath(path))
+    owner = file_owner(path)
+    if owner is None:
+        raise ValueError(f'{path!r} is not an exported model: the runtimes run '
+                         f'{", ".join(s for r in RUNTIMES.values() for s in r.suffixes)} files')
+    return owner.precision_of(os.fspath(path))
 
 
 def onnx_precision(path: str) -> str:

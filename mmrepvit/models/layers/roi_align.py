@@ -56,11 +56,11 @@ def _window_weights(start, size, length: int, bins: int, sampling_ratio: int):
     first = start.clamp(min=0).floor().clamp(max=length - 1)
     last = (start + size).clamp(min=0).floor().add(1).clamp(max=length - 1)
     span = (last - first + 1).long()
-    grid = int(count.max().item()) if count.numel() else 1
+    grid = max(int(count.max().item()), 1) if count.numel() else 1
     window = int(span.max().item()) if span.numel() else 1
-    weights, index = axis_weights(start, size, torch.full_like(start, length), bins,
-                                  sampling_ratio, max(grid, 1), window)
-    return weights, index[:, 0], span
+    weights, _ = axis_weights(start, size, torch.full_like(start, length), bins,
+                              sampling_ratio, grid, window)
+    return weights, first.long(), span
 
 
 def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, aligned=True):
