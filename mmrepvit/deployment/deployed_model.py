@@ -38,6 +38,7 @@ from .runtime import (
     DEFAULT_RUNTIME,
     RUNTIMES,
     check_run_options,
+    deployed_suffixes,
     describe_run,
     file_owner,
     resolve_precision,
@@ -250,11 +251,6 @@ def is_deployed_file(path: str) -> bool:
     """Whether ``path`` names a file a runtime runs (``RuntimeSpec.suffixes``), not a
     checkpoint."""
     return file_owner(path) is not None
-
-
-def deployed_suffixes() -> str:
-    """The kinds of file the registered runtimes run, for messages."""
-    return ', '.join(dict.fromkeys(x for r in RUNTIMES.values() for x in r.suffixes))
 
 
 def check_model_file(path: str, runtime: Optional[str] = None, precision: Optional[str] = None,

@@ -57,6 +57,11 @@ def runs_app_programs(runtime: Optional[str]) -> bool:
     return runtime in RUNTIMES and RUNTIMES[runtime].app_program
 
 
+def deployed_suffixes() -> str:
+    """The kinds of file the registered runtimes run, for messages."""
+    return ', '.join(dict.fromkeys(x for r in RUNTIMES.values() for x in r.suffixes))
+
+
 def file_owner(path: str) -> Optional[RuntimeSpec]:
     """The first registered runtime whose files ``path`` names (None: a checkpoint)."""
     return next((r for r in RUNTIMES.values() if os.fspath(path).endswith(r.suffixes)), None)
@@ -81,7 +86,7 @@ def stored_precision(path: str) -> str:
     owner = file_owner(path)
     if owner is None:
         raise ValueError(f'{path!r} is not an exported model: the runtimes run '
-                         f'{", ".join(s for r in RUNTIMES.values() for s in r.suffixes)} files')
+                         f'{deployed_suffixes()} files')
     return owner.precision_of(os.fspath(path))
 
 
