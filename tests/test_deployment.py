@@ -329,3 +329,39 @@ def scene(h, w, seed=0):
         cy, cx, r = rng.integers(15, h - 15), rng.integers(15, w - 15), rng.integers(8, 20)
         img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(0, 255, 3)
     return img
+
+
+@pytest.mark.parametrize('factor', [2, 3, 4, 8])
+def test_upscale_argmax_gives_the_classes_of_the_resized_logits(factor):
+    """A program's fixed-size post-processing predicts each pixel's class as mmseg's bilinear
+    resize and argmax do: logits of many classes with regions and boundaries (exact), and
+    i.i.d. noise where every cell is a boundary once all cells may be computed exactly."""
+    import torch.nn.functional as F
+
+    from mmrepvit.deployment.seg_postprocess import upscale_argmax
+
+    def expected(low):
+        return F.interpolate(low, scale_factor=factor, mode='bilinear').argmax(1)[0]
+
+    g = torch.Generator().manual_seed(factor)
+    regions = F.interpolate(torch.randn(1, 150, 3, 4, generator=g) * 3, size=(23, 31),
+                            mode='bilinear')
+    got = upscale_argmax(regions[0].permute(1, 2, 0), factor)
+    assert torch.equal(got, expected(regions)) and len(got.unique()) > 3
+    noise = torch.randn(1, 9, 7, 5, generator=g)
+    assert torch.equal(upscale_argmax(noise[0].permute(1, 2, 0), factor, exact_cells=1.0),
+                       expected(noise))
+
+
+def test_upscale_argmax_finds_a_class_that_wins_only_between_its_pixels():
+    """Two pixels whose best classes are 0 and 1 both rank class 2 second: between them
+    class 2 wins. Taking candidates from the pixels' own best classes would miss it; the
+    second-best bound marks those cells for the full computation."""
+    import torch.nn.functional as F
+
+    from mmrepvit.deployment.seg_postprocess import upscale_argmax
+    low = torch.tensor([[[10., 0., 9.], [0., 10., 9.]]])  # (h=1, w=2, K=3)
+    got = upscale_argmax(low, 4)
+    assert got.tolist() == [[0, 0, 2, 2, 2, 2, 1, 1]] * 4
+    resized = F.interpolate(low.permute(2, 0, 1)[None], scale_factor=4, mode='bilinear')
+    assert torch.equal(got, resized.argmax(1)[0])

@@ -9,6 +9,7 @@ from tiny_runs import demo_pipeline, make_data, write_seg_config
 
 from mmrepvit.deployment import executorch_program as etp
 from mmrepvit.deployment.executorch_runtime import ExecuTorchSessions
+from mmrepvit.deployment.seg_postprocess import upscale_argmax as etp_upscale
 from mmrepvit.model_variants import build_target
 
 # exports programs (minutes): `make test-slow`, not `make test` (docs/testing.md)
@@ -80,6 +81,27 @@ def test_segmentor_program_predicts_mmseg_classes_at_two_sizes(fpn):
     # the export's own check: the program against the PyTorch app module, two sizes
     assert [c['size'] for c in fpn['f32']['checks']] == [list(EXPORT_SIZE), [73, 163]]
     assert all(c['agree'] >= 0.999 for c in fpn['f32']['checks'])
+
+
+def test_fixed_size_program_predicts_mmseg_classes_without_full_size_logits(fpn, monkeypatch):
+    """A program of one size that the test pipeline keeps (96x96: no resize, no padding)
+    resizes its low-resolution logits and takes the argmax cell by cell
+    (``upscale_argmax``): the class map is mmseg's ``inference_model``'s on at least 99.9%
+    of pixels (measured: all)."""
+    from mmseg.apis import inference_model, init_model
+    calls = []
+    monkeypatch.setattr(etp, 'upscale_argmax',
+                        lambda *args: calls.append(args[1]) or etp_upscale(*args))
+    report = etp.export_segmentor_program(fpn['config'], str(fpn['work'] / 'fixed.pte'),
+                                          fpn['ckpt'], export_size=(96, 96), min_size=96,
+                                          max_size=96, check_sizes=[(96, 96)])
+    assert calls and set(calls) == {4}  # the network's logits are at 1/4 of the input
+    model = init_model(fpn['config'], fpn['ckpt'], device='cpu')
+    image = app_image((96, 96), 7)
+    expected = inference_model(model, image[..., ::-1].copy()).pred_sem_seg.data[0]
+    got, = run_program(report['path'], image)
+    assert len(expected.unique()) > 1
+    assert (got.long() == expected).float().mean() >= 0.999
 
 
 def test_int8_program_runs_and_mostly_agrees_with_float_at_two_sizes(fpn):

@@ -14,7 +14,9 @@ lowered to XNNPACK (ExecuTorch's CPU backend on Android and iOS, and on x86 here
   (keep-ratio to the test scale) and ``ResizeToMultiple`` (each rounded back to whole
   8-bit values, as OpenCV's resize of a uint8 image gives them), the data preprocessor's
   normalisation (its mean / std; RGB -> BGR first if the model was trained on BGR) and
-  padding, the network, its logits cropped and resized back to H x W, the argmax.
+  padding, the network, its logits cropped and resized back to H x W, the argmax (in a
+  program of one size that needs no crop or second resize, by ``upscale_argmax``: the
+  full-size logits never exist).
 
 Height and width are dynamic, between the program's ``min_size`` and ``max_size`` (the
 contract); ExecuTorch plans memory for ``max_size``, so keep it to what the app needs.
@@ -28,6 +30,7 @@ PyTorch 2 export quantisation: weights per output channel, symmetric; activation
 tensor; calibrated on images of the config's validation set fed as an app feeds them). Only
 the network is quantised; the preprocessing and the final resize and argmax stay float.
 """
+import copy
 import json
 import os
 import os.path as osp
@@ -56,6 +59,7 @@ from .executorch_runtime import (
 )
 from .export import SegmentorLogits, load_model, make_traceable
 from .quantize import calibration_set
+from .seg_postprocess import upscale_argmax
 
 
 def same_size(size, other) -> bool:
@@ -64,13 +68,49 @@ def same_size(size, other) -> bool:
                for a, b in zip(size, other))
 
 
+class ClassesLastLogits(nn.Module):
+    """An encoder-decoder segmentor's low-resolution logits with the classes last, (1, h, w,
+    K): its decode head's final 1x1 convolution applied as a matrix product to channels-last
+    pixels. XNNPACK holds feature maps channels-last; logits (1, K, h, w) leave that layout
+    through two transposes of float logits, here the head's features (int8 in an int8
+    program) are transposed once. ``applies``: whether a segmentor has that structure."""
+
+    def __init__(self, segmentor: nn.Module):
+        super().__init__()
+        head = copy.copy(segmentor.decode_head)
+        head._modules = dict(head._modules)  # the copy's own conv_seg, the rest shared
+        conv, head.conv_seg = head.conv_seg, nn.Identity()
+        self.backbone, self.neck, self.head = segmentor.backbone, segmentor.neck, head
+        self.classes = nn.Linear(conv.in_channels, conv.out_channels)
+        self.classes.weight.data = conv.weight.data.flatten(1)
+        self.classes.bias.data = conv.bias.data
+
+    @staticmethod
+    def applies(segmentor: nn.Module) -> bool:
+        from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
+        conv = getattr(segmentor.decode_head, 'conv_seg', None)
+        return (isinstance(segmentor, EncoderDecoder)
+                and not isinstance(segmentor, CascadeEncoderDecoder)
+                and isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1)
+                and conv.groups == 1 and conv.bias is not None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(x)
+        if self.neck is not None:
+            features = self.neck(features)
+        return self.classes(self.head(features).permute(0, 2, 3, 1))
+
+
 class SegmentorApp(nn.Module):
     """The segmentor as an app calls it: uint8 RGB image [H, W, 3] -> int32 classes [H, W]
     (module docstring). ``steps``: ``image_steps`` of the config."""
 
     def __init__(self, segmentor: nn.Module, steps: Dict):
         super().__init__()
-        self.network = make_traceable(SegmentorLogits(segmentor))
+        # low-resolution logits, classes last (1, h, w, K)
+        self.classes_last = ClassesLastLogits.applies(segmentor)
+        self.network = make_traceable(ClassesLastLogits(segmentor) if self.classes_last
+                                      else SegmentorLogits(segmentor, resize=False))
         self.steps = steps
         self.register_buffer('mean', torch.tensor(steps['mean']).view(1, 3, 1, 1))
         self.register_buffer('std', torch.tensor(steps['std']).view(1, 3, 1, 1))
@@ -81,7 +121,8 @@ class SegmentorApp(nn.Module):
 
     def prepare(self, image: torch.Tensor) -> Tuple[torch.Tensor, Tuple]:
         """The network's input (1, 3, h, w) for ``image`` and its size before padding."""
-        x = image.permute(2, 0, 1).unsqueeze(0).float()
+        # to float before the layout change: XNNPACK transposes float32, not uint8
+        x = image.float().permute(2, 0, 1).unsqueeze(0)
         if self.steps['bgr']:
             x = x.flip(1)
         for step in self.steps['resizes']:
@@ -92,6 +133,8 @@ class SegmentorApp(nn.Module):
                 size = (step[1], step[2])
             else:
                 size = (ceil_to(size_h, step[1]), ceil_to(size_w, step[1]))
+            if same_size(size, (size_h, size_w)):
+                continue  # a fixed image already of this size: the resize is a no-op
             # as OpenCV resizes a uint8 image: bilinear, back to whole 8-bit values
             x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
             x = x.round().clamp(0, 255)
@@ -109,10 +152,19 @@ class SegmentorApp(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         h, w = image.shape[0], image.shape[1]
         x, (net_h, net_w) = self.prepare(image)
-        logits = self.network(x)
-        # crop the padding and resize to the image unless the (fixed) sizes say there is
-        # none: each would move the full-size logits in and out of XNNPACK's layout
-        if not same_size(x.shape[2:], (net_h, net_w)):
+        low = self.network(x)  # (1, h, w, K)
+        if not self.classes_last:
+            low = low.permute(0, 2, 3, 1)
+        size = x.shape[2:]
+        factor = size[0] // low.shape[1] if same_size(size, (net_h, net_w)) else 0
+        if (not self.binary and not self.align_corners and same_size((net_h, net_w), (h, w))
+                and same_size(size, (low.shape[1] * factor, low.shape[2] * factor))):
+            # a fixed size with no padding to crop, no second resize, a whole-number scale:
+            # the full-size logits need not exist
+            return upscale_argmax(low[0], factor).to(torch.int32)
+        logits = F.interpolate(low.permute(0, 3, 1, 2), size=size, mode='bilinear',
+                               align_corners=self.align_corners)
+        if not same_size(size, (net_h, net_w)):
             logits = logits[:, :, :net_h, :net_w]
         if not same_size((net_h, net_w), (h, w)):
             logits = F.interpolate(logits, size=(h, w), mode='bilinear',

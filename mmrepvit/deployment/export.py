@@ -70,14 +70,18 @@ BY_DESIGN = [
 
 class SegmentorLogits(nn.Module):
     """A segmentor's ``encode_decode`` without metadata: normalised image (N, 3, H, W) ->
-    class logits (N, K, H, W), the decode head's output resized to the input as mmseg does."""
+    class logits (N, K, H, W), the decode head's output resized to the input as mmseg does
+    (``resize=False``: the decode head's output as it is)."""
 
-    def __init__(self, segmentor):
+    def __init__(self, segmentor, resize: bool = True):
         super().__init__()
         self.segmentor = segmentor
+        self.resize = resize
 
     def forward(self, inputs):
         logits = self.segmentor._forward(inputs)
+        if not self.resize:
+            return logits
         return F.interpolate(logits, size=inputs.shape[2:], mode='bilinear',
                              align_corners=self.segmentor.align_corners)
 

@@ -11,6 +11,10 @@ are formed a tile of rows at a time (the low rows it reads resized along the wid
 along the height) and reduced to classes at once, in buffers reused from tile to tile, with
 the classes as the innermost axis: the full maps never exist. The logits equal mmseg's up
 to float rounding; tests check that the class maps are equal.
+
+``upscale_argmax`` is the same idea in the fixed shapes an ExecuTorch program takes (no
+loops): for a whole-number scale it decides most pixels from the four low pixels around
+them and computes only the class boundaries over all classes.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -91,6 +95,67 @@ def resize_argmax(low: torch.Tensor, pad_shape: Sequence[int], padding: Sequence
         torch.matmul(a[:, lo:hi], wide[:r].view(r, -1), out=tile[:t])
         torch.argmax(tile[:t].view(t, ori_w, k), -1, out=classes[r0:r0 + t])
     return classes
+
+
+EXACT_CELLS = 1 / 16  # the share of cells computed over all classes, and at least:
+EXACT_CELLS_AT_LEAST = 256
+
+
+def upscale_argmax(low: torch.Tensor, factor: int, exact_cells: float = EXACT_CELLS
+                   ) -> torch.Tensor:
+    """Classes (factor * h, factor * w) of ``low`` (h, w, K) logits resized by a whole
+    ``factor`` (bilinear, half-pixel) and reduced by argmax, in fixed shapes for a program.
+
+    Each output pixel mixes the logits of the four low pixels around it (its cell). Its class
+    is the best of those four pixels' own best classes unless another class could win:
+    no other class exceeds a pixel's second-best logit there, so where the best candidate
+    beats the same mix of second-best logits the answer is exact. The cells where it does
+    not (class boundaries), up to ``exact_cells`` of them, are computed over all K classes;
+    past that share the candidates decide (on the demo's trained model no cell needed it).
+    The full-size logits never exist: a program spends on the low-resolution map and the
+    boundary cells what the K x H x W resize, its layout changes and argmax would cost."""
+    h, w, k = low.shape
+    n = (h + 1) * (w + 1)
+    # cell (i, j) lies between low rows i - 1, i and columns j - 1, j, clamped to the map as
+    # the resize clamps: the edge cells repeat the edge pixels
+    row, col = torch.arange(h + 1), torch.arange(w + 1)
+    rows = torch.stack([(row - 1).clamp(min=0), row.clamp(max=h - 1)], 1)  # (h + 1, 2)
+    cols = torch.stack([(col - 1).clamp(min=0), col.clamp(max=w - 1)], 1)
+    pixel = (rows[:, None, :, None] * w + cols[None, :, None, :]).reshape(n, 4)
+
+    def at(values, index):  # values.flatten()[index] as a gather along one axis
+        return values.reshape(-1).index_select(0, index.reshape(-1)).reshape(index.shape)
+
+    first = low.argmax(-1, keepdim=True)
+    second = at(low.scatter(-1, first, float('-inf')).amax(-1), pixel)  # (n, 4)
+    top = at(first, pixel)  # (n, 4): each corner's best class
+    mix = cell_mix(factor).to(low.dtype)  # (factor^2, 4)
+    scores = torch.bmm(mix.expand(n, -1, -1), at(low, pixel[:, :, None] * k + top[:, None]))
+    classes = top.gather(1, scores.argmax(-1))  # (n, factor^2)
+    unsure = (scores.amax(-1) <= second @ mix.T).any(1)
+    # the unsure cells' indices packed into `count` slots (index n: a slot left unused)
+    count = min(n, max(EXACT_CELLS_AT_LEAST, int(n * exact_cells)))
+    slot = torch.where(unsure, unsure.long().cumsum(0) - 1, count).clamp(max=count)
+    cells = torch.full((count + 1, ), n, dtype=torch.long).index_put((slot, ), torch.arange(n))
+    cells = cells[:count]
+    corners = torch.cat([pixel, pixel[:1]]).index_select(0, cells).reshape(-1)
+    exact = low.reshape(-1, k).index_select(0, corners).reshape(count, 4, k)
+    exact = torch.bmm(mix.expand(count, -1, -1), exact).argmax(-1)
+    classes = torch.cat([classes, classes[:1]]).index_put((cells, ), exact)[:n]
+    classes = classes.reshape(h + 1, w + 1, factor, factor).permute(0, 2, 1, 3)
+    start = factor - factor // 2  # the first output pixel of cell 1
+    return classes.reshape((h + 1) * factor, (w + 1) * factor)[
+        start:start + h * factor, start:start + w * factor]
+
+
+def cell_mix(factor: int) -> torch.Tensor:
+    """(factor^2, 4): the weights of a cell's four corners (top-left, top-right, bottom-left,
+    bottom-right) at each of its output pixels, row-major: output pixel ``y`` samples
+    ``(y + 0.5) / factor - 0.5``, and a cell's first pixel is ``factor // 2`` past its
+    top-left corner's first."""
+    frac = (torch.arange(factor, dtype=torch.float64) + factor // 2 + 0.5) / factor - 0.5
+    axis = torch.stack([1 - frac, frac], 1)  # (factor, 2)
+    return (axis[:, None, :, None] * axis[None, :, None, :]).reshape(factor * factor, 4).float()
 
 
 def cut_final_resize_onnx(model) -> Optional[str]:
