@@ -15,7 +15,9 @@ out, for images of one size (--size H W).
 The config's test-time resize and normalisation run inside (docs/deployment.md, "On the
 device"). Backbone program: a normalised float32 image (1, 3, H, W) in, feature maps (or
 ImageNet logits) out. H and W are dynamic within --min-size and --max-size (not for
-detectors); the contract (layout, sizes, classes, precision, config) is stored as constant
+detectors); --min-size = --max-size = --size gives a segmentor program of that one size,
+which needs no full-size logits where the test pipeline keeps that size (smaller and faster
+on a phone). The contract (layout, sizes, classes, precision, config) is stored as constant
 methods an app reads.
 
 --int8 PATH also writes an int8 program (XNNPACK post-training quantisation, calibrated on
