@@ -365,3 +365,35 @@ def test_upscale_argmax_finds_a_class_that_wins_only_between_its_pixels():
     assert got.tolist() == [[0, 0, 2, 2, 2, 2, 1, 1]] * 4
     resized = F.interpolate(low.permute(2, 0, 1)[None], scale_factor=4, mode='bilinear')
     assert torch.equal(got, resized.argmax(1)[0])
+
+
+def test_segmentor_app_takes_classes_last_logits_only_where_they_are_the_segmentor_s(
+        monkeypatch):
+    """The app program's network computes the decode head's last 1x1 convolution on
+    channels-last pixels; a head that does more after that convolution keeps mmseg's own
+    logits (a silent change of the class maps otherwise). Either way the app predicts the
+    segmentor's classes."""
+    import torch.nn.functional as F
+
+    from mmrepvit.deployment.executorch_program import SegmentorApp
+    from mmrepvit.deployment.executorch_runtime import image_steps
+    model = build_target(FPN, 'fused').eval()
+    steps = image_steps(load_target_config(FPN))
+    image = (torch.rand(64, 48, 3, generator=torch.Generator().manual_seed(0)) * 255).byte()
+
+    def app_and_expected():
+        app = SegmentorApp(model, steps).eval()
+        with torch.no_grad():
+            x, (h, w) = app.prepare(image)
+            logits = F.interpolate(model._forward(x), size=x.shape[2:], mode='bilinear')
+            logits = F.interpolate(logits[:, :, :h, :w], size=image.shape[:2], mode='bilinear')
+            return app, app(image).long(), logits.argmax(1)[0]
+
+    plain = app_and_expected()
+    head_type = type(model.decode_head)
+    forward = head_type.forward  # a head whose forward does more after conv_seg:
+    monkeypatch.setattr(head_type, 'forward', lambda head, x: forward(head, x) * 2 + 1)
+    more = app_and_expected()
+    assert [plain[0].classes_last, more[0].classes_last] == [True, False]
+    for _, got, expected in (plain, more):
+        assert torch.equal(got, expected) and len(expected.unique()) > 1

@@ -73,7 +73,7 @@ class ClassesLastLogits(nn.Module):
     K): its decode head's final 1x1 convolution applied as a matrix product to channels-last
     pixels. XNNPACK holds feature maps channels-last; logits (1, K, h, w) leave that layout
     through two transposes of float logits, here the head's features (int8 in an int8
-    program) are transposed once. ``applies``: whether a segmentor has that structure."""
+    program) are transposed once. ``of``: this module for a segmentor, if it fits."""
 
     def __init__(self, segmentor: nn.Module):
         super().__init__()
@@ -85,14 +85,30 @@ class ClassesLastLogits(nn.Module):
         self.classes.weight.data = conv.weight.data.flatten(1)
         self.classes.bias.data = conv.bias.data
 
-    @staticmethod
-    def applies(segmentor: nn.Module) -> bool:
+    @classmethod
+    def of(cls, segmentor: nn.Module) -> Optional[nn.Module]:
+        """The module for ``segmentor`` if its structure fits (an encoder-decoder whose
+        head ends in a 1x1 ``conv_seg``) and it gives the segmentor's own logits on a test
+        image (a head that does more after ``conv_seg`` would not); else None."""
         from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
         conv = getattr(segmentor.decode_head, 'conv_seg', None)
-        return (isinstance(segmentor, EncoderDecoder)
-                and not isinstance(segmentor, CascadeEncoderDecoder)
-                and isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1)
-                and conv.groups == 1 and conv.bias is not None)
+        if (not isinstance(segmentor, EncoderDecoder)
+                or isinstance(segmentor, CascadeEncoderDecoder)
+                or not isinstance(conv, nn.Conv2d) or conv.kernel_size != (1, 1)
+                or conv.groups != 1 or conv.bias is None):
+            return None
+        module, training = cls(segmentor), segmentor.training
+        x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                segmentor.eval()
+                same = torch.allclose(module(x), segmentor._forward(x).permute(0, 2, 3, 1),
+                                      rtol=1e-4, atol=1e-4)
+        except RuntimeError:  # the head's forward does not take features for conv_seg
+            same = False
+        finally:
+            segmentor.train(training)
+        return module if same else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
@@ -108,9 +124,9 @@ class SegmentorApp(nn.Module):
     def __init__(self, segmentor: nn.Module, steps: Dict):
         super().__init__()
         # low-resolution logits, classes last (1, h, w, K)
-        self.classes_last = ClassesLastLogits.applies(segmentor)
-        self.network = make_traceable(ClassesLastLogits(segmentor) if self.classes_last
-                                      else SegmentorLogits(segmentor, resize=False))
+        network = ClassesLastLogits.of(segmentor)
+        self.classes_last = network is not None
+        self.network = make_traceable(network or SegmentorLogits(segmentor, resize=False))
         self.steps = steps
         self.register_buffer('mean', torch.tensor(steps['mean']).view(1, 3, 1, 1))
         self.register_buffer('std', torch.tensor(steps['std']).view(1, 3, 1, 1))
