@@ -60,7 +60,7 @@ def load_target_config(spec, cfg_options=None):
     if cfg.model.get('pretrained'):
         cfg.model.pretrained = None
     for part in ('backbone', 'neck'):
-        if part in cfg.model and cfg.model[part].get('init_cfg'):
+        if cfg.model.get(part) and cfg.model[part].get('init_cfg'):
             cfg.model[part].init_cfg = None
     return cfg
 

@@ -370,9 +370,9 @@ def test_upscale_argmax_finds_a_class_that_wins_only_between_its_pixels():
 def test_segmentor_app_takes_classes_last_logits_only_where_they_are_the_segmentor_s(
         monkeypatch):
     """The app program's network computes the decode head's last 1x1 convolution on
-    channels-last pixels; a head that does more after that convolution keeps mmseg's own
-    logits (a silent change of the class maps otherwise). Either way the app predicts the
-    segmentor's classes."""
+    channels-last pixels, with or without a neck (a config with ``neck=None``); a head that
+    does more after that convolution keeps mmseg's own logits (a silent change of the class
+    maps otherwise). Either way the app predicts the segmentor's classes."""
     import torch.nn.functional as F
 
     from mmrepvit.deployment.executorch_program import SegmentorApp
@@ -390,10 +390,17 @@ def test_segmentor_app_takes_classes_last_logits_only_where_they_are_the_segment
             return app, app(image).long(), logits.argmax(1)[0]
 
     plain = app_and_expected()
+    assert plain[0].classes_last
+    # and without a neck: an FCN head on the backbone's last stage
+    head = dict(_delete_=True, type='FCNHead', in_channels=512, in_index=3, channels=32,
+                num_convs=1, concat_input=False, num_classes=5, norm_cfg=dict(type='BN'))
+    model = build_target(FPN, 'fused', cfg_options={'model.neck': None,
+                                                    'model.decode_head': head}).eval()
+    neckless = app_and_expected()
     head_type = type(model.decode_head)
     forward = head_type.forward  # a head whose forward does more after conv_seg:
     monkeypatch.setattr(head_type, 'forward', lambda head, x: forward(head, x) * 2 + 1)
     more = app_and_expected()
-    assert [plain[0].classes_last, more[0].classes_last] == [True, False]
-    for _, got, expected in (plain, more):
+    assert [neckless[0].classes_last, more[0].classes_last] == [True, False]
+    for _, got, expected in (plain, neckless, more):
         assert torch.equal(got, expected) and len(expected.unique()) > 1

@@ -80,7 +80,8 @@ class ClassesLastLogits(nn.Module):
         head = copy.copy(segmentor.decode_head)
         head._modules = dict(head._modules)  # the copy's own conv_seg, the rest shared
         conv, head.conv_seg = head.conv_seg, nn.Identity()
-        self.backbone, self.neck, self.head = segmentor.backbone, segmentor.neck, head
+        self.backbone, self.head = segmentor.backbone, head
+        self.neck = segmentor.neck if segmentor.with_neck else None
         self.classes = nn.Linear(conv.in_channels, conv.out_channels)
         self.classes.weight.data = conv.weight.data.flatten(1)
         self.classes.bias.data = conv.bias.data
