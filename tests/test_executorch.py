@@ -84,24 +84,29 @@ def test_segmentor_program_predicts_mmseg_classes_at_two_sizes(fpn):
 
 
 def test_fixed_size_program_predicts_mmseg_classes_without_full_size_logits(fpn, monkeypatch):
-    """A program of one size that the test pipeline keeps (96x96: no resize, no padding)
-    resizes its low-resolution logits and takes the argmax cell by cell
-    (``upscale_argmax``): the class map is mmseg's ``inference_model``'s on at least 99.9%
-    of pixels (measured: all)."""
+    """``tools/export_executorch.py --fixed --size 96 128``: a program of that size only,
+    which the test pipeline keeps (no resize, no padding), so it resizes its low-resolution
+    logits and takes the argmax cell by cell (``upscale_argmax``): its class map is mmseg's
+    ``inference_model``'s on at least 99.9% of pixels; another size is an error naming it."""
     from mmseg.apis import inference_model, init_model
+
+    from tools import export_executorch
     calls = []
     monkeypatch.setattr(etp, 'upscale_argmax',
                         lambda *args: calls.append(args[1]) or etp_upscale(*args))
-    report = etp.export_segmentor_program(fpn['config'], str(fpn['work'] / 'fixed.pte'),
-                                          fpn['ckpt'], export_size=(96, 96), min_size=96,
-                                          max_size=96, check_sizes=[(96, 96)])
+    path = str(fpn['work'] / 'fixed.pte')
+    report, = export_executorch.main([fpn['config'], path, '--checkpoint', fpn['ckpt'],
+                                      '--fixed', '--size', '96', '128', '--json'])
+    assert report['contract']['min_size'] == report['contract']['max_size'] == [96, 128]
     assert calls and set(calls) == {4}  # the network's logits are at 1/4 of the input
     model = init_model(fpn['config'], fpn['ckpt'], device='cpu')
-    image = app_image((96, 96), 7)
+    image = app_image((96, 128), 7)
     expected = inference_model(model, image[..., ::-1].copy()).pred_sem_seg.data[0]
-    got, = run_program(report['path'], image)
+    got, = run_program(path, image)
     assert len(expected.unique()) > 1
     assert (got.long() == expected).float().mean() >= 0.999
+    with pytest.raises(ValueError, match=r'fixed.pte.*exactly 96x128.*not 128x96'):
+        ExecuTorchSessions(path).run(torch.from_numpy(app_image((128, 96))))
 
 
 def test_int8_program_runs_and_mostly_agrees_with_float_at_two_sizes(fpn):

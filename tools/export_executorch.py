@@ -15,10 +15,9 @@ out, for images of one size (--size H W).
 The config's test-time resize and normalisation run inside (docs/deployment.md, "On the
 device"). Backbone program: a normalised float32 image (1, 3, H, W) in, feature maps (or
 ImageNet logits) out. H and W are dynamic within --min-size and --max-size (not for
-detectors); --min-size = --max-size = --size gives a segmentor program of that one size,
-which needs no full-size logits where the test pipeline keeps that size (smaller and faster
-on a phone). The contract (layout, sizes, classes, precision, config) is stored as constant
-methods an app reads.
+detectors); --fixed gives a segmentor program of the --size only, which needs no full-size
+logits where the test pipeline keeps that size (smaller and faster on a phone). The contract
+(layout, sizes, classes, precision, config) is stored as constant methods an app reads.
 
 --int8 PATH also writes an int8 program (XNNPACK post-training quantisation, calibrated on
 --calib-images images of the config's val set); its accuracy: python tools/test.py CONFIG
@@ -40,6 +39,8 @@ def parse_args(argv=None):
                         'program takes (ExecuTorch plans memory for it)')
     parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'),
                         help='the example size traced (default 256 320; backbones 224 224)')
+    parser.add_argument('--fixed', action='store_true', help='segmentors: a program of the '
+                        '--size only (detector programs always are)')
     parser.add_argument('--classifier', action='store_true', help='backbones: the ImageNet '
                         'classifier (logits) instead of the feature maps')
     parser.add_argument('--check-size', nargs=2, type=int, action='append', metavar=('H', 'W'),
@@ -85,7 +86,8 @@ def main(argv=None):
             else:
                 reports.append(etp.export_segmentor_program(
                     args.target, path, args.checkpoint, precision, args.calib_images,
-                    export_size=size, cfg_options=args.cfg_options, **sizes))
+                    export_size=size, cfg_options=args.cfg_options, fixed=args.fixed,
+                    **sizes))
     for report in reports:
         say_report(say, report)
     passed = all(passes(c, r['contract']['precision']) for r in reports for c in r['checks'])

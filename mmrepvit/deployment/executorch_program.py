@@ -301,13 +301,14 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
                              model: Optional[nn.Module] = None,
                              calibration: Optional[Iterable[torch.Tensor]] = None,
                              check_sizes: Optional[Sequence[Tuple[int, int]]] = None,
-                             time_repeats: int = 0) -> Dict:
+                             time_repeats: int = 0, fixed: bool = False) -> Dict:
     """Write the app program of the segmentor of ``config`` (``SegmentorApp``: uint8 RGB
-    [H, W, 3] in, int32 classes [H, W] out, any H and W in [``min_size``, ``max_size``]) to
-    ``path``, in ``precision``; returns its contract and how the program (run by
-    ``executorch.runtime``) compares with the PyTorch app module at the export size and
-    another (``checks``: the fraction of pixels of the same class; int8 against float32
-    PyTorch).
+    [H, W, 3] in, int32 classes [H, W] out, any H and W in [``min_size``, ``max_size``], or
+    with ``fixed`` the ``export_size`` only: no full-size logits where the test pipeline
+    keeps that size, ``SegmentorApp.forward``) to ``path``, in ``precision``; returns its
+    contract and how the program (run by ``executorch.runtime``) compares with the PyTorch
+    app module at the export size and another (``checks``: the fraction of pixels of the
+    same class; int8 against float32 PyTorch).
 
     ``model``: this (PyTorch) segmentor, fused here, instead of one built from
     ``checkpoint`` (random weights without either). int8: calibrated on ``calib_images``
@@ -316,7 +317,8 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
     size and another), and timing (``check_program``)."""
     require_executorch()
     cfg = load_target_config(config, cfg_options)
-    check_size_range(min_size, max_size, export_size)
+    if not fixed:
+        check_size_range(min_size, max_size, export_size)
     if model is None:
         model = load_model(config, checkpoint, cfg_options)
     else:
@@ -324,21 +326,23 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
     steps = image_steps(cfg)
     app = SegmentorApp(model, steps).eval()
     example = torch.zeros(*export_size, 3, dtype=torch.uint8)
-    sizes = dict(min_size=[min_size] * 2, max_size=[max_size] * 2)
+    sizes = (dict(min_size=list(export_size), max_size=list(export_size)) if fixed else
+             dict(min_size=[min_size] * 2, max_size=[max_size] * 2))
     if check_precision(precision) == 'int8':
         if calibration is None:
             calibration = val_images(cfg, calib_images)
         inputs = [app.prepare(resize_image(image, export_size))[0] for image in calibration]
         app.network = quantize_module(app.network, app.prepare(example)[0], inputs,
                                       dynamic=True)
-    exported = export_module(app, example, {0: ('height', min_size, max_size),
-                                            1: ('width', min_size, max_size)})
+    exported = export_module(app, example, None if fixed else {
+        0: ('height', min_size, max_size), 1: ('width', min_size, max_size)})
     contract = dict(contract_version=CONTRACT_VERSION, kind='segmentor', input_layout='HWC',
                     input_dtype='uint8', input_channels='RGB', **sizes, output_names=['classes'],
                     class_names=list(class_names(cfg, model)), precision=precision,
                     config_name=osp.basename(config), image_steps=json.dumps(steps))
     _write(path, lower(exported, contract))
-    checked = check_sizes or [export_size, other_size(export_size, min_size, max_size)]
+    checked = check_sizes or ([export_size] if fixed else
+                              [export_size, other_size(export_size, min_size, max_size)])
     if precision == 'int8':  # against float32 PyTorch
         app = SegmentorApp(model, steps).eval()
     return dict(path=path, contract=contract, planned_mb=planned_memory_mb(path),
