@@ -185,8 +185,8 @@ def _program(spec, kind, size, precision, cfg_options, checkpoint=None):
                                 cfg_options=cfg_options, model=model, calibration=calibration)
     else:
         export_segmentor_program(spec, path, precision=precision, export_size=size,
-                                 min_size=min(size), max_size=max(size), check_sizes=[size],
-                                 cfg_options=cfg_options, model=model, calibration=calibration)
+                                 fixed=True, cfg_options=cfg_options, model=model,
+                                 calibration=calibration)
     return path
 
 
