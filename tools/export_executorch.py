@@ -65,6 +65,9 @@ def main(argv=None):
     reports = []
     say = (lambda *a: None) if args.json else print
     if kind == 'backbone':
+        if args.fixed:
+            sys.exit('--fixed takes a segmentation config: backbone programs take --min-size '
+                     'to --max-size')
         if args.int8:
             sys.exit('--int8 takes a segmentation config: the calibration images come from '
                      'its val set')

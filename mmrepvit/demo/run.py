@@ -145,10 +145,10 @@ def program_stage(job: str, fused_file: str, path: str, work_dir: str, options: 
     if job == 'maskrcnn' and len(sizes) != 1:
         raise ValueError(f'the val images have sizes {sizes}: a detector program takes one '
                          f'size (make_demo_dataset makes them all of one)')
-    # a segmentor program for the sides the val images have (one size: a fixed-size program,
+    # a segmentor program for the sizes the val images have (one size: a fixed-size program,
     # the quicker export)
-    sides = {} if job == 'maskrcnn' else dict(min_size=min(min(s) for s in sizes),
-                                              max_size=max(max(s) for s in sizes))
+    sides = ({} if job == 'maskrcnn' else dict(fixed=True) if len(sizes) == 1 else
+             dict(min_size=min(min(s) for s in sizes), max_size=max(max(s) for s in sizes)))
     EXPORT_PROGRAM[job](config, path, checkpoint=fused_file, precision='int8',
                         calibration=images, export_size=sizes[0], cfg_options=options, **sides)
     row = dict(export_s=time.time() - start)

@@ -150,11 +150,10 @@ def upscale_argmax(low: torch.Tensor, factor: int, exact_cells: float = EXACT_CE
 
 def cell_mix(factor: int) -> torch.Tensor:
     """(factor^2, 4): the weights of a cell's four corners (top-left, top-right, bottom-left,
-    bottom-right) at each of its output pixels, row-major: output pixel ``y`` samples
-    ``(y + 0.5) / factor - 0.5``, and a cell's first pixel is ``factor // 2`` past its
-    top-left corner's first."""
-    frac = (torch.arange(factor, dtype=torch.float64) + factor // 2 + 0.5) / factor - 0.5
-    axis = torch.stack([1 - frac, frac], 1)  # (factor, 2)
+    bottom-right) at each of its output pixels, row-major: along one axis, the rows of
+    ``resize_matrix(2, 2 * factor)`` that fall between its two inputs (the cell's pixels
+    start ``factor // 2`` past its first corner's)."""
+    axis = resize_matrix(2, 2 * factor)[factor // 2:factor // 2 + factor]  # (factor, 2)
     return (axis[:, None, :, None] * axis[None, :, None, :]).reshape(factor * factor, 4).float()
 
 
