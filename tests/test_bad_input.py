@@ -284,8 +284,8 @@ def test_nan_loss_stops_training_naming_iteration_and_last_checkpoint(data, tmp_
 
 def test_demo_val_images_of_two_sizes_are_refused_before_a_detector_program(own_data,
                                                                             tmp_path):
-    """A detector program takes one image size: the demo's program stage refuses val images
-    of several sizes, naming them, before exporting anything."""
+    """A detector program takes one aspect ratio: the demo's program stage refuses val
+    images of several sizes, naming them, before exporting anything."""
     from mmrepvit.demo.run import _data_options, program_stage
     image = own_data / 'coco' / 'val2017' / '000002.jpg'
     Image.open(image).resize((80, 64)).save(image)

@@ -1,8 +1,9 @@
 """The RetinaNet app program (uint8 RGB image in, detections out) run by executorch.runtime
 alone, against mmdet's own predictions: a tiny RetinaNet (RepViT-M0.6, 32-channel FPN and
 head, 4 classes, test scale 160x128) with random weights and scores spread around the
-threshold, exported once; and the same program through ``tools/test.py --runtime executorch``
-and ``tools/infer.py`` (mmdet's DetInferencer) on demo images of its size."""
+threshold, exported once for images of its export size's aspect ratio; and the same program
+through ``tools/test.py --runtime executorch`` and ``tools/infer.py`` (mmdet's DetInferencer)
+on demo images of its size."""
 import numpy as np
 import pytest
 import torch
@@ -46,12 +47,16 @@ def retinanet(tmp_path_factory):
     return dict(model=model, report=report, path=path)
 
 
-def test_program_detects_what_mmdet_detects(retinanet):
-    """Image resized up inside the program: every detection agrees with mmdet's on the same
-    network input (label, box within 1e-3 px, score within 1e-4), and the NMS converged."""
-    check, = retinanet['report']['checks']
-    assert check['size'] == list(EXPORT_SIZE) and check['converged'] == 1, check
-    assert_all_agree(check)
+def test_program_detects_what_mmdet_detects_at_two_sizes(retinanet):
+    """Images resized up inside the program, of the export size and of twice it (the same
+    aspect ratio): every detection agrees with mmdet's on the same network input (label, box
+    within 1e-3 px of the network's input, score within 1e-4), and the NMS converged."""
+    checks = retinanet['report']['checks']
+    assert [c['size'] for c in checks] == [list(EXPORT_SIZE), [192, 240]], checks
+    for check in checks:
+        assert check['converged'] == 1, check
+        assert_all_agree(check)
+    assert retinanet['report']['contract']['resized_size'] == list(SCALE_SIZE)
 
 
 def test_program_matches_mmdet_inference_on_an_image_file_read_as_bgr(retinanet, tmp_path):
@@ -91,7 +96,11 @@ def test_contract_and_padding(retinanet):
 
 def test_program_refuses_images_outside_its_contract(retinanet):
     run = DetectorProgram(retinanet['path'])
-    with pytest.raises(ValueError, match=r'takes images of exactly 96x120.*not 300x64'):
+    with pytest.raises(ValueError, match=r'takes images of 48x60 to 192x240 that the test '
+                       r'pipeline\'s keep-ratio Resize makes 128x160 \(one aspect ratio; '
+                       r'100x120 becomes 128x154\) \(height x width\), not 100x120'):
+        run(torch.zeros(100, 120, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r'takes images of 48x60 to 192x240.*not 300x64'):
         run(torch.zeros(300, 64, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r'uint8 RGB image \[H, W, 3\], not torch.float32'):
         run(torch.zeros(64, 64, 3))
@@ -192,9 +201,9 @@ def test_infer_tool_draws_a_detector_program_s_boxes(retinanet, on_demo_data, tm
     inferencer = build_inferencer(on_demo_data['config'], retinanet['path'],
                                   runtime='executorch')
     assert isinstance(inferencer.model, ProgramDetector)
-    with pytest.raises(ValueError, match=r'retinanet.pte.*takes images of exactly 96x120 '
-                       r'\(height x width\), not 64x80'):
-        inferencer(np.zeros((64, 80, 3), np.uint8))
+    with pytest.raises(ValueError, match=r'retinanet.pte.*takes images of 48x60 to 192x240 '
+                       r'that .* 128x160 .*\(height x width\), not 64x64'):
+        inferencer(np.zeros((64, 64, 3), np.uint8))
 
 
 def test_unconverged_nms_is_warned_once(retinanet, on_demo_data, recwarn):

@@ -11,13 +11,15 @@ detections, masks (or features) differ.
 Segmentor program: uint8 RGB image [H, W, 3] in (what a phone camera or bitmap gives), int32
 class map [H, W] out, at the image's own size. Detector program: the same image in; boxes in
 the image's pixels, scores, labels, their count (and Mask R-CNN's masks at the image size)
-out, for images of one size (--size H W).
+out, for images of the aspect ratio of --size H W (those the test pipeline resizes to what
+it makes of that size), any resolution in the range.
 The config's test-time resize and normalisation run inside (docs/deployment.md, "On the
 device"). Backbone program: a normalised float32 image (1, 3, H, W) in, feature maps (or
-ImageNet logits) out. H and W are dynamic within --min-size and --max-size (not for
-detectors); --fixed gives a segmentor program of the --size only, which needs no full-size
-logits where the test pipeline keeps that size (smaller and faster on a phone). The contract
-(layout, sizes, classes, precision, config) is stored as constant methods an app reads.
+ImageNet logits) out. H and W are dynamic within --min-size and --max-size (default 64 and
+1024; detectors: from half to twice --size); --fixed gives a program of the --size only (a
+segmentor's needs no full-size logits where the test pipeline keeps that size: smaller and
+faster on a phone). The contract (layout, sizes, classes, precision, config) is stored as
+constant methods an app reads.
 
 --int8 PATH also writes an int8 program (XNNPACK post-training quantisation, calibrated on
 --calib-images images of the config's val set); its accuracy: python tools/test.py CONFIG
@@ -33,14 +35,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def parse_args(argv=None):
     from tools._args import export_parser
     parser = export_parser(__doc__, 'the .pte file to write (float32)')
-    parser.add_argument('--min-size', type=int, default=64, help='smallest image side the '
-                        'program takes')
-    parser.add_argument('--max-size', type=int, default=1024, help='largest image side the '
-                        'program takes (ExecuTorch plans memory for it)')
+    parser.add_argument('--min-size', type=int, help='smallest image side the program '
+                        'takes (default 64; detectors: half the --size)')
+    parser.add_argument('--max-size', type=int, help='largest image side the program takes '
+                        '(ExecuTorch plans memory for it; default 1024; detectors: twice the '
+                        '--size)')
     parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'),
                         help='the example size traced (default 256 320; backbones 224 224)')
-    parser.add_argument('--fixed', action='store_true', help='segmentors: a program of the '
-                        '--size only (detector programs always are)')
+    parser.add_argument('--fixed', action='store_true', help='segmentors and detectors: a '
+                        'program of the --size only')
     parser.add_argument('--classifier', action='store_true', help='backbones: the ImageNet '
                         'classifier (logits) instead of the feature maps')
     parser.add_argument('--check-size', nargs=2, type=int, action='append', metavar=('H', 'W'),
@@ -60,7 +63,9 @@ def main(argv=None):
     from mmrepvit.model_variants import target_kind
     torch.set_num_threads(args.threads)  # and ExecuTorch's, when it loads the program
     kind = target_kind(args.target)
-    sizes = dict(min_size=args.min_size, max_size=args.max_size, time_repeats=args.time,
+    sides = {name: value for name, value in (('min_size', args.min_size),
+                                             ('max_size', args.max_size)) if value is not None}
+    sizes = dict(sides, time_repeats=args.time,
                  check_sizes=[tuple(s) for s in args.check_size] if args.check_size else None)
     reports = []
     say = (lambda *a: None) if args.json else print
@@ -82,10 +87,11 @@ def main(argv=None):
             say(f'exporting {args.target} as a {precision} app program (torch.export'
                 f'{", calibrating on val images" if precision == "int8" else ""}, lowering '
                 f'to XNNPACK: minutes)')
-            if kind == 'mmdet':  # one fixed image size (executorch_detector.FIXED_SIZE_REASON)
+            if kind == 'mmdet':
                 reports.append(etd.export_detector_program(
                     args.target, path, args.checkpoint, precision, args.calib_images,
-                    export_size=size, cfg_options=args.cfg_options))
+                    export_size=size, cfg_options=args.cfg_options, fixed=args.fixed,
+                    **sides))
             else:
                 reports.append(etp.export_segmentor_program(
                     args.target, path, args.checkpoint, precision, args.calib_images,
@@ -124,8 +130,10 @@ def passes(check, precision):
 def say_report(say, report):
     c = report['contract']
     say(f'wrote {report["path"]} ({c["kind"]}, {c["precision"]}; input {c["input_dtype"]} '
-        f'{c["input_layout"]} {c["input_channels"]}, sides {c["min_size"][0]}..'
-        f'{c["max_size"][0]}; outputs {", ".join(c["output_names"])}'
+        f'{c["input_layout"]} {c["input_channels"]}, {"x".join(map(str, c["min_size"]))} to '
+        f'{"x".join(map(str, c["max_size"]))}'
+        + (f' resized to {"x".join(map(str, c["resized_size"]))}' if 'resized_size' in c
+           else '') + f'; outputs {", ".join(c["output_names"])}'
         + (f'; {report["planned_mb"]:.0f} MiB of activation memory planned)'
            if 'planned_mb' in report else ')'))
     for check in report['checks']:

@@ -182,7 +182,8 @@ def _program(spec, kind, size, precision, cfg_options, checkpoint=None):
     calibration = [synthetic_image(size, seed) for seed in range(4)]
     if kind == 'mmdet':
         export_detector_program(spec, path, precision=precision, export_size=size,
-                                cfg_options=cfg_options, model=model, calibration=calibration)
+                                fixed=True, cfg_options=cfg_options, model=model,
+                                calibration=calibration)
     else:
         export_segmentor_program(spec, path, precision=precision, export_size=size,
                                  fixed=True, cfg_options=cfg_options, model=model,

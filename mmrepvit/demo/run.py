@@ -134,8 +134,8 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
 
 def program_stage(job: str, fused_file: str, path: str, work_dir: str, options: dict) -> dict:
     """Export the fused checkpoint as an int8 ExecuTorch app program (``EXPORT_PROGRAM``),
-    calibrated on ``CALIB_IMAGES`` val images, for the sizes of the demo's val images (a
-    detector program takes one size; the program resizes as the test pipeline does); test
+    calibrated on ``CALIB_IMAGES`` val images, for the sizes of the demo's val images (the
+    program resizes as the test pipeline does; one size: a fixed-size program); test
     it on the val split through ``tools/test.py``'s loop; time it per image against the
     fused PyTorch model. The table's entries: metrics, seconds and median ms per image."""
     config = DEMO_CONFIGS[job]
@@ -144,10 +144,9 @@ def program_stage(job: str, fused_file: str, path: str, work_dir: str, options: 
     sizes = sorted({tuple(image.shape[:2]) for image in images})
     if job == 'maskrcnn' and len(sizes) != 1:
         raise ValueError(f'the val images have sizes {sizes}: a detector program takes one '
-                         f'size (make_demo_dataset makes them all of one)')
-    # a segmentor program for the sizes the val images have (one size: a fixed-size program,
-    # the quicker export)
-    sides = ({} if job == 'maskrcnn' else dict(fixed=True) if len(sizes) == 1 else
+                         f'aspect ratio, and the demo exports it for one size '
+                         f'(make_demo_dataset makes them all of one)')
+    sides = (dict(fixed=True) if len(sizes) == 1 else
              dict(min_size=min(min(s) for s in sizes), max_size=max(max(s) for s in sizes)))
     EXPORT_PROGRAM[job](config, path, checkpoint=fused_file, precision='int8',
                         calibration=images, export_size=sizes[0], cfg_options=options, **sides)

@@ -16,8 +16,13 @@ layout, [H, W, 3]**, and does inside what the config's test pipeline and mmdet d
 A Mask R-CNN becomes ``MaskRCNNApp`` (below) (masks out too); ``detector_app``
 picks the app by the model.
 
-A program takes images of one size, its export size (``FIXED_SIZE_REASON``): an app
-resizes to it first (keeping the ratio and padding) or exports one program per camera size.
+A program takes images of one aspect ratio at any resolution in its range (``min_size`` to
+``max_size``): those that the test pipeline's keep-ratio Resize makes one size, its
+``resized_size`` (what it makes of the export size). It resizes every image to that size,
+so the network and the post-processing have fixed shapes (``FIXED_SIZE_REASON``: why not
+any size). ``check_input_size`` refuses an image of another aspect ratio; given to the
+runtime directly, it would be stretched: an app exports one program per camera aspect
+ratio, or pads its image to one first.
 
 Outputs (fixed size, N = ``max_per_img``): ``boxes`` float32 [N, 4] (x1, y1, x2, y2 in the
 original image's pixels), ``scores`` float32 [N], ``labels`` int32 [N] and
@@ -62,6 +67,8 @@ from .executorch_runtime import (
     check_input_size,
     cut_padding,
     detector_image_steps,
+    fits_contract,
+    keep_ratio_size,
     load_program,
     require_executorch,
 )
@@ -72,7 +79,7 @@ DETECTOR_OUTPUTS = ['boxes', 'scores', 'labels', 'num_detections', 'nms_converge
 # of its fixed point (measured on RetinaNet outputs: docs/deployment.md)
 DEFAULT_NMS_CANDIDATES = 1000
 DEFAULT_NMS_ITERATIONS = 12
-# why a detector program takes one image size (measured with torch 2.13, ExecuTorch 1.5.1)
+# why a detector program's network takes one size (measured with torch 2.13, ExecuTorch 1.5.1)
 FIXED_SIZE_REASON = (
     'torch.export of the tiny RetinaNet app with dynamic height and width took 232 s (2.7 s '
     'fixed) and lowering it did not end within 3 minutes (38 s fixed); the keep-ratio '
@@ -170,10 +177,18 @@ class DenseDetectorApp(DetectorApp):
         cls_scores, bbox_preds = self.head(self.network(x))
         boxes, scores, labels = (torch.cat(parts) for parts in zip(*candidates(
             self.head, self.cfg.nms_pre, cls_scores, bbox_preds, (net_h, net_w))))
-        # mmdet's Resize scale factor is (net_w / w, net_h / h); boxes go back through it
-        boxes = boxes * boxes.new_tensor([w / net_w, h / net_h] * 2)
+        boxes = boxes / resize_factor(boxes, (h, w), (net_h, net_w))
         return select(boxes, scores, labels, self.cfg, self.nms_candidates,
                       self.nms_iterations)
+
+
+def resize_factor(like: torch.Tensor, size, net_size) -> torch.Tensor:
+    """mmdet's Resize scale factor (net_w / w, net_h / h), twice, as a tensor like ``like``
+    (boxes are divided by it to reach the image's pixels), from sizes that may be symbols of
+    a dynamic export: a tensor made of them, not a Python float, which would fix them."""
+    (h, w), (net_h, net_w) = size, net_size
+    original = torch.stack([torch.scalar_tensor(w), torch.scalar_tensor(h)]).to(like.dtype)
+    return (like.new_tensor([net_w, net_h]) / original).repeat(2)
 
 
 def check_nms(cfg):
@@ -249,12 +264,17 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
                             model: Optional[nn.Module] = None,
                             calibration: Optional[Iterable[torch.Tensor]] = None,
                             nms_candidates: int = DEFAULT_NMS_CANDIDATES,
-                            nms_iterations: int = DEFAULT_NMS_ITERATIONS) -> Dict:
-    """Write the app program of the RetinaNet-like detector of ``config``
-    (``DenseDetectorApp``) to ``path`` in ``precision``, for images of ``export_size``
-    (height, width) alone (``FIXED_SIZE_REASON``). Returns its contract and ``checks``: how
-    the program (run by ``executorch.runtime``) compares with mmdet's prediction on a
-    synthetic image (``compare_programs``; int8 against the float32 model).
+                            nms_iterations: int = DEFAULT_NMS_ITERATIONS,
+                            fixed: bool = False, min_size: Optional[int] = None,
+                            max_size: Optional[int] = None) -> Dict:
+    """Write the app program of the RetinaNet-like or Mask R-CNN detector of ``config``
+    (``detector_app``) to ``path`` in ``precision``, for images that the test pipeline's
+    keep-ratio resize makes what it makes ``export_size`` (height, width): one aspect ratio,
+    any resolution, each side from ``min_size`` to ``max_size`` (default: from half to twice
+    ``export_size``'s); with ``fixed``, ``export_size`` alone (module docstring). Returns its
+    contract and ``checks``: how the program (run by ``executorch.runtime``) compares with
+    mmdet's prediction on synthetic images of ``export_size`` and of another accepted size
+    (``compare_programs``; int8 against the float32 model).
 
     ``model``: this PyTorch detector, fused here, instead of one built from ``checkpoint``
     (random weights with spread scores without either). int8: calibrated on
@@ -262,13 +282,17 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
     HWC images instead)."""
     require_executorch()
     cfg = load_target_config(config, cfg_options)
+    low, high = detector_size_range(export_size, fixed, min_size, max_size)
     if model is None:
         model = load_model(config, checkpoint, cfg_options)
     else:
         fuse_model(model.eval())
     steps = detector_image_steps(cfg)
-    app, reference = (detector_app(model, steps, nms_candidates, nms_iterations)
-                      for _ in range(2))
+    resized = keep_ratio_size(*export_size, *steps['resizes'][0][1:])
+    # the program resizes to that one size: the network and what follows have fixed shapes
+    app = detector_app(model, dict(steps, resizes=[('fixed', *resized)]), nms_candidates,
+                       nms_iterations)
+    reference = detector_app(model, steps, nms_candidates, nms_iterations)
     example = torch.zeros(*export_size, 3, dtype=torch.uint8)
     if check_precision(precision) == 'int8':
         if calibration is None:
@@ -277,16 +301,44 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
         app.network = app.int8_network(quantize_module(app.network, app.prepare(example)[0],
                                                        inputs))
     contract = dict(contract_version=CONTRACT_VERSION, kind='detector', input_layout='HWC',
-                    input_dtype='uint8', input_channels='RGB', min_size=list(export_size),
-                    max_size=list(export_size), output_names=list(app.outputs),
+                    input_dtype='uint8', input_channels='RGB', min_size=low, max_size=high,
+                    resized_size=list(resized), output_names=list(app.outputs),
                     class_names=class_names(cfg, model), precision=precision,
                     config_name=osp.basename(config), image_steps=json.dumps(steps),
                     max_detections=app.cfg.max_per_img, nms_candidates=nms_candidates,
                     nms_iterations=nms_iterations)
-    _write(path, lower(export_module(app, example), contract))
-    image = synthetic_image(export_size)
+    _write(path, lower(export_module(app, example, {
+        0: ('height', low[0], high[0]), 1: ('width', low[1], high[1])}), contract))
+    sizes = [export_size] + [size for size in [same_resize_size(contract, export_size)]
+                             if size is not None]
     return dict(path=path, contract=contract,
-                checks=compare_programs(path, model, reference, [image]))
+                checks=compare_programs(path, model, reference,
+                                        [synthetic_image(size, seed)
+                                         for seed, size in enumerate(sizes)]))
+
+
+def detector_size_range(export_size: Sequence[int], fixed: bool, min_size: Optional[int],
+                        max_size: Optional[int]) -> Tuple[list, list]:
+    """The smallest and largest (height, width) a detector program takes (see
+    ``export_detector_program``); ValueError if ``export_size`` is outside them."""
+    if fixed:
+        return list(export_size), list(export_size)
+    low = [min_size or -(-side // 2) for side in export_size]
+    high = [max_size or 2 * side for side in export_size]
+    if not all(0 < a <= s <= b for a, s, b in zip(low, export_size, high)):
+        raise ValueError(f'export size {tuple(export_size)} is not within min_size={low} and '
+                         f'max_size={high} (height, width)')
+    return low, high
+
+
+def same_resize_size(contract: Dict, size: Sequence[int]) -> Optional[Tuple[int, int]]:
+    """A size other than ``size`` that the program of ``contract`` takes (the same
+    keep-ratio resize, within its size range), or None."""
+    for num, den in ((2, 1), (1, 2), (3, 2), (2, 3), (4, 3), (3, 4)):
+        other = tuple(-(-side * num // den) for side in size)
+        if fits_contract(contract, other):
+            return other
+    return None
 
 
 # Mask R-CNN as an ExecuTorch app program (``MaskRCNNApp``): the uint8 RGB image [H, W, 3]
@@ -425,8 +477,7 @@ class MaskRCNNApp(DetectorApp):
         proposals, proposed, rpn_converged = self.proposals(feats, (net_h, net_w))
         boxes, scores, labels, count, converged = self.detections(feats, proposals, proposed,
                                                                   (net_h, net_w))
-        # mmdet divides by the Resize scale factor (net_w / w, net_h / h)
-        scaled = boxes / boxes.new_tensor([net_w / w, net_h / h] * 2)
+        scaled = boxes / resize_factor(boxes, (h, w), (net_h, net_w))
         masks = self.masks(feats, boxes, scaled, labels, (h, w))
         return scaled, scores, labels, count, converged & rpn_converged, masks
 
@@ -525,9 +576,10 @@ def compare_programs(path: str, detector: nn.Module, app: DetectorApp,
     """Run the program at ``path`` (``executorch.runtime``) and mmdet's prediction
     (``mmdet_detections``) on each image; per image its size, whether the program's NMS
     converged and ``compare.compare_detections``'s report (default tolerances: the ONNX
-    export's)."""
+    export's; the box tolerance holds on the network's input, so it grows with an image
+    larger than that: boxes in its pixels are scaled up by as much)."""
     run = DetectorProgram(path)
-
+    resized = run.contract.get('resized_size') or run.contract['max_size']
     checks = []
     for image in images:
         got = run(image)
@@ -535,8 +587,9 @@ def compare_programs(path: str, detector: nn.Module, app: DetectorApp,
                              labels=got['labels'].long())
         if 'masks' in got:
             found.masks = got['masks'].bool()
+        upscale = max([1.0] + [side / net for side, net in zip(image.shape, resized)])
         report = compare_detections(mmdet_detections(detector, app, image), found,
-                                    box_tol or BOX_TOL, score_tol or SCORE_TOL)
+                                    (box_tol or BOX_TOL) * upscale, score_tol or SCORE_TOL)
         checks.append(dict(size=list(image.shape[:2]), converged=int(got['nms_converged'][0]),
                            **report))
     return checks

@@ -153,8 +153,8 @@ class SegmentorApp(nn.Module):
             if same_size(size, (size_h, size_w)):
                 continue  # a fixed image already of this size: the resize is a no-op
             # as OpenCV resizes a uint8 image: bilinear, back to whole 8-bit values
-            x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
-            x = x.round().clamp(0, 255)
+            x = round_pixels(F.interpolate(x, size=size, mode='bilinear',
+                                           align_corners=False))
         x = (x - self.mean) / self.std
         net_h, net_w = x.shape[2], x.shape[3]
         if self.steps['pad_divisor'] or self.steps['pad_size']:
@@ -351,13 +351,20 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
                                      time_repeats))
 
 
+def round_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Resized pixel values back to whole 8-bit levels as OpenCV's uint8 resize does, exact
+    halves up (a bilinear downscale makes many); the 1e-3 margin rounds alike the halves that
+    float arithmetic leaves a hair below, in PyTorch and in XNNPACK."""
+    return (x + (0.5 + 1e-3)).floor().clamp(0, 255)
+
+
 def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """A uint8 [H, W, 3] image resized (bilinear) to ``size`` (h, w)."""
     if tuple(image.shape[:2]) == tuple(size):
         return image
     x = F.interpolate(image.permute(2, 0, 1)[None].float(), size=tuple(size), mode='bilinear',
                       align_corners=False)
-    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).contiguous()
+    return round_pixels(x[0].permute(1, 2, 0)).to(torch.uint8).contiguous()
 
 
 def synthetic_image(size: Sequence[int], seed: int = 0) -> torch.Tensor:

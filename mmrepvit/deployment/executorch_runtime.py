@@ -6,7 +6,7 @@ detector's image steps excepted)."""
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -116,7 +116,7 @@ def without_program_steps(pipeline: Sequence[dict]) -> List[dict]:
     return [step for step in pipeline if step['type'].split('.')[-1] not in PROGRAM_STEPS]
 
 
-LIST_ENTRIES = ('min_size', 'max_size', 'output_names', 'class_names')
+LIST_ENTRIES = ('min_size', 'max_size', 'resized_size', 'output_names', 'class_names')
 
 
 def load_program(path: str):
@@ -199,15 +199,38 @@ class ExecuTorchSessions:
 
 
 def check_input_size(contract: Dict, image: torch.Tensor, path: str) -> None:
-    """Raise ValueError naming ``path`` unless ``image``'s height and width are within the
-    program's ``min_size`` and ``max_size``."""
+    """Raise ValueError naming ``path`` unless the program of ``contract`` takes ``image``'s
+    height and width (``fits_contract``)."""
     hw = tuple(image.shape[:2] if contract['input_layout'] == 'HWC' else image.shape[2:])
+    if fits_contract(contract, hw):
+        return
+    low, high = contract['min_size'], contract['max_size']
+    allowed = f'exactly {low[0]}x{low[1]}' if low == high else \
+        f'{low[0]}x{low[1]} to {high[0]}x{high[1]}'
+    if low != high and contract.get('resized_size'):
+        resized = contract['resized_size']
+        allowed = (f'{allowed} that the test pipeline\'s keep-ratio Resize makes '
+                   f'{resized[0]}x{resized[1]} (one aspect ratio; {"x".join(map(str, hw))} '
+                   f'becomes {"x".join(map(str, resized_size(contract, hw)))})')
+    raise ValueError(f'{path!r} takes images of {allowed} (height x width), not '
+                     f'{hw[0]}x{hw[1]}')
+
+
+def resized_size(contract: Dict, hw: Sequence[int]) -> Tuple[int, int]:
+    """What the keep-ratio Resize of a detector program's test pipeline makes of ``hw``."""
+    _, long_edge, short_edge = json.loads(contract['image_steps'])['resizes'][0]
+    return tuple(keep_ratio_size(hw[0], hw[1], long_edge, short_edge))
+
+
+def fits_contract(contract: Dict, hw: Sequence[int]) -> bool:
+    """Whether the program of ``contract`` takes images of height and width ``hw``: within
+    its ``min_size`` and ``max_size``; a detector program's (``resized_size``) also resized
+    to the one size its network takes."""
     low, high = contract['min_size'], contract['max_size']
     if not all(a <= s <= b for s, a, b in zip(hw, low, high)):
-        allowed = f'exactly {low[0]}x{low[1]}' if low == high else \
-            f'{low[0]}x{low[1]} to {high[0]}x{high[1]}'
-        raise ValueError(f'{path!r} takes images of {allowed} (height x width), not '
-                         f'{hw[0]}x{hw[1]}')
+        return False
+    resized = contract.get('resized_size')
+    return low == high or not resized or list(resized_size(contract, hw)) == list(resized)
 
 
 # the toolbox of each kind of app program
