@@ -201,6 +201,14 @@ def test_infer_tool_draws_a_detector_program_s_boxes(retinanet, on_demo_data, tm
     inferencer = build_inferencer(on_demo_data['config'], retinanet['path'],
                                   runtime='executorch')
     assert isinstance(inferencer.model, ProgramDetector)
+    # an image of twice the size (the same aspect ratio): the program's detections, in its
+    # pixels
+    large = synthetic_image((192, 240), seed=4)
+    found = inferencer(large.flip(-1).numpy(), return_datasamples=True)
+    found = found['predictions'][0].pred_instances
+    expected = DetectorProgram(retinanet['path'])(large)
+    assert len(found) == len(expected['scores']) > 10 and found.bboxes.max() > 150
+    assert torch.allclose(found.bboxes, expected['boxes'], atol=1e-3)
     with pytest.raises(ValueError, match=r'retinanet.pte.*takes images of 48x60 to 192x240 '
                        r'that .* 128x160 .*\(height x width\), not 64x64'):
         inferencer(np.zeros((64, 64, 3), np.uint8))
