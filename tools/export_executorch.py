@@ -16,7 +16,7 @@ it makes of that size), any resolution in the range.
 The config's test-time resize and normalisation run inside (docs/deployment.md, "On the
 device"). Backbone program: a normalised float32 image (1, 3, H, W) in, feature maps (or
 ImageNet logits) out. H and W are dynamic within --min-size and --max-size (default 64 and
-1024; detectors: from half to twice --size); --fixed gives a program of the --size only (a
+1024; detectors: from half the --size to it); --fixed gives a program of the --size only (a
 segmentor's needs no full-size logits where the test pipeline keeps that size: smaller and
 faster on a phone). The contract (layout, sizes, classes, precision, config) is stored as
 constant methods an app reads.
@@ -38,8 +38,7 @@ def parse_args(argv=None):
     parser.add_argument('--min-size', type=int, help='smallest image side the program '
                         'takes (default 64; detectors: half the --size)')
     parser.add_argument('--max-size', type=int, help='largest image side the program takes '
-                        '(ExecuTorch plans memory for it; default 1024; detectors: twice the '
-                        '--size)')
+                        '(ExecuTorch plans memory for it; default 1024; detectors: the --size)')
     parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'),
                         help='the example size traced (default 256 320; backbones 224 224)')
     parser.add_argument('--fixed', action='store_true', help='segmentors and detectors: a '

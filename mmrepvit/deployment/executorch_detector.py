@@ -270,11 +270,12 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
     """Write the app program of the RetinaNet-like or Mask R-CNN detector of ``config``
     (``detector_app``) to ``path`` in ``precision``, for images that the test pipeline's
     keep-ratio resize makes what it makes ``export_size`` (height, width): one aspect ratio,
-    any resolution, each side from ``min_size`` to ``max_size`` (default: from half to twice
-    ``export_size``'s); with ``fixed``, ``export_size`` alone (module docstring). Returns its
-    contract and ``checks``: how the program (run by ``executorch.runtime``) compares with
-    mmdet's prediction on synthetic images of ``export_size`` and of another accepted size
-    (``compare_programs``; int8 against the float32 model).
+    any resolution, each side from ``min_size`` to ``max_size`` (default: from half
+    ``export_size``'s to it: ExecuTorch plans memory for the largest, and Mask R-CNN's masks
+    are as large as the image); with ``fixed``, ``export_size`` alone (module docstring).
+    Returns its contract and ``checks``: how the program (run by ``executorch.runtime``)
+    compares with mmdet's prediction on synthetic images of ``export_size`` and of another
+    accepted size (``compare_programs``; int8 against the float32 model).
 
     ``model``: this PyTorch detector, fused here, instead of one built from ``checkpoint``
     (random weights with spread scores without either). int8: calibrated on
@@ -324,7 +325,7 @@ def detector_size_range(export_size: Sequence[int], fixed: bool, min_size: Optio
     if fixed:
         return list(export_size), list(export_size)
     low = [min_size or -(-side // 2) for side in export_size]
-    high = [max_size or 2 * side for side in export_size]
+    high = [max_size or side for side in export_size]
     if not all(0 < a <= s <= b for a, s, b in zip(low, export_size, high)):
         raise ValueError(f'export size {tuple(export_size)} is not within min_size={low} and '
                          f'max_size={high} (height, width)')
