@@ -46,7 +46,6 @@ import torch
 import torch.nn as nn
 from mmengine.structures import InstanceData
 
-from ..config import default_dataset_meta
 from ..fusion import fuse_model
 from ..model_variants import load_target_config
 from ..models.layers.roi_align import axis_weights, tent
@@ -55,6 +54,7 @@ from .executorch_program import (
     SegmentorApp,
     _write,
     check_precision,
+    class_names,
     export_module,
     lower,
     quantize_module,
@@ -248,13 +248,6 @@ def select(boxes, scores, labels, cfg, nms_candidates: int, nms_iterations: int)
     labels = torch.where(kept, labels[picked], labels.new_full((), -1)).to(torch.int32)
     count = kept.sum().to(torch.int32).reshape(1)
     return boxes, scores, labels, count, converged.to(torch.int32).reshape(1)
-
-
-def class_names(cfg, model: nn.Module) -> list:
-    """The detector's classes: the config's test dataset's names, else ``class0``..."""
-    names = [str(c) for c in (default_dataset_meta(cfg) or {}).get('classes') or ()]
-    count = (model.roi_head if hasattr(model, 'roi_head') else model).bbox_head.num_classes
-    return names if len(names) == count else [f'class{i}' for i in range(count)]
 
 
 def export_detector_program(config: str, path: str, checkpoint: Optional[str] = None,

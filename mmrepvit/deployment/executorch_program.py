@@ -432,11 +432,14 @@ def time_against(forward, module: nn.Module, x: torch.Tensor, repeats: int) -> D
 
 
 def class_names(cfg, model: nn.Module) -> List[str]:
-    """The classes the segmentor predicts: the config's test dataset's names, else
-    ``class0``... (as many as the decode head's classes)."""
+    """The classes a segmentor or detector predicts: the config's test dataset's names, else
+    ``class0``... (as many as its decode head's, or its (RoI head's) box head's classes)."""
     meta = default_dataset_meta(cfg) or {}
     names = [str(c) for c in meta.get('classes') or ()]
-    count = model.decode_head.num_classes
+    if hasattr(model, 'decode_head'):
+        count = model.decode_head.num_classes
+    else:
+        count = getattr(model, 'roi_head', model).bbox_head.num_classes
     return names if len(names) == count else [f'class{i}' for i in range(count)]
 
 
