@@ -126,14 +126,12 @@ def test_int8_program_runs_and_mostly_agrees(retinanet, tmp_path):
     assert check['converged'] == 1 and check['agree'] >= 0.7 * check['pytorch'] > 7, check
 
 
-@pytest.fixture(scope='module')
-def on_demo_data(retinanet, tmp_path_factory):
-    """The program's config on 3 demo images of its one size (96x120), and the fused PyTorch
-    model it was exported from as a checkpoint."""
+def demo_data(retinanet, work, size):
+    """The program's config on 3 demo images of ``size``, and the fused PyTorch model it was
+    exported from as a checkpoint."""
     from mmrepvit.demo import make_demo_dataset
     from mmrepvit.model_variants import load_target_config
-    work = tmp_path_factory.mktemp('etdet_data')
-    make_demo_dataset(str(work), num_train=1, num_val=3, size=EXPORT_SIZE, progress=False)
+    make_demo_dataset(str(work), num_train=1, num_val=3, size=size, progress=False)
     cfg = load_target_config(RETINANET, OPTIONS)
     root = str(work / 'coco') + '/'
     cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
@@ -145,17 +143,38 @@ def on_demo_data(retinanet, tmp_path_factory):
     return dict(work=work, config=config, ckpt=ckpt, images=work / 'coco' / 'val2017')
 
 
-def test_tools_test_scores_a_detector_program_as_its_checkpoint(retinanet, on_demo_data):
-    """``tools/test.py CONFIG retinanet.pte --runtime executorch``: the program, fed the
-    original images, gives the checkpoint's bbox AP and, image by image (``--out``), its
-    detections (boxes within 0.05 px, scores within 0.01: OpenCV's resize against the
-    program's, as above), the best 95 of 100 in order (measured: 98; near the cut at
-    max_per_img=100 two random-weight scores within the tolerance swap places)."""
+@pytest.fixture(scope='module')
+def on_demo_data(retinanet, tmp_path_factory):
+    """Demo images of the export size (96x120)."""
+    return demo_data(retinanet, tmp_path_factory.mktemp('etdet_data'), EXPORT_SIZE)
+
+
+@pytest.fixture(scope='module')
+def on_small_demo_data(retinanet, tmp_path_factory):
+    """Demo images of half the export size (48x60, the same aspect ratio)."""
+    return demo_data(retinanet, tmp_path_factory.mktemp('etdet_small'), (48, 60))
+
+
+@pytest.mark.parametrize('data, leading, agree', [('on_demo_data', 95, 95),
+                                                   ('on_small_demo_data', 0, 90)])
+def test_tools_test_scores_a_detector_program_as_its_checkpoint(retinanet, data, leading,
+                                                                 agree, request):
+    """``tools/test.py CONFIG retinanet.pte --runtime executorch`` on demo images of the
+    export size and of half it: the program, fed the original images, gives the
+    checkpoint's bbox AP (within 0.01) and, image by image (``--out``), its detections
+    (boxes within 0.05 px, scores within 0.01: OpenCV's resize against the program's, as
+    above): at the export size the best 95 of 100 in order (measured: 98; near the cut at
+    max_per_img=100 two random-weight scores within the tolerance swap places); at half
+    it, upscaled 2.7x, more pixels differ by a level between OpenCV's fixed-point resize and
+    the program's, and these random-weight scores, spread around the threshold, follow
+    them: 90 of 100 agree (measured: 96-99; against mmdet fed the program's own resize,
+    every one: ``test_program_detects_what_mmdet_detects_at_two_sizes``)."""
     import mmengine
     from mmengine.structures import InstanceData
     from test_analysis import load_tool
 
     from mmrepvit.deployment.compare import compare_detections
+    on_demo_data = request.getfixturevalue(data)
     work, results, metrics = on_demo_data['work'], {}, {}
     for name, weights, extra in [('pytorch', on_demo_data['ckpt'], []),
                                  ('executorch', retinanet['path'], ['--runtime', 'executorch'])]:
@@ -171,7 +190,8 @@ def test_tools_test_scores_a_detector_program_as_its_checkpoint(retinanet, on_de
     for expected, got in zip(results['pytorch'], results['executorch']):
         expected, got = (InstanceData(**r['pred_instances']) for r in (expected, got))
         report = compare_detections(expected, got, box_tol=0.05, score_tol=0.01)
-        assert report['pytorch'] == report['onnx'] == 100 and report['leading'] >= 95, report
+        assert report['pytorch'] == 100 and report['leading'] >= leading, report
+        assert min(report['onnx'], report['agree']) >= agree, report
 
 
 def test_infer_tool_draws_a_detector_program_s_boxes(retinanet, on_demo_data, tmp_path):
