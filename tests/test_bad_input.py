@@ -293,3 +293,18 @@ def test_demo_val_images_of_two_sizes_are_refused_before_a_detector_program(own_
         program_stage('maskrcnn', 'fused.pth', str(tmp_path / 'maskrcnn.pte'), str(tmp_path),
                       _data_options(str(own_data), 'maskrcnn'))
     assert not (tmp_path / 'maskrcnn.pte').exists()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['m1_1', 'x.pte', '--fixed'], '--fixed takes a segmentation or detection config'),
+    (['m1_1', 'x.pte', '--int8', 'y.pte'], '--int8 takes a segmentation or detection config'),
+    (['configs/fpn_repvit_m1_1_ade20k.py', 'x.pte', '--classifier'],
+     '--classifier takes a backbone'),
+    (['configs/retinanet_repvit_m1_1_coco.py', 'x.pte', '--check-size', '64', '64'],
+     '--check-size and --time do not take a detection config')])
+def test_export_executorch_refuses_an_option_its_model_does_not_take(argv, message, tmp_path):
+    """Named, before anything is exported (the option would otherwise be ignored)."""
+    from test_analysis import load_tool
+    with pytest.raises(SystemExit, match=message):
+        load_tool('export_executorch').main(argv[:1] + [str(tmp_path / argv[1])] + argv[2:])
+    assert not list(tmp_path.iterdir())

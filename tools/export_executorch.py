@@ -70,16 +70,22 @@ def main(argv=None):
     say = (lambda *a: None) if args.json else print
     if kind == 'backbone':
         if args.fixed:
-            sys.exit('--fixed takes a segmentation config: backbone programs take --min-size '
-                     'to --max-size')
+            sys.exit('--fixed takes a segmentation or detection config: backbone programs '
+                     'take --min-size to --max-size')
         if args.int8:
-            sys.exit('--int8 takes a segmentation config: the calibration images come from '
-                     'its val set')
+            sys.exit('--int8 takes a segmentation or detection config: the calibration '
+                     'images come from its val set')
         say(f'exporting {args.target} (torch.export, lowering to XNNPACK: a minute or more)')
         reports.append(etp.export_backbone_program(
             args.target, args.out, args.classifier, args.checkpoint,
             export_size=tuple(args.size or (224, 224)), **sizes))
     else:
+        if args.classifier:
+            sys.exit('--classifier takes a backbone (an arch such as m1_1), not a config')
+        if kind == 'mmdet' and (args.check_size or args.time):
+            sys.exit('--check-size and --time do not take a detection config: a detector '
+                     'program is checked against mmdet at --size and at another size of its '
+                     'aspect ratio')
         size = tuple(args.size or ((800, 1216) if kind == 'mmdet' else (256, 320)))
         for path, precision in [(args.out, 'f32')] + ([(args.int8, 'int8')] if args.int8
                                                        else []):
