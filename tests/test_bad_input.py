@@ -303,8 +303,10 @@ def test_demo_val_images_of_two_sizes_are_refused_before_a_detector_program(own_
     (['configs/retinanet_repvit_m1_1_coco.py', 'x.pte', '--check-size', '64', '64'],
      '--check-size and --time do not take a detection config')])
 def test_export_executorch_refuses_an_option_its_model_does_not_take(argv, message, tmp_path):
-    """Named, before anything is exported (the option would otherwise be ignored)."""
+    """Named, before anything is exported or set (the option would otherwise be ignored)."""
     from test_analysis import load_tool
+    threads = torch.get_num_threads()
     with pytest.raises(SystemExit, match=message):
-        load_tool('export_executorch').main(argv[:1] + [str(tmp_path / argv[1])] + argv[2:])
-    assert not list(tmp_path.iterdir())
+        load_tool('export_executorch').main(argv[:1] + [str(tmp_path / argv[1])] + argv[2:] +
+                                            ['--threads', str(threads + 1)])
+    assert not list(tmp_path.iterdir()) and torch.get_num_threads() == threads

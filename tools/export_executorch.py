@@ -60,8 +60,9 @@ def main(argv=None):
     from mmrepvit.deployment import executorch_detector as etd
     from mmrepvit.deployment import executorch_program as etp
     from mmrepvit.model_variants import target_kind
-    torch.set_num_threads(args.threads)  # and ExecuTorch's, when it loads the program
     kind = target_kind(args.target)
+    check_options(args, kind)
+    torch.set_num_threads(args.threads)  # and ExecuTorch's, when it loads the program
     sides = {name: value for name, value in (('min_size', args.min_size),
                                              ('max_size', args.max_size)) if value is not None}
     sizes = dict(sides, time_repeats=args.time,
@@ -69,23 +70,11 @@ def main(argv=None):
     reports = []
     say = (lambda *a: None) if args.json else print
     if kind == 'backbone':
-        if args.fixed:
-            sys.exit('--fixed takes a segmentation or detection config: backbone programs '
-                     'take --min-size to --max-size')
-        if args.int8:
-            sys.exit('--int8 takes a segmentation or detection config: the calibration '
-                     'images come from its val set')
         say(f'exporting {args.target} (torch.export, lowering to XNNPACK: a minute or more)')
         reports.append(etp.export_backbone_program(
             args.target, args.out, args.classifier, args.checkpoint,
             export_size=tuple(args.size or (224, 224)), **sizes))
     else:
-        if args.classifier:
-            sys.exit('--classifier takes a backbone (an arch such as m1_1), not a config')
-        if kind == 'mmdet' and (args.check_size or args.time):
-            sys.exit('--check-size and --time do not take a detection config: a detector '
-                     'program is checked against mmdet at --size and at another size of its '
-                     'aspect ratio')
         size = tuple(args.size or ((800, 1216) if kind == 'mmdet' else (256, 320)))
         for path, precision in [(args.out, 'f32')] + ([(args.int8, 'int8')] if args.int8
                                                        else []):
@@ -112,6 +101,21 @@ def main(argv=None):
     if not passed:
         sys.exit(1)
     return reports
+
+
+def check_options(args, kind):
+    """Exit naming an option the model of ``kind`` does not take (it would be ignored)."""
+    if kind == 'backbone' and args.fixed:
+        sys.exit('--fixed takes a segmentation or detection config: backbone programs take '
+                 '--min-size to --max-size')
+    if kind == 'backbone' and args.int8:
+        sys.exit('--int8 takes a segmentation or detection config: the calibration images '
+                 'come from its val set')
+    if kind != 'backbone' and args.classifier:
+        sys.exit('--classifier takes a backbone (an arch such as m1_1), not a config')
+    if kind == 'mmdet' and (args.check_size or args.time):
+        sys.exit('--check-size and --time do not take a detection config: a detector program '
+                 'is checked against mmdet at --size and at another size of its aspect ratio')
 
 
 # what a float32 program must meet against PyTorch (int8 changes the outputs: reported only)
