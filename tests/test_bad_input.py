@@ -297,6 +297,8 @@ def test_demo_val_images_of_two_sizes_are_refused_before_a_detector_program(own_
 
 @pytest.mark.parametrize('argv, message', [
     (['m1_1', 'x.pte', '--fixed'], '--fixed takes a segmentation or detection config'),
+    (['configs/retinanet_repvit_m1_1_coco.py', 'x.pte', '--fixed', '--max-size', '900'],
+     '--fixed takes no --min-size / --max-size'),
     (['m1_1', 'x.pte', '--int8', 'y.pte'], '--int8 takes a segmentation or detection config'),
     (['configs/fpn_repvit_m1_1_ade20k.py', 'x.pte', '--classifier'],
      '--classifier takes a backbone'),

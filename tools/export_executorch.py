@@ -108,6 +108,9 @@ def check_options(args, kind):
     if kind == 'backbone' and args.fixed:
         sys.exit('--fixed takes a segmentation or detection config: backbone programs take '
                  '--min-size to --max-size')
+    if args.fixed and (args.min_size is not None or args.max_size is not None):
+        sys.exit('--fixed takes no --min-size / --max-size: the program takes the --size '
+                 'alone')
     if kind == 'backbone' and args.int8:
         sys.exit('--int8 takes a segmentation or detection config: the calibration images '
                  'come from its val set')

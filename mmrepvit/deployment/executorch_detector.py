@@ -54,6 +54,7 @@ from .executorch_program import (
     SegmentorApp,
     _write,
     check_precision,
+    check_size_range,
     class_names,
     export_module,
     lower,
@@ -317,11 +318,9 @@ def detector_size_range(export_size: Sequence[int], fixed: bool, min_size: Optio
     ``export_detector_program``); ValueError if ``export_size`` is outside them."""
     if fixed:
         return list(export_size), list(export_size)
-    low = [min_size or -(-side // 2) for side in export_size]
-    high = [max_size or side for side in export_size]
-    if not all(0 < a <= s <= b for a, s, b in zip(low, export_size, high)):
-        raise ValueError(f'export size {tuple(export_size)} is not within min_size={low} and '
-                         f'max_size={high} (height, width)')
+    low = [-(-side // 2) if min_size is None else min_size for side in export_size]
+    high = [side if max_size is None else max_size for side in export_size]
+    check_size_range(low, high, export_size)
     return low, high
 
 

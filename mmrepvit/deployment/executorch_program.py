@@ -284,10 +284,14 @@ def planned_memory_mb(path: str) -> float:
     return sum(plan.non_const_buffer_sizes) / 2**20
 
 
-def check_size_range(min_size: int, max_size: int, example: Sequence[int]) -> None:
-    if not 0 < min_size <= max_size:
+def check_size_range(min_size, max_size, example: Sequence[int]) -> None:
+    """ValueError unless 0 < ``min_size`` <= ``max_size`` and the export size ``example``
+    lies between them (each an int for every axis, or one per axis)."""
+    lows, highs = ([s] * len(example) if isinstance(s, int) else list(s)
+                   for s in (min_size, max_size))
+    if not all(0 < a <= b for a, b in zip(lows, highs)):
         raise ValueError(f'min_size={min_size}, max_size={max_size}: need 0 < min <= max')
-    if not all(min_size <= s <= max_size for s in example):
+    if not all(a <= s <= b for a, s, b in zip(lows, example, highs)):
         raise ValueError(f'export size {tuple(example)} is not within min_size={min_size} '
                          f'and max_size={max_size}')
 
