@@ -99,6 +99,11 @@ def test_contract_outputs_and_padding(program):
     assert masks.shape == (20, *EXPORT_SIZE) and masks.dtype == torch.bool
     assert not masks[n:].any() and (labels[n:] == -1).all() and (scores[n:] == 0).all()
     assert masks[:n].any() and not masks[:n].all()
+    # half the size, the same aspect ratio: masks at the image's own size, boxes inside it
+    boxes, _, _, count, _, masks = loaded.load_method('forward').execute(
+        [synthetic_image((64, 80), seed=3)])
+    assert masks.shape == (20, 64, 80) and int(count[0]) > 0
+    assert boxes[:, 2].max() <= 80 and boxes[:, 3].max() <= 64
 
 
 def test_program_takes_its_aspect_ratio_and_refuses_another(program):
