@@ -367,6 +367,51 @@ def test_upscale_argmax_finds_a_class_that_wins_only_between_its_pixels():
     assert torch.equal(got, resized.argmax(1)[0])
 
 
+@pytest.mark.parametrize('scale,precision', [((2, 2), 'f32'), ((2, 2), 'int8'),
+                                             ((3, 1), 'f32')])
+def test_nearest_upsampling_runs_inside_xnnpack_with_the_same_values(scale, precision):
+    """An FPN's top-down step (a map upsampled by whole factors, nearest, added to the
+    finer one), traced by ``network_graph``: the rewritten graph gives PyTorch's values
+    exactly, the lowered program leaves no nearest upsampling to ExecuTorch's portable
+    kernels (it did before the rewrite), and run through ``executorch.runtime`` it gives
+    the same values (float32) or the int8 module's (int8)."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    from mmrepvit.deployment import executorch_program as etp
+
+    class TopDown(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.coarse, self.fine = nn.Conv2d(3, 8, scale, stride=scale), nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            coarse = F.interpolate(self.coarse(x), scale_factor=scale, mode='nearest')
+            return self.fine(x) + coarse
+
+    module = TopDown().eval()
+    x = torch.randn(1, 3, 12, 18, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)  # as an app program's image is
+    graph = etp.network_graph(module, x)
+    with torch.no_grad():
+        assert torch.equal(graph(x), module(x))
+    if precision == 'int8':
+        graph = etp.quantize_module(module, x, [x])
+    program = to_edge_transform_and_lower(etp.export_module(graph, x),
+                                          partitioner=[XnnpackPartitioner()])
+    outside = [str(node.target) for node in program.exported_program().graph.nodes
+               if node.op == 'call_function' and 'delegate' not in str(node.target)
+               and 'getitem' not in str(node.target)]
+    assert not [name for name in outside if 'upsample' in name], outside
+    buffer = program.to_executorch().buffer  # the runtime reads it in place: kept alive
+    got, = Runtime.get().load_program(buffer).load_method('forward').execute([x])
+    with torch.no_grad():
+        assert torch.allclose(got, graph(x), atol=1e-5), (got - graph(x)).abs().max()
+
+
 def test_segmentor_app_takes_classes_last_logits_only_where_they_are_the_segmentor_s(
         monkeypatch):
     """The app program's network computes the decode head's last 1x1 convolution on

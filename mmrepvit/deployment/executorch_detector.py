@@ -58,6 +58,7 @@ from .executorch_program import (
     class_names,
     export_module,
     lower,
+    network_graph,
     quantize_module,
     resize_image,
     synthetic_image,
@@ -295,6 +296,8 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
         inputs = [app.prepare(resize_image(image, export_size))[0] for image in calibration]
         app.network = app.int8_network(quantize_module(app.network, app.prepare(example)[0],
                                                        inputs))
+    else:
+        app.network = network_graph(app.network, app.prepare(example)[0])
     contract = dict(contract_version=CONTRACT_VERSION, kind='detector', input_layout='HWC',
                     input_dtype='uint8', input_channels='RGB', min_size=low, max_size=high,
                     resized_size=list(resized), output_names=list(app.outputs),

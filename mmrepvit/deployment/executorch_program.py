@@ -235,6 +235,57 @@ def export_module(module: nn.Module, example: torch.Tensor,
                              f'{str(error).splitlines()[1].strip()}') from error
 
 
+def nearest_upsampling_as_copies(graph: torch.fx.GraphModule) -> int:
+    """Rewrite in place each nearest upsampling of ``graph`` (an ATen graph of fixed sizes)
+    whose output is a whole multiple of its input as copies XNNPACK runs; returns how many.
+
+    XNNPACK has no nearest resize, so the FPN's top-down upsampling ran in ExecuTorch's
+    portable kernel, single-threaded: 11 ms of the 95 of the 512 x 512 Semantic FPN int8
+    program (docs/deployment.md). Here each (H, W, C) pixel is repeated along the width by
+    a concatenation of views, then each row along the height; the values are the same
+    (exact), and the quantiser gives views and concatenations their input's int8 scale, so an
+    int8 program keeps them int8."""
+    ops = torch.ops.aten
+    count = 0
+    for node in list(graph.graph.nodes):
+        if node.target not in (ops.upsample_nearest2d.vec, ops.upsample_nearest2d.default):
+            continue
+        x = node.args[0]
+        (n, c, h, w), (_, _, out_h, out_w) = x.meta['val'].shape, node.meta['val'].shape
+        if not all(isinstance(v, int) for v in (h, w, out_h, out_w)) or out_h % h or out_w % w:
+            continue
+        with graph.graph.inserting_before(node):
+            def copies(y, shape, times, dim):  # ``times`` separate views: XNNPACK
+                views = [graph.graph.call_function(ops.reshape.default, (y, shape))
+                         for _ in range(times)]  # concatenates distinct inputs only
+                return (graph.graph.call_function(ops.cat.default, (views, dim))
+                        if times > 1 else views[0])
+            y = graph.graph.call_function(ops.permute.default, (x, [0, 2, 3, 1]))
+            y = copies(y, [n * h, w, 1, c], out_w // w, 2)  # each pixel along its row
+            y = copies(y, [n, h, 1, out_w * c], out_h // h, 2)  # each row
+            y = graph.graph.call_function(ops.reshape.default, (y, [n, out_h, out_w, c]))
+            y = graph.graph.call_function(ops.permute.default, (y, [0, 3, 1, 2]))
+        node.replace_all_uses_with(y)
+        graph.graph.erase_node(node)
+        count += 1
+    graph.recompile()
+    return count
+
+
+def network_graph(module: nn.Module, example: torch.Tensor,
+                  dynamic: bool = False) -> torch.fx.GraphModule:
+    """``module`` (one (N, C, H, W) tensor in) as the ATen graph ``torch.export`` traces
+    at ``example``, its height and width symbolic with ``dynamic``; at fixed sizes its
+    nearest upsampling as copies XNNPACK runs (``nearest_upsampling_as_copies``)."""
+    shapes = ({2: Dim.AUTO, 3: Dim.AUTO}, ) if dynamic else None
+    with torch.no_grad():
+        graph = export(module, (example, ), dynamic_shapes=shapes).module()
+        if not dynamic and nearest_upsampling_as_copies(graph):
+            # traced again: the new nodes' shapes and dtypes, which the quantiser reads
+            graph = export(graph, (example, )).module()
+    return graph
+
+
 def quantize_module(module: nn.Module, example: torch.Tensor,
                     calibration: Iterable[torch.Tensor], dynamic: bool = False) -> nn.Module:
     """``module`` quantised to int8 for XNNPACK (``xnnpack_quantizer``; PyTorch 2 export
@@ -243,12 +294,9 @@ def quantize_module(module: nn.Module, example: torch.Tensor,
 
     ``dynamic``: traced with the height and width of its (N, C, H, W) input symbolic, so
     that the quantised module, and a program exported from it, takes any size (traced at
-    ``example``'s alone, it keeps that size in its reshapes and resizes)."""
+    ``example``'s alone, it keeps that size in its reshapes and resizes: ``network_graph``)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    shapes = ({2: Dim.AUTO, 3: Dim.AUTO}, ) if dynamic else None
-    with torch.no_grad():
-        traced = export(module, (example, ), dynamic_shapes=shapes).module()
-    observed = prepare_pt2e(traced, xnnpack_quantizer())
+    observed = prepare_pt2e(network_graph(module, example, dynamic), xnnpack_quantizer())
     seen = 0
     with torch.no_grad():
         for sample in calibration:
@@ -337,7 +385,9 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
             calibration = val_images(cfg, calib_images)
         inputs = [app.prepare(resize_image(image, export_size))[0] for image in calibration]
         app.network = quantize_module(app.network, app.prepare(example)[0], inputs,
-                                      dynamic=True)
+                                      dynamic=not fixed)
+    elif fixed:
+        app.network = network_graph(app.network, app.prepare(example)[0])
     exported = export_module(app, example, None if fixed else {
         0: ('height', min_size, max_size), 1: ('width', min_size, max_size)})
     contract = dict(contract_version=CONTRACT_VERSION, kind='segmentor', input_layout='HWC',
@@ -347,8 +397,7 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
     _write(path, lower(exported, contract))
     checked = check_sizes or ([export_size] if fixed else
                               [export_size, other_size(export_size, min_size, max_size)])
-    if precision == 'int8':  # against float32 PyTorch
-        app = SegmentorApp(model, steps).eval()
+    app = SegmentorApp(model, steps).eval()  # checked against float32 PyTorch
     return dict(path=path, contract=contract, planned_mb=planned_memory_mb(path),
                 checks=check_program(path, app, [synthetic_image(size, seed)
                                                  for seed, size in enumerate(checked)],
