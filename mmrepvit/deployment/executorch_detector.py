@@ -7,7 +7,8 @@ layout, [H, W, 3]**, and does inside what the config's test pipeline and mmdet d
 
 - the test pipeline's keep-ratio ``Resize`` and the data preprocessor's normalisation and
   padding (``executorch_program.image_steps``, as the segmentor's app program does them);
-- the network (its backbone and neck are what an int8 program quantises);
+- the network (backbone and neck) and the dense head, each level's maps (what an int8
+  program quantises, each apart: ``DetectorApp.int8_parts``);
 - mmdet's post-processing: per FPN level the best ``nms_pre`` (anchor, class) pairs above
   ``score_thr``, their boxes decoded and clipped to the resized image, rescaled to the
   original image's pixels, boxes of ``min_bbox_size`` or less dropped, NMS per class
@@ -59,7 +60,8 @@ from .executorch_program import (
     export_module,
     lower,
     network_graph,
-    quantize_module,
+    observed_module,
+    quantized,
     resize_image,
     synthetic_image,
     val_images,
@@ -118,9 +120,9 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
 
 
 class DetectorFeatures(nn.Module):
-    """Backbone and neck: normalised, padded image (1, 3, H, W) -> the FPN's maps (what int8
-    quantises; XNNPACK failed to load programs with the dense head quantised too:
-    "XNNCompiler::compileModel failed")."""
+    """Backbone and neck: normalised, padded image (1, 3, H, W) -> the FPN's maps. int8
+    quantises it apart from the heads (in one graph with the dense head, XNNPACK failed to
+    load the program: "XNNCompiler::compileModel failed")."""
 
     def __init__(self, detector: nn.Module):
         super().__init__()
@@ -130,13 +132,30 @@ class DetectorFeatures(nn.Module):
         return tuple(self.detector.extract_feat(x))
 
 
+class HeadPerLevel(nn.Module):
+    """A dense head (RetinaNet's, the RPN) on one FPN map, mmdet's ``forward_single``: one
+    tensor in, so that int8 quantises it on its own, traced once for every level's size."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x):
+        return self.head.forward_single(x)
+
+
 class DetectorApp(nn.Module):
     """What detector app programs share: the test pipeline's resize, normalisation and
-    padding (``prepare``), the network (``DetectorFeatures``) and the final NMS's settings.
-    ``outputs``: the names of ``forward``'s outputs."""
+    padding (``prepare``), the network (``DetectorFeatures``), the dense head per level
+    (``per_level``), the final NMS's settings and int8 (``quantize``). ``outputs``: the names
+    of ``forward``'s outputs."""
 
     prepare = SegmentorApp.prepare
     outputs = DETECTOR_OUTPUTS
+    # what int8 quantises, each module apart: attribute -> traced with symbolic sizes.
+    # Heads in float32 left the int8 Mask R-CNN program slower than fused PyTorch (its RPN
+    # and mask head convolutions, its box head's fully connected layers: docs/deployment.md)
+    int8_parts = dict(network=False, per_level=True)
 
     def __init__(self, detector: nn.Module, steps: Dict, cfg, nms_candidates: int,
                  nms_iterations: int):
@@ -151,9 +170,36 @@ class DetectorApp(nn.Module):
         self.register_buffer('std', torch.tensor(steps['std']).view(1, 3, 1, 1))
 
     @staticmethod
-    def int8_network(quantized: nn.Module) -> nn.Module:
-        """What the program runs as its network once ``quantized`` is the int8 one."""
-        return quantized
+    def int8_network(network: nn.Module) -> nn.Module:
+        """What the program runs as its network once ``network`` is the int8 one."""
+        return network
+
+    def dense_outputs(self, feats):
+        """The dense head on every FPN map: class scores and box deltas, a list each."""
+        return tuple(list(parts) for parts in zip(*[self.per_level(f) for f in feats]))
+
+    def quantize(self, images: Sequence[torch.Tensor]) -> None:
+        """Quantise the ``int8_parts`` to int8 in place, each calibrated on what it takes
+        while this (float) app runs ``images`` (uint8 RGB HWC): traced on the first image's,
+        observed on all."""
+        if not images:
+            raise ValueError('int8 calibration needs at least one image')
+        examples = {}
+        hooks = [getattr(self, name).register_forward_pre_hook(
+            lambda module, args, name=name: examples.setdefault(name, args[0]))
+            for name in self.int8_parts]
+        with torch.no_grad():
+            self(images[0])
+        for hook in hooks:
+            hook.remove()
+        for name, dynamic in self.int8_parts.items():
+            setattr(self, name, observed_module(getattr(self, name), examples[name], dynamic))
+        with torch.no_grad():
+            for image in images:
+                self(image)
+        for name in self.int8_parts:
+            setattr(self, name, quantized(getattr(self, name)))
+        self.network = self.int8_network(self.network)
 
 
 class DenseDetectorApp(DetectorApp):
@@ -171,12 +217,12 @@ class DenseDetectorApp(DetectorApp):
                              f'anchor heads scored by a sigmoid (RetinaHead)')
         super().__init__(detector, steps, check_nms(head.test_cfg), nms_candidates,
                          nms_iterations)
-        self.head = head
+        self.head, self.per_level = head, HeadPerLevel(head)
 
     def forward(self, image: torch.Tensor):
         h, w = image.shape[0], image.shape[1]
         x, (net_h, net_w) = self.prepare(image)
-        cls_scores, bbox_preds = self.head(self.network(x))
+        cls_scores, bbox_preds = self.dense_outputs(self.network(x))
         boxes, scores, labels = (torch.cat(parts) for parts in zip(*candidates(
             self.head, self.cfg.nms_pre, cls_scores, bbox_preds, (net_h, net_w))))
         boxes = boxes / resize_factor(boxes, (h, w), (net_h, net_w))
@@ -293,9 +339,7 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
     if check_precision(precision) == 'int8':
         if calibration is None:
             calibration = val_images(cfg, calib_images)
-        inputs = [app.prepare(resize_image(image, export_size))[0] for image in calibration]
-        app.network = app.int8_network(quantize_module(app.network, app.prepare(example)[0],
-                                                       inputs))
+        app.quantize([resize_image(image, export_size) for image in calibration])
     else:
         app.network = network_graph(app.network, app.prepare(example)[0])
     contract = dict(contract_version=CONTRACT_VERSION, kind='detector', input_layout='HWC',
@@ -444,6 +488,7 @@ class MaskRCNNApp(DetectorApp):
 
     outputs = DETECTOR_OUTPUTS + ['masks']
     int8_network = FloatFeatures
+    int8_parts = dict(DetectorApp.int8_parts, box_head=False, mask_head=False)
 
     def __init__(self, detector: nn.Module, steps: Dict,
                  nms_candidates: int = DEFAULT_NMS_CANDIDATES,
@@ -461,6 +506,9 @@ class MaskRCNNApp(DetectorApp):
         super().__init__(detector, steps, check_nms(roi_head.test_cfg), nms_candidates,
                          nms_iterations)
         self.rpn, self.roi_head = detector.rpn_head, roi_head
+        self.per_level = HeadPerLevel(detector.rpn_head)
+        # the RoI heads as modules of their own (int8 replaces these, not the detector's)
+        self.box_head, self.mask_head = roi_head.bbox_head, roi_head.mask_head
         self.rpn_cfg = check_nms(detector.rpn_head.test_cfg)
         self.grids = [math.ceil(2 * e.finest_scale / e.featmap_strides[0] /
                                 max(e.roi_layers[0].output_size))
@@ -482,7 +530,7 @@ class MaskRCNNApp(DetectorApp):
         rows are proposals (the rest padding) and whether its NMS converged: NMS per level
         (mmdet's ``batched_nms`` by level), then the best kept over all levels."""
         cfg = self.rpn_cfg
-        levels = candidates(self.rpn, cfg.nms_pre, *self.rpn(feats), img_shape)
+        levels = candidates(self.rpn, cfg.nms_pre, *self.dense_outputs(feats), img_shape)
         nms = [greedy_nms(boxes, valid_pairs(boxes, scores, cfg), cfg.nms.iou_threshold,
                           self.nms_iterations) for boxes, scores, _ in levels]
         boxes, scores, _ = (torch.cat(parts) for parts in zip(*levels))
@@ -494,9 +542,9 @@ class MaskRCNNApp(DetectorApp):
         """The box head's detections (``select``'s outputs) for the proposals: each
         (proposal, class) pair scored by the softmax and boxed by its class's regression."""
         head = self.roi_head.bbox_head
-        cls_score, bbox_pred = head(roi_features(feats, proposals,
-                                                 self.roi_head.bbox_roi_extractor,
-                                                 self.grids[0]))
+        cls_score, bbox_pred = self.box_head(roi_features(feats, proposals,
+                                                          self.roi_head.bbox_roi_extractor,
+                                                          self.grids[0]))
         classes = head.num_classes
         scores = cls_score.softmax(-1)[:, :classes] * proposed[:, None]
         per_roi = 1 if head.reg_class_agnostic else classes
@@ -512,8 +560,8 @@ class MaskRCNNApp(DetectorApp):
         """Each detection's mask in the image (bool, padding rows false): the mask head on its
         box (network input pixels), its class's channel, pasted into its ``scaled`` box."""
         head = self.roi_head.mask_head
-        logits = head(roi_features(feats, boxes, self.roi_head.mask_roi_extractor,
-                                   self.grids[1]))
+        logits = self.mask_head(roi_features(feats, boxes, self.roi_head.mask_roi_extractor,
+                                             self.grids[1]))
         channel = torch.zeros_like(labels) if head.class_agnostic else labels.clamp(min=0)
         probs = logits[torch.arange(len(labels), device=labels.device), channel.long()]
         # padding rows: probabilities 0, below any threshold mmdet takes (> 0)

@@ -286,17 +286,31 @@ def network_graph(module: nn.Module, example: torch.Tensor,
     return graph
 
 
+def observed_module(module: nn.Module, example: torch.Tensor,
+                    dynamic: bool = False) -> nn.Module:
+    """``module`` prepared for int8 (``xnnpack_quantizer``; PyTorch 2 export quantisation):
+    its graph (``network_graph``) with observers that record activation ranges as it runs;
+    ``quantized`` then gives the int8 module."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+    return prepare_pt2e(network_graph(module, example, dynamic), xnnpack_quantizer())
+
+
+def quantized(observed: nn.Module) -> nn.Module:
+    """The int8 module of an ``observed_module`` that has run on calibration inputs: its
+    quantise / dequantise steps are what XNNPACK lowers to int8 kernels."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+    return convert_pt2e(observed)
+
+
 def quantize_module(module: nn.Module, example: torch.Tensor,
                     calibration: Iterable[torch.Tensor], dynamic: bool = False) -> nn.Module:
-    """``module`` quantised to int8 for XNNPACK (``xnnpack_quantizer``; PyTorch 2 export
-    quantisation), activation ranges observed on ``calibration`` (inputs like ``example``):
-    a module with quantise / dequantise steps that XNNPACK lowers to int8 kernels.
+    """``module`` quantised to int8 for XNNPACK, activation ranges observed on
+    ``calibration`` (inputs like ``example``).
 
     ``dynamic``: traced with the height and width of its (N, C, H, W) input symbolic, so
     that the quantised module, and a program exported from it, takes any size (traced at
     ``example``'s alone, it keeps that size in its reshapes and resizes: ``network_graph``)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    observed = prepare_pt2e(network_graph(module, example, dynamic), xnnpack_quantizer())
+    observed = observed_module(module, example, dynamic)
     seen = 0
     with torch.no_grad():
         for sample in calibration:
@@ -304,7 +318,7 @@ def quantize_module(module: nn.Module, example: torch.Tensor,
             seen += 1
     if not seen:
         raise ValueError('int8 calibration needs at least one input')
-    return convert_pt2e(observed)
+    return quantized(observed)
 
 
 def check_precision(precision: str) -> str:
