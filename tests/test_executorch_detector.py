@@ -109,7 +109,7 @@ def test_program_refuses_images_outside_its_contract(retinanet):
 def test_int8_program_runs_and_mostly_agrees(retinanet, tmp_path):
     """int8 (network and dense head), calibrated on app images, at the test scale (no
     resize): most of the float model's detections are found (same label, box within 2 px,
-    score within 0.05)."""
+    score within 0.05; measured: 78 of 100, boxes within 0.08 px, scores within 0.049)."""
     from mmrepvit.deployment.executorch_detector import DenseDetectorApp
     from mmrepvit.deployment.executorch_runtime import detector_image_steps
     from mmrepvit.model_variants import load_target_config
