@@ -188,10 +188,12 @@ class DetectorApp(nn.Module):
         hooks = [getattr(self, name).register_forward_pre_hook(
             lambda module, args, name=name: examples.setdefault(name, args[0]))
             for name in self.int8_parts]
-        with torch.no_grad():
-            self(images[0])
-        for hook in hooks:
-            hook.remove()
+        try:
+            with torch.no_grad():
+                self(images[0])
+        finally:
+            for hook in hooks:
+                hook.remove()
         for name, dynamic in self.int8_parts.items():
             setattr(self, name, observed_module(getattr(self, name), examples[name], dynamic))
         with torch.no_grad():
