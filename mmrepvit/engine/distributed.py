@@ -1,12 +1,5 @@
-"""Multi-process runs on machines without CUDA, through mmengine's own launchers.
-
-mmengine's ``pytorch``/``slurm`` launchers need CUDA (``torch.cuda.set_device``, CUDA
-``device_ids``). Without it we start the process group with gloo (mmengine then skips its own),
-wrap without device ids, and build BN in place of SyncBN (accelerators only). The group is
-destroyed and collected at exit, while the interpreter is whole: a worker thread left to release
-a collective during finalisation cannot take the GIL and aborts the finished rank (SIGABRT,
-"terminate called without an active exception"; docs/reliability.md).
-"""
+"""Multi-process runs without CUDA through mmengine's CUDA-only ``pytorch``/``slurm``
+launchers: a gloo group, DDP without device ids, BN for SyncBN (docs/reliability.md)."""
 import atexit
 import gc
 import os
@@ -35,7 +28,8 @@ def _slurm_env():
 
 
 def destroy_process_group() -> None:
-    """Tear down the default process group while the interpreter is still whole."""
+    """Tear down the default process group while the interpreter is whole (a gloo worker left
+    to finalisation aborts the finished rank: docs/reliability.md)."""
     if dist.is_initialized():
         dist.destroy_process_group()
         gc.collect()  # the group lives on in reference cycles (DDP's reducer) until collected

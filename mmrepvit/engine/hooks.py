@@ -15,8 +15,7 @@ from .resume import last_checkpoint_of
 
 @HOOKS.register_module()
 class FuseModelHook(Hook):
-    """Fuse the model (backbone blocks and every Conv-BN pair) once the checkpoint is loaded,
-    before testing: what ``tools/test.py --fuse`` uses to evaluate the fused model."""
+    """Fuse the model once the checkpoint is loaded, before testing (``tools/test.py --fuse``)."""
     priority = 'VERY_HIGH'
 
     def before_test(self, runner):
@@ -27,10 +26,8 @@ class FuseModelHook(Hook):
 
 @HOOKS.register_module()
 class CPUSpeedHook(Hook):
-    """Train and test a model on CPU faster without changing what it computes (float rounding
-    aside): ``SeparableRoIAlign`` in place of mmcv's single-threaded RoIAlign and, optionally,
-    channels-last convolutions (docs/speed.md measures both). A model on a GPU is left as it
-    is."""
+    """On CPU, ``SeparableRoIAlign`` for mmcv's single-threaded RoIAlign and, optionally,
+    channels-last convolutions: the same computation, faster (docs/speed.md)."""
     priority = 'VERY_HIGH'
 
     def __init__(self, separable_roi_align=True, channels_last=False):
@@ -52,13 +49,8 @@ class CPUSpeedHook(Hook):
 
 @HOOKS.register_module()
 class BroadcastBuffersHook(Hook):
-    """Give every rank rank 0's model buffers before each validation and after training.
-
-    DDP copies rank 0's buffers to the others at the start of every forward, but the last one
-    before a validation or the end updates each rank's BatchNorm statistics from its own batch;
-    rank 0's are those the checkpoint holds. With SyncBN they agree anyway; on CPU runs, where
-    SyncBN is replaced by BN, this hook makes the ranks agree.
-    """
+    """Give every rank rank 0's model buffers (the checkpoint's BatchNorm statistics) before
+    each validation and after training (docs/reliability.md)."""
     priority = 'VERY_HIGH'
 
     def _sync(self, runner):
@@ -81,13 +73,9 @@ def _as_float(value):
 
 @HOOKS.register_module()
 class NaNGuardHook(Hook):
-    """Raise :class:`NonFiniteLossError` when a loss of a training iteration is NaN or inf: its
-    gradients have poisoned the weights at that step, and every later iteration would train on
-    garbage (and checkpoint it). The error names the iteration and the last checkpoint written
-    before it, the one to resume from. ``keys``: only outputs whose name contains it are checked
-    ('loss': every ``loss_*`` and ``decode.loss_*``, not accuracies)."""
-    # before CheckpointHook (VERY_LOW) and LoggerHook (BELOW_NORMAL): a poisoned model is
-    # neither saved nor logged as a normal iteration
+    """Raise :class:`NonFiniteLossError`, naming the checkpoint to resume from, when a training
+    loss (an output whose name contains ``keys``) is NaN or inf."""
+    # before CheckpointHook and LoggerHook: a poisoned model is neither saved nor logged
     priority = 'ABOVE_NORMAL'
 
     def __init__(self, keys='loss'):

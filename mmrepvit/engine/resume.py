@@ -1,11 +1,5 @@
-"""Resuming a killed run exactly where its last checkpoint left it.
-
-mmengine's checkpoint holds the weights, optimiser, schedulers and iteration, and its loop
-replays the seeded sampler; but it re-seeds the random generators from scratch, so the
-iterations after a resume would draw other random numbers. :class:`RandomStateHook` saves and
-restores each rank's random states; :func:`find_resumable_checkpoint` skips checkpoints a kill
-left truncated or that ``last_checkpoint`` names but no longer exist.
-"""
+"""Resuming a killed run exactly: every rank's random states in the checkpoint (mmengine
+re-seeds them), and the newest complete checkpoint to resume from (docs/reliability.md)."""
 import glob
 import os.path as osp
 import random
@@ -47,14 +41,8 @@ def set_random_states(state):
 
 @HOOKS.register_module()
 class RandomStateHook(Hook):
-    """Checkpoint every rank's random states; restore them when training resumes.
-
-    ``IterBasedTrainLoop`` replays the data loader up to the resumed iteration (drawing random
-    numbers for the skipped batches) and fetches the first trained batch before any hook runs,
-    so its ``dataloader_iterator`` is wrapped to restore right before that fetch; epoch-based
-    loops restore before the epoch starts. Validation keeps its own copy of the states, so
-    training does not depend on whether one ran right after the checkpoint.
-    """
+    """Checkpoint every rank's random states; restore them when training resumes. Validation
+    keeps its own copy, so training does not depend on when one ran."""
     priority = 'LOW'  # after the other hooks of an iteration, before CheckpointHook (VERY_LOW)
 
     def __init__(self):
@@ -98,9 +86,11 @@ class RandomStateHook(Hook):
         if self._pending is None:
             return
         loop = runner.train_loop
+        # IterBasedTrainLoop replays the skipped batches (drawing random numbers), then fetches
+        # the first trained one before any hook runs: restore right before that fetch
         if isinstance(loop, IterBasedTrainLoop) and hasattr(loop, 'dataloader_iterator'):
-            loop.dataloader_iterator = _RestoreBeforeFetch(loop.dataloader_iterator,
-                                                           runner.iter, self._restore)
+            loop.dataloader_iterator = _restore_before_fetch(loop.dataloader_iterator,
+                                                             runner.iter, self._restore)
         else:
             self._restore()
 
@@ -133,23 +123,12 @@ def _will_save(hook, runner, by_epoch):
         getattr(hook, 'save_last', True) and is_last(runner))
 
 
-class _RestoreBeforeFetch:
-    """An iterator that calls ``restore`` once, before fetching item number ``skip``."""
-
-    def __init__(self, iterator, skip, restore):
-        self.iterator, self.skip, self.restore, self.fetched = iterator, skip, restore, 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self.fetched == self.skip:
-            self.restore()
-        self.fetched += 1
-        return next(self.iterator)
-
-    def __getattr__(self, name):
-        return getattr(self.iterator, name)
+def _restore_before_fetch(iterator, skip, restore):
+    """The items of ``iterator``; ``restore()`` is called once, before fetching item ``skip``."""
+    for _ in range(skip):
+        yield next(iterator)
+    restore()
+    yield from iterator
 
 
 def _step_of(path):
@@ -176,9 +155,8 @@ def is_complete_checkpoint(path):
 
 
 def find_resumable_checkpoint(work_dir):
-    """The checkpoint ``--resume`` (no path) should continue from, or None: the one
-    ``last_checkpoint`` names (written once its file is complete), else, if that is gone or
-    damaged, the newest complete ``iter_N.pth`` / ``epoch_N.pth``."""
+    """The checkpoint ``--resume`` (no path) continues from, or None: the one
+    ``last_checkpoint`` names, else the newest complete ``iter_N.pth`` / ``epoch_N.pth``."""
     found = glob.glob(osp.join(work_dir, 'iter_*.pth')) + glob.glob(
         osp.join(work_dir, 'epoch_*.pth'))
     named = last_checkpoint_of(work_dir)

@@ -1,11 +1,5 @@
-"""Runs that share a work dir keep their own results.
-
-mmengine names a run's folder (log, metrics, config) ``WORK_DIR/YYYYmmdd_HHMMSS``: two runs
-started in the same second write into one folder, one's metrics overwriting the other's, and
-both exit 0. :class:`RunFolderRunner` claims the folder atomically, or the next free name
-(``..._1``, ...). Two training runs on one work dir would also overwrite each other's
-checkpoints: :func:`training_lock` refuses the second while the first runs.
-"""
+"""Runs that share a work dir keep their own results: a run folder of their own (mmengine
+names it by the second the run started), and one training run at a time (docs/reliability.md)."""
 import fcntl
 import itertools
 import os
@@ -19,8 +13,8 @@ LOCK_NAME = '.training.lock'
 
 
 def claim_run_folder(work_dir: str, timestamp: str) -> str:
-    """A name for this run's folder under ``work_dir``, created here: ``timestamp``, or
-    ``timestamp_N`` with the smallest N not taken by another run."""
+    """Create and return this run's folder name under ``work_dir``: ``timestamp``, else
+    ``timestamp_N`` with the smallest N not taken."""
     os.makedirs(work_dir, exist_ok=True)
     for name in itertools.chain([timestamp], (f'{timestamp}_{n}' for n in itertools.count(1))):
         try:
@@ -47,10 +41,9 @@ class WorkDirBusyError(RuntimeError):
 
 @contextmanager
 def training_lock(work_dir: str):
-    """Hold ``work_dir`` for one training run, or raise :class:`WorkDirBusyError` naming the
-    process that holds it. An ``flock`` goes with its process however that ends, so a killed
-    run leaves no stale lock. Only rank 0 takes it: take it once the runner is built, when ranks
-    are known under every launcher."""
+    """Hold ``work_dir`` for one training run (an ``flock``: a killed run leaves no stale lock),
+    or raise :class:`WorkDirBusyError` naming the holder. Only rank 0 takes it: take it once the
+    runner is built, when ranks are known under every launcher."""
     if get_rank() != 0:
         yield
         return
