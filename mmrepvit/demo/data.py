@@ -11,7 +11,7 @@ from typing import Tuple
 
 import cv2
 import numpy as np
-from mmengine.utils import ProgressBar
+from mmengine.utils import track_iter_progress
 from pycocotools import mask as mask_utils
 
 CLASSES = ('circle', 'triangle', 'square', 'star')
@@ -53,7 +53,7 @@ def render_scene(rng, size=(160, 160), max_objects=5, min_visible=0.4):
     h, w = size
     img = _texture(rng, size)
     owner = np.full((h, w), -1, np.int32)
-    full_masks, labels = [], []
+    areas, labels = [], []
     for idx in range(rng.integers(1, max_objects + 1)):
         kind = int(rng.integers(len(CLASSES)))
         radius = rng.uniform(0.1, 0.26) * min(h, w)
@@ -66,16 +66,13 @@ def render_scene(rng, size=(160, 160), max_objects=5, min_visible=0.4):
         shade = 1 + 0.15 * np.tanh(_texture(rng, size)[..., :1] / 128 - 1)  # some texture
         img = np.where(mask[..., None] > 0, colour * shade, img)
         owner[mask > 0] = idx
-        full_masks.append(mask)
+        areas.append(mask.sum())
         labels.append(kind)
-    visible, kept = [], []
-    for idx, (mask, label) in enumerate(zip(full_masks, labels)):
-        vis = (owner == idx).astype(np.uint8)
-        if vis.sum() >= min_visible * max(mask.sum(), 1) and vis.sum() >= 20:
-            visible.append(vis)
-            kept.append(label)
+    visible = [(owner == idx).astype(np.uint8) for idx in range(len(labels))]
+    kept = [i for i, vis in enumerate(visible)
+            if vis.sum() >= min_visible * max(areas[i], 1) and vis.sum() >= 20]
     img = np.clip(img, 0, 255).astype(np.uint8)
-    return img, visible, kept
+    return img, [visible[i] for i in kept], [labels[i] for i in kept]
 
 
 def _coco_annotation(mask, label, image_id, ann_id):
@@ -116,35 +113,27 @@ def make_demo_dataset(root: str = 'data/demo', num_train: int = NUM_TRAIN,
         # a generator per split: the val images do not depend on how many train images there are
         rng = np.random.default_rng([seed, split_index])
         coco_dir, ade_dir = SPLITS[split]
-        for folder in (osp.join(coco_root, coco_dir), osp.join(ade_root, 'images', ade_dir),
-                       osp.join(ade_root, 'annotations', ade_dir)):
+        image_dirs = (osp.join(coco_root, coco_dir), osp.join(ade_root, 'images', ade_dir))
+        seg_dir = osp.join(ade_root, 'annotations', ade_dir)
+        for folder in image_dirs + (seg_dir, ):
             os.makedirs(folder, exist_ok=True)
-        images, annotations = [], []
-        bar = ProgressBar(count) if progress else None
-        for i in range(count):
-            image_id = i + 1
+        images, annotations, ids = [], [], range(1, count + 1)
+        for image_id in track_iter_progress(ids) if progress else ids:
             img, masks, labels = render_scene(rng, size)
             name = f'{image_id:06d}'
-            bgr = img[..., ::-1]
-            cv2.imwrite(osp.join(coco_root, coco_dir, name + '.jpg'), bgr,
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cv2.imwrite(osp.join(ade_root, 'images', ade_dir, name + '.jpg'), bgr,
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            for folder in image_dirs:
+                cv2.imwrite(osp.join(folder, name + '.jpg'), img[..., ::-1],
+                            [cv2.IMWRITE_JPEG_QUALITY, 95])
+            images.append(dict(id=image_id, file_name=name + '.jpg', height=size[0],
+                               width=size[1]))
             # ADE20K convention: 0 is "other" (ignored with reduce_zero_label), so the
             # background is 1 and class k of CLASSES is k + 2
             seg = np.ones(size, np.uint8)
             for mask, label in zip(masks, labels):
                 seg[mask > 0] = label + 2
-            cv2.imwrite(osp.join(ade_root, 'annotations', ade_dir, name + '.png'), seg)
-            images.append(dict(id=image_id, file_name=name + '.jpg', height=size[0],
-                               width=size[1]))
-            for mask, label in zip(masks, labels):
                 annotations.append(_coco_annotation(mask, label, image_id,
                                                     len(annotations) + 1))
-            if bar:
-                bar.update()
-        if bar:
-            print()
+            cv2.imwrite(osp.join(seg_dir, name + '.png'), seg)
         ann_file = osp.join(coco_root, 'annotations', f'instances_{coco_dir}.json')
         with open(ann_file, 'w') as f:
             json.dump(dict(images=images, annotations=annotations,

@@ -2,8 +2,6 @@
 class names in a legible font, detections above a score threshold only, colour maps with a
 legend. Drawn with OpenCV at the enlarged size, so text stays sharp however small the images."""
 import importlib
-import os
-import os.path as osp
 from typing import List, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -21,11 +19,6 @@ IGNORE_COLOUR = (128, 128, 128)
 Colour = Tuple[int, int, int]
 
 
-def _text_colour(colour: Colour) -> Colour:
-    return (0, 0, 0) if 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140 \
-        else (255, 255, 255)
-
-
 def put_label(img: np.ndarray, text: str, x: int, y: int, colour: Colour,
               font_scale: float = 0.55) -> None:
     """``text`` on a filled box of ``colour`` whose top-left corner is (x, y), kept inside."""
@@ -33,13 +26,14 @@ def put_label(img: np.ndarray, text: str, x: int, y: int, colour: Colour,
     x = int(min(max(x, 0), img.shape[1] - w - 4))
     y = int(min(max(y, 0), img.shape[0] - h - base - 4))
     cv2.rectangle(img, (x, y), (x + w + 4, y + h + base + 4), colour, -1)
-    cv2.putText(img, text, (x + 2, y + h + 2), FONT, font_scale, _text_colour(colour), 1,
-                cv2.LINE_AA)
+    light = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140
+    cv2.putText(img, text, (x + 2, y + h + 2), FONT, font_scale,
+                (0, 0, 0) if light else (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def enlarge(rgb: np.ndarray, scale: int) -> np.ndarray:
-    return cv2.resize(rgb, (rgb.shape[1] * scale, rgb.shape[0] * scale),
-                      interpolation=cv2.INTER_CUBIC)
+def enlarge(img: np.ndarray, scale: int, interpolation=cv2.INTER_CUBIC) -> np.ndarray:
+    return cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale),
+                      interpolation=interpolation)
 
 
 def draw_instances(rgb: np.ndarray, scale: int, boxes: np.ndarray, labels: np.ndarray,
@@ -49,11 +43,10 @@ def draw_instances(rgb: np.ndarray, scale: int, boxes: np.ndarray, labels: np.nd
     """Enlarged ``rgb`` with masks (half transparent), boxes and "name score" labels in the
     colour of each class. Boxes are in the coordinates of ``rgb``."""
     out = enlarge(rgb, scale).astype(np.float32)
-    size = (out.shape[1], out.shape[0])
-    for i, label in enumerate(labels):
-        if masks is not None:
-            big = cv2.resize(masks[i].astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-            out[big > 0] = 0.5 * out[big > 0] + 0.5 * np.array(palette[label], np.float32)
+    if masks is not None:
+        for mask, label in zip(masks, labels):
+            big = enlarge(mask.astype(np.uint8), scale, cv2.INTER_NEAREST) > 0
+            out[big] = 0.5 * out[big] + 0.5 * np.array(palette[label], np.float32)
     out = out.clip(0, 255).astype(np.uint8)
     for i, label in enumerate(labels):
         colour = tuple(int(c) for c in palette[label])
@@ -70,9 +63,7 @@ def colour_map(seg: np.ndarray, palette: Sequence[Colour], scale: int,
     lut = np.tile(np.array(IGNORE_COLOUR, np.uint8), (256, 1))
     lut[:len(palette)] = np.asarray(palette, np.uint8)
     lut[ignore_index] = IGNORE_COLOUR
-    rgb = lut[seg.astype(np.uint8)]
-    return cv2.resize(rgb, (seg.shape[1] * scale, seg.shape[0] * scale),
-                      interpolation=cv2.INTER_NEAREST)
+    return enlarge(lut[seg.astype(np.uint8)], scale, cv2.INTER_NEAREST)
 
 
 def caption(text: str, width: int, height: int = 34) -> np.ndarray:
@@ -85,41 +76,34 @@ def caption(text: str, width: int, height: int = 34) -> np.ndarray:
 
 def legend(classes: Sequence[str], palette: Sequence[Colour], width: int) -> np.ndarray:
     """Colour swatches with class names, wrapped onto as many rows as ``width`` needs."""
-    rows, x = [[]], 10
+    placed, x, row = [], 10, 0
     for name, colour in zip(classes, palette):
-        (w, _), _ = cv2.getTextSize(name, FONT, 0.7, 2)
-        need = 30 + w + 24
-        if x + need > width and rows[-1]:
-            rows.append([])
-            x = 10
-        rows[-1].append((name, tuple(int(c) for c in colour), x))
+        need = 30 + cv2.getTextSize(name, FONT, 0.7, 2)[0][0] + 24
+        if x + need > width and x > 10:  # a new row, unless this one is still empty
+            x, row = 10, row + 1
+        placed.append((name, tuple(int(c) for c in colour), x, 8 + 36 * row))
         x += need
-    bar = np.full((36 * len(rows) + 6, width, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        y = 8 + 36 * r
-        for name, colour, x in row:
-            cv2.rectangle(bar, (x, y), (x + 24, y + 24), colour, -1)
-            cv2.rectangle(bar, (x, y), (x + 24, y + 24), (0, 0, 0), 1)
-            cv2.putText(bar, name, (x + 30, y + 20), FONT, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
+    bar = np.full((36 * (row + 1) + 6, width, 3), 255, np.uint8)
+    for name, colour, x, y in placed:
+        cv2.rectangle(bar, (x, y), (x + 24, y + 24), colour, -1)
+        cv2.rectangle(bar, (x, y), (x + 24, y + 24), (0, 0, 0), 1)
+        cv2.putText(bar, name, (x + 30, y + 20), FONT, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
     return bar
+
+
+def _side_by_side(panels: Sequence[np.ndarray], gap: int) -> np.ndarray:
+    white = np.full((panels[0].shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([p for panel in panels for p in (panel, white)][:-1], axis=1)
 
 
 def grid(rows: List[List[np.ndarray]], titles: Sequence[str], footer: Optional[np.ndarray] = None,
          gap: int = 6) -> np.ndarray:
     """Panels of equal size in rows, with column titles above and ``footer`` below."""
-    h, w = rows[0][0].shape[:2]
-    width = len(titles) * w + (len(titles) - 1) * gap
-    white = np.full((h, gap, 3), 255, np.uint8)
-    lines = [np.concatenate([p for panel in row for p in (panel, white)][:-1], axis=1)
-             for row in rows]
-    head = np.concatenate([p for t in titles for p in (caption(t, w), np.full(
-        (34, gap, 3), 255, np.uint8))][:-1], axis=1)
-    parts = [head]
-    for line in lines:
-        parts += [line, np.full((gap, width, 3), 255, np.uint8)]
-    if footer is not None:
-        parts.append(footer)
-    return np.concatenate(parts, axis=0)
+    parts = [_side_by_side([caption(t, rows[0][0].shape[1]) for t in titles], gap)]
+    for row in rows:
+        line = _side_by_side(row, gap)
+        parts += [line, np.full((gap, line.shape[1], 3), 255, np.uint8)]
+    return np.concatenate(parts + ([] if footer is None else [footer]), axis=0)
 
 
 def decode_mask(mask, shape: Tuple[int, int]) -> np.ndarray:
@@ -133,35 +117,25 @@ def decode_mask(mask, shape: Tuple[int, int]) -> np.ndarray:
     return mask_utils.decode(mask_utils.merge(rles) if isinstance(rles, list) else rles)
 
 
-def _truth_instances(info: dict, shape: Tuple[int, int]):
+def detection_row(rgb, info, sample, classes, palette, scale, score_thr):
     instances = [i for i in info['instances'] if not i.get('ignore_flag', 0)]
     boxes = np.array([i['bbox'] for i in instances], np.float32).reshape(-1, 4)
     labels = np.array([i['bbox_label'] for i in instances], np.int64)
-    masks = [decode_mask(i['mask'], shape) for i in instances]
-    return boxes, labels, np.array(masks, np.uint8).reshape(-1, *shape)
-
-
-def _truth_segmentation(info: dict, reduce_zero_label: bool) -> np.ndarray:
-    seg = cv2.imread(info['seg_map_path'], cv2.IMREAD_UNCHANGED).astype(np.int64)
-    if reduce_zero_label:
-        seg = np.where(seg == 0, 255, seg - 1)
-    return seg
-
-
-def detection_row(rgb, info, sample, classes, palette, scale, score_thr):
-    boxes, labels, masks = _truth_instances(info, rgb.shape[:2])
-    truth = draw_instances(rgb, scale, boxes, labels, classes, palette, masks)
+    masks = np.array([decode_mask(i['mask'], rgb.shape[:2]) for i in instances],
+                     np.uint8).reshape(-1, *rgb.shape[:2])
     pred = sample.pred_instances
     keep = (pred.scores >= score_thr).cpu().numpy()
     pred_masks = pred.masks.cpu().numpy()[keep] if 'masks' in pred else None
-    prediction = draw_instances(rgb, scale, pred.bboxes.cpu().numpy()[keep],
-                                pred.labels.cpu().numpy()[keep], classes, palette,
-                                pred_masks, pred.scores.cpu().numpy()[keep])
-    return [truth, prediction]
+    return [draw_instances(rgb, scale, boxes, labels, classes, palette, masks),
+            draw_instances(rgb, scale, pred.bboxes.cpu().numpy()[keep],
+                           pred.labels.cpu().numpy()[keep], classes, palette, pred_masks,
+                           pred.scores.cpu().numpy()[keep])]
 
 
 def segmentation_row(rgb, info, sample, palette, scale, reduce_zero_label):
-    truth = _truth_segmentation(info, reduce_zero_label)
+    truth = cv2.imread(info['seg_map_path'], cv2.IMREAD_UNCHANGED).astype(np.int64)
+    if reduce_zero_label:
+        truth = np.where(truth == 0, 255, truth - 1)
     pred = sample.pred_sem_seg.data[0].cpu().numpy()
     return [enlarge(rgb, scale), colour_map(truth, palette, scale),
             colour_map(pred, palette, scale)]
@@ -195,6 +169,5 @@ def draw_val_grid(config: str, checkpoint: Union[str, dict], out_file: str,
         ['image', 'truth', 'prediction']
     width = len(titles) * rows[0][0].shape[1] + (len(titles) - 1) * 6
     picture = grid(rows, titles, legend(classes, palette, width))
-    os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
-    mmcv.imwrite(mmcv.rgb2bgr(picture), out_file)
+    mmcv.imwrite(mmcv.rgb2bgr(picture), out_file)  # makes its folder
     return out_file
