@@ -31,8 +31,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def innermost_datasets(dataset):
-    """The datasets inside wrappers (ConcatDataset: each part; RepeatDataset, ...): of a
-    dataset config (dict keys) or of built datasets (attributes)."""
+    """The datasets inside wrappers (ConcatDataset, RepeatDataset, ...), of a dataset config
+    (dict keys) or of a built dataset (attributes)."""
     get = dataset.get if isinstance(dataset, dict) else lambda k: getattr(dataset, k, None)
     if get('datasets') is not None:
         return [d for part in get('datasets') for d in innermost_datasets(part)]
@@ -88,8 +88,7 @@ def _files_with_suffix(folder, suffix):
 
 
 def dataset_class(ds_type):
-    """The mmseg dataset class registered as ``ds_type``, or None (an unknown type fails later
-    with the registry's own error)."""
+    """The mmseg dataset class registered as ``ds_type``, or None (the registry names it later)."""
     try:
         from mmseg.registry import DATASETS
         return DATASETS.get(ds_type)
@@ -138,9 +137,8 @@ def _check_label_maps(split, ds):
 
 
 def check_dataset_annotations(cfg, splits=('train', 'val', 'test')):
-    """Raise DatasetAnnotationError when a folder-layout segmentation dataset (ADE20K-style,
-    images and label maps paired by name) has no label maps, or images without one. Only
-    lists folders; COCO-style json files are diagnosed by :func:`explain_empty_dataset`."""
+    """Raise DatasetAnnotationError when a folder-layout segmentation dataset (ADE20K-style)
+    has no label maps, or images without one. COCO json: :func:`explain_empty_dataset`."""
     for split, ds in _split_datasets(cfg, splits):
         if (ds.get('data_prefix') or {}).get('seg_map_path') and not ds.get('ann_file'):
             _check_label_maps(split, ds)
@@ -161,8 +159,7 @@ def _empty_dataset_in(error):
 
 
 def _read_json(path):
-    """(content, None) of a JSON file, or (None, what is wrong with it): where parsing stopped,
-    which for a file cut short (an interrupted download or copy) is its end."""
+    """(content, None) of a JSON file, or (None, what is wrong with it: where parsing stopped)."""
     try:
         with open(path, 'rb') as f:
             return json.load(f), None
@@ -186,8 +183,8 @@ def _ids(entries):
 
 
 def _entry_problems(name, entries, fields):
-    """'name[i] (id N): what is wrong' for each entry of a COCO list that lacks a field
-    ``fields`` requires or holds an invalid value; ``fields``: {key: (is_valid, expected)}."""
+    """'name[i] (id N): what is wrong' for each entry of a COCO list that lacks a field or holds
+    an invalid value; ``fields``: {key: (is_valid, expected)}."""
     found = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -203,9 +200,8 @@ def _entry_problems(name, entries, fields):
 
 
 def _malformed_coco(ann_file, coco):
-    """What makes a COCO instances file unusable to mmdet, or None: its top level, or entries
-    without the fields mmdet reads (a missing bbox fails the load with a bare ``KeyError:
-    'bbox'``) or that point at no image or category (mmdet drops those silently)."""
+    """What makes a COCO instances file unusable to mmdet, or None: its top level, entries
+    without the fields mmdet reads, or that point at no image or category."""
     lists = ('images', 'annotations', 'categories')
     if not isinstance(coco, dict) or not all(isinstance(coco.get(k, []), list) for k in lists):
         return (f'{ann_file!r} is not a COCO instances file: expected an object with the lists '
@@ -254,8 +250,7 @@ def _coco_problem(dataset, ann_file, coco):
 
 def explain_empty_dataset(error):
     """A DatasetAnnotationError saying why the dataset being initialised when ``error`` was
-    raised has no samples (mmengine: ``need at least one array to concatenate``) or why its
-    COCO json is unusable (a bare ``JSONDecodeError`` / ``KeyError``); else None."""
+    raised has no samples or an unusable COCO json; else None."""
     dataset = _empty_dataset_in(error)
     if dataset is None:
         return None

@@ -1,13 +1,6 @@
-"""File loading transforms whose errors name the file that could not be read.
-
-mmcv's ``LoadImageFromFile`` fails on an empty file with a bare OpenCV assertion and mmseg's
-``LoadAnnotations`` on a damaged label map with Pillow's ``cannot identify image file``: neither
-says which of thousands of files it was. The subclasses here re-raise such failures as
-:class:`UnreadableFileError` naming the path, and also fail on files that decode but are wrong:
-a JPEG cut short (OpenCV decodes it with a grey bottom), a label map with values outside the
-classes (mmseg's training dies in ``cross_entropy``, its test scores them as misses) or of
-another size than its image (:class:`LabelMapError`). :func:`use_readable_loaders` puts them
-into a config's pipelines, so configs keep the toolboxes' transform names.
+"""Loading transforms whose errors name the file that cannot be read, or that decodes but is
+wrong (a JPEG cut short, a label map with values that are no class or of another size than its
+image), and the swap of a config's loaders for them (docs/reliability.md, "What bad input says").
 """
 import io
 import os
@@ -40,28 +33,24 @@ class LabelMapError(ValueError):
     or its size is not its image's."""
 
 
-def _file_problem(path):
-    """Why a file that failed to decode did."""
-    if not osp.exists(path):
-        return 'the file does not exist'
-    if osp.getsize(path) == 0:
-        return 'the file is empty (0 bytes)'
-    return (f'it could not be decoded ({osp.getsize(path)} bytes: corrupted, truncated, or not '
-            f'an image file)')
-
-
 def _unreadable(what, path, error, problem=None):
+    """An UnreadableFileError naming ``path`` and ``problem``, else why it failed to decode."""
     path = str(path)
-    problem = problem or _file_problem(path)
+    if problem is None and not osp.exists(path):
+        problem = 'the file does not exist'
+    elif problem is None:
+        size = osp.getsize(path)
+        problem = ('the file is empty (0 bytes)' if size == 0 else f'it could not be decoded '
+                   f'({size} bytes: corrupted, truncated, or not an image file)')
     detail = f' [{type(error).__name__}: {error}]' if error is not None else ''
     return UnreadableFileError(f'Cannot read {what} {path!r}: {problem}. Replace or remove the '
                                f'file (and its annotation).{detail}')
 
 
 def cut_short_jpeg(data: bytes) -> Optional[str]:
-    """What is wrong, if ``data`` is a JPEG cut short (OpenCV decodes it with a grey bottom and
-    a warning); else None. Only a JPEG not ending in its end-of-image marker (rare) is decoded
-    by Pillow, which tells data cut off (an error) from bytes appended after the marker."""
+    """What is wrong, if ``data`` is a JPEG cut short (OpenCV decodes it with a grey bottom);
+    else None. Only a JPEG without its end-of-image marker is decoded again, by Pillow, which
+    tells data cut off from bytes appended after the marker."""
     if data[:2] != JPEG_START or data[-2:] == JPEG_END:
         return None
     try:
@@ -75,8 +64,7 @@ def cut_short_jpeg(data: bytes) -> Optional[str]:
 
 @TRANSFORMS.register_module()
 class CheckedLoadImageFromFile(LoadImageFromFile):
-    """mmcv's ``LoadImageFromFile``; a file that cannot be read, or a JPEG cut short, raises an
-    error naming it."""
+    """mmcv's ``LoadImageFromFile``; a file it cannot read, or a JPEG cut short, is named."""
 
     def transform(self, results):
         if self.file_client_args is not None:  # mmcv's deprecated file client: its own reading
@@ -92,11 +80,10 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
         except Exception as e:  # what decoders raise varies: cv2.error, AssertionError, OSError
             if self.ignore_empty:
                 return None
-            raise _unreadable('image', path, e,
-                              problem=cut_short_jpeg(data) if data else None) from e
+            raise _unreadable('image', path, e, cut_short_jpeg(data) if data else None) from e
         cut_short = cut_short_jpeg(data)
         if cut_short:
-            raise _unreadable('image', path, None, problem=cut_short)
+            raise _unreadable('image', path, None, cut_short)
         if self.to_float32:
             img = img.astype(np.float32)
         results['img'] = img
@@ -107,32 +94,25 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
 DATA_FILE_KEYS = ('img_path', 'seg_map_path')  # the files of a sample that loaders read
 
 
-def _unreadable_files(dataset):
-    """'path (what is wrong)' for each local image or label map ``dataset`` lists that is
-    missing or empty (0 bytes)."""
-    bad = []
-    for part in innermost_datasets(dataset):
-        if not isinstance(part, BaseDataset):
-            continue
-        part.full_init()
-        infos = map(part.get_data_info, range(len(part)))
-        for path in (info.get(key) for info in infos for key in DATA_FILE_KEYS):
-            if not isinstance(path, str) or '://' in path:  # none, or not a local file
-                continue
-            try:
-                if os.stat(path).st_size == 0:
-                    bad.append(f'{path} (empty: 0 bytes)')
-            except OSError:
-                bad.append(f'{path} (does not exist)')
-    return list(dict.fromkeys(bad))
-
-
 def check_dataset_files(datasets):
     """Raise UnreadableFileError naming every missing or empty image and label map that the
     built datasets (``{split: dataset}``) list: one ``os.stat`` per file before training,
     rather than a failure when the file is first read, maybe hours in."""
-    bad = [f'{split}: {file}' for split, dataset in datasets.items()
-           for file in _unreadable_files(dataset)]
+    bad = {}  # a dict: each file once, in order
+    for split, dataset in datasets.items():
+        for part in innermost_datasets(dataset):
+            if not isinstance(part, BaseDataset):
+                continue
+            part.full_init()
+            infos = map(part.get_data_info, range(len(part)))
+            for path in (info.get(key) for info in infos for key in DATA_FILE_KEYS):
+                if not isinstance(path, str) or '://' in path:  # none, or not a local file
+                    continue
+                try:
+                    if os.stat(path).st_size == 0:
+                        bad[f'{split}: {path} (empty: 0 bytes)'] = None
+                except OSError:
+                    bad[f'{split}: {path} (does not exist)'] = None
     if bad:
         listed = '\n  '.join(bad)
         raise UnreadableFileError(
@@ -163,26 +143,19 @@ if _SegLoadAnnotations is not None:
             except Exception as e:
                 raise _unreadable('segmentation label map', results.get('seg_map_path'),
                                   e) from e
-            self._check_size(results)
-            self._check_values(results)
-
-        @staticmethod
-        def _check_size(results):
-            label, image = results['gt_seg_map'].shape[:2], results.get('ori_shape')
-            if image is not None and tuple(label) != tuple(image[:2]):
+            label, image = results['gt_seg_map'], results.get('ori_shape')
+            if image is not None and tuple(label.shape[:2]) != tuple(image[:2]):
                 raise LabelMapError(
-                    f'The label map {results.get("seg_map_path")!r} is {label[1]}x{label[0]} '
-                    f'pixels, but its image {results.get("img_path")!r} is {image[1]}x'
-                    f'{image[0]}: a label map needs one class index per image pixel, at the '
-                    f'image\'s size. Replace or remove the pair.')
-
-        def _check_values(self, results):
-            label, classes = results['gt_seg_map'], self.num_classes
+                    f'The label map {results.get("seg_map_path")!r} is {label.shape[1]}x'
+                    f'{label.shape[0]} pixels, but its image {results.get("img_path")!r} is '
+                    f'{image[1]}x{image[0]}: a label map needs one class index per image '
+                    f'pixel, at the image\'s size. Replace or remove the pair.')
+            classes, ignore = self.num_classes, self.ignore_index
             if classes is None or label.size == 0 or label.max() < classes:
                 return  # the common case: one pass over the map
-            bad = (label >= classes) & (label != self.ignore_index)
-            if bad.any():
-                raise LabelMapError(self._values_message(results, np.unique(label[bad])))
+            values = np.unique(label[(label >= classes) & (label != ignore)])
+            if values.size:
+                raise LabelMapError(self._values_message(results, values))
 
         def _values_message(self, results, values):
             classes, ignore = self.num_classes, self.ignore_index
@@ -201,28 +174,22 @@ if _SegLoadAnnotations is not None:
                     f'the classes of the config (dataset metainfo / decode_head.num_classes).')
 
 
-def _label_range(dataset_cfg, model_cfg):
-    """(number of classes, ignore index) of a segmentation dataset config: its metainfo
-    classes, else its class's ``METAINFO``, else the decode head's ``num_classes``."""
-    classes = (dataset_cfg.get('metainfo') or {}).get('classes')
-    if classes is None:
-        classes = (getattr(dataset_class(dataset_cfg.get('type')), 'METAINFO', None)
-                   or {}).get('classes')
+def _set_label_range(loader_cfg, model_cfg):
+    """Give each checked label-map loader its dataset's number of classes (metainfo classes,
+    else its class's ``METAINFO``, else ``decode_head.num_classes``) and ignore index."""
     head = (model_cfg or {}).get('decode_head')
     head = head if isinstance(head, dict) else {}
-    num_classes = len(classes) if classes is not None else head.get('num_classes')
-    return num_classes, head.get('ignore_index', IGNORE_INDEX)
-
-
-def _set_label_range(loader_cfg, model_cfg):
     for ds in innermost_datasets(loader_cfg.get('dataset') or {}):
         steps = [s for _, s in walk_config(ds.get('pipeline') or [])  # TestTimeAug's too
                  if s.get('type') == 'mmrepvit.CheckedLoadSegAnnotations']
-        if steps:
-            num_classes, ignore_index = _label_range(ds, model_cfg)
-            for step in steps:
-                step.setdefault('num_classes', num_classes)
-                step.setdefault('ignore_index', ignore_index)
+        classes = (ds.get('metainfo') or {}).get('classes')
+        if steps and classes is None:
+            classes = (getattr(dataset_class(ds.get('type')), 'METAINFO', None)
+                       or {}).get('classes')
+        for step in steps:
+            step.setdefault('num_classes',
+                            len(classes) if classes is not None else head.get('num_classes'))
+            step.setdefault('ignore_index', head.get('ignore_index', IGNORE_INDEX))
 
 
 def use_readable_loaders(cfg, toolbox):
