@@ -1,8 +1,6 @@
-"""The main job on built-in data: make the demo data, then for Mask R-CNN and Semantic FPN
-(RepViT-M1.1): train on CPU, evaluate, fuse, evaluate the fused model, draw val images
-(truth beside prediction), export the fused model as an int8 ExecuTorch program, evaluate
-it and time it against the fused PyTorch model; a summary table says which targets were
-met."""
+"""The demo on built-in data: for Mask R-CNN and Semantic FPN (RepViT-M1.1) train on CPU,
+evaluate, fuse, evaluate, draw val images, export an int8 ExecuTorch program, evaluate and time
+it; a summary table says which targets were met (docs/demo.md)."""
 import itertools
 import os
 import os.path as osp
@@ -66,8 +64,7 @@ def torch_threads(requested: Optional[int], omp_num_threads: Optional[str],
 
 
 def stage(text: str, started: float) -> None:
-    """A banner between the toolboxes' own progress lines, with the time spent since
-    ``started``."""
+    """A banner between the toolboxes' progress lines, with the time spent since ``started``."""
     spent = time.time() - started
     print_log(f'[demo {int(spent // 60):d}:{int(spent % 60):02d}] {text}', logger='current')
 
@@ -133,11 +130,9 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
 
 
 def program_stage(job: str, fused_file: str, path: str, work_dir: str, options: dict) -> dict:
-    """Export the fused checkpoint as an int8 ExecuTorch app program (``EXPORT_PROGRAM``),
-    calibrated on ``CALIB_IMAGES`` val images, for the sizes of the demo's val images (the
-    program resizes as the test pipeline does; one size: a fixed-size program); test
-    it on the val split through ``tools/test.py``'s loop; time it per image against the
-    fused PyTorch model. The table's entries: metrics, seconds and median ms per image."""
+    """Export the fused checkpoint as an int8 ExecuTorch app program for the sizes of the val
+    images (one size: a fixed-size program), test it on the val split and time it against
+    the fused PyTorch model; returns the table's entries."""
     config = DEMO_CONFIGS[job]
     start = time.time()
     images = val_images(load_target_config(config, options), CALIB_IMAGES)
@@ -164,9 +159,8 @@ def program_stage(job: str, fused_file: str, path: str, work_dir: str, options: 
 
 def latency_ms(config: str, weights: Dict[str, tuple], images: List[torch.Tensor],
                rounds: int = LATENCY_ROUNDS) -> Dict[str, float]:
-    """Median ms per image of each model of ``weights`` (name -> (file, runtime)), run as
-    ``tools/infer.py`` runs it (the toolbox's inferencer: pipeline, model, results) on the
-    uint8 RGB ``images`` in turn, the models interleaved (``time_interleaved``)."""
+    """Median ms per image of each model of ``weights`` (name -> (file, runtime)) run as
+    ``tools/infer.py`` runs it on the uint8 RGB ``images`` in turn, the models interleaved."""
     bgr = [image.flip(-1).numpy() for image in images]
     calls = {}
     for name, (path, runtime) in weights.items():
@@ -176,16 +170,18 @@ def latency_ms(config: str, weights: Dict[str, tuple], images: List[torch.Tensor
     return {name: summarize(seconds)['median_ms'] for name, seconds in times.items()}
 
 
+def _worst(row: dict, name: str) -> float:
+    """The lowest value of metric ``name`` over the models of ``row`` measured."""
+    return min(row[f'{name} {v}'] for v in VARIANTS if f'{name} {v}' in row)
+
+
 def failures(rows: List[dict]) -> List[str]:
     """What went wrong in a demo run: each target not met, each program not made."""
-    out = [f'{NAMES[row["job"]]}: int8 program: {row["program_error"]}'
-           for row in rows if 'program_error' in row]
-    for row in rows:
-        for name in (name for name, _, _ in REPORTED[row['job']] if name in TARGETS):
-            values = [row[f'{name} {v}'] for v in VARIANTS if f'{name} {v}' in row]
-            if met(name, min(values)) == 'NO':
-                out.append(f'{NAMES[row["job"]]}: {name} {min(values):.1f} < {TARGETS[name]:g}')
-    return out
+    return [f'{NAMES[row["job"]]}: int8 program: {row["program_error"]}'
+            for row in rows if 'program_error' in row] + [
+        f'{NAMES[row["job"]]}: {name} {_worst(row, name):.1f} < {TARGETS[name]:g}'
+        for row in rows for name, _, _ in REPORTED[row['job']]
+        if met(name, _worst(row, name)) == 'NO']
 
 
 def met(name: str, value: float) -> str:
@@ -194,23 +190,22 @@ def met(name: str, value: float) -> str:
 
 
 def format_summary(rows: List[dict]) -> str:
-    """The table: each reported metric of the unfused, fused and int8 program models, the
-    targets and whether every model measured met them, times; then the latency per image and
-    the pictures."""
+    """The table: each reported metric of each model, the targets and whether every model met
+    them, times; then the latency per image and the pictures."""
     lines = ['', 'mmrepvit demo: RepViT-M1.1 on CPU, demo data (val split)',
              f'{"model":<15}{"metric":<12}{"unfused":>9}{"fused":>9}{"int8 .pte":>11}'
              f'{"target":>9}{"met":>5}{"train":>9}{"test":>7}{"export":>8}']
     for row in rows:
-        for i, (name, _, _) in enumerate(REPORTED[row['job']]):
-            values = [row.get(f'{name} {variant}') for variant in VARIANTS]
+        model, timing = NAMES[row['job']], (
+            f'{row["train_s"] / 60:>8.1f}m{row["test_unfused_s"]:>6.0f}s'
+            + (f'{row["export_s"]:>7.0f}s' if 'export_s' in row else f'{"-":>8}'))
+        for name, _, _ in REPORTED[row['job']]:
+            unfused, fused, program = (row.get(f'{name} {variant}') for variant in VARIANTS)
             target = f'>= {TARGETS[name]:g}' if name in TARGETS else ''
-            timing = f'{row["train_s"] / 60:>8.1f}m{row["test_unfused_s"]:>6.0f}s' + \
-                (f'{row["export_s"]:>7.0f}s' if 'export_s' in row else f'{"-":>8}') \
-                if i == 0 else ''
-            lines.append(f'{NAMES[row["job"]] if i == 0 else "":<15}{name:<12}'
-                         f'{values[0]:>9.1f}{values[1]:>9.1f}'
-                         f'{"n/a" if values[2] is None else f"{values[2]:.1f}":>11}{target:>9}'
-                         f'{met(name, min(v for v in values if v is not None)):>5}{timing}')
+            lines.append(f'{model:<15}{name:<12}{unfused:>9.1f}{fused:>9.1f}'
+                         f'{"n/a" if program is None else f"{program:.1f}":>11}{target:>9}'
+                         f'{met(name, _worst(row, name)):>5}{timing}')
+            model = timing = ''  # on the first line of the model only
     lines.append(f'latency on this CPU, ms per image (median, {torch.get_num_threads()} torch '
                  f'thread(s); {LATENCY_IMAGES} val images, the models interleaved):')
     for row in rows:
