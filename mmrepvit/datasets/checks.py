@@ -104,44 +104,40 @@ def _suffix(ds, key, fallback):
     return ds.get(key, default)
 
 
-def _check_label_maps(split, ds):
-    """An mmseg folder dataset (no ann_file): every image needs its label map."""
-    root = ds.get('data_root', '') or ''
-    prefix = ds.get('data_prefix') or {}
-    img_dir = osp.join(root, prefix.get('img_path', '') or '')
-    seg_dir = osp.join(root, prefix['seg_map_path'])
-    if not (osp.isdir(img_dir) and osp.isdir(seg_dir)):
-        return  # check_dataset_paths names what is missing
-    img_suffix = _suffix(ds, 'img_suffix', '.jpg')
-    seg_suffix = _suffix(ds, 'seg_map_suffix', '.png')
-    images = _files_with_suffix(img_dir, img_suffix)
-    maps = _files_with_suffix(seg_dir, seg_suffix)
-    head = f'The {split} dataset ({ds.get("type", "?")})'
-    expected = (f'Expected one label map per image, with the same name: '
-                f'{img_dir}/NAME{img_suffix} -> {seg_dir}/NAME{seg_suffix} (pixel values are '
-                f'class indices)')
-    if not images:
-        raise DatasetAnnotationError(
-            f'{head} has no images: {img_dir!r} holds no *{img_suffix} files (set '
-            f'img_suffix= in the dataset config if your images use another extension)')
-    if not maps:
-        raise DatasetAnnotationError(
-            f'{head} has no annotations: {seg_dir!r} holds no *{seg_suffix} label maps, '
-            f'while {img_dir!r} holds {len(images)} *{img_suffix} images. {expected}.')
-    missing = sorted(images - maps)
-    if missing:
-        named = first_few([repr(osp.join(seg_dir, m + seg_suffix)) for m in missing], MAX_NAMED)
-        raise DatasetAnnotationError(
-            f'{head}: {len(missing)} of {len(images)} images have no label map: {named} '
-            f'do not exist. {expected}.')
-
-
 def check_dataset_annotations(cfg, splits=('train', 'val', 'test')):
-    """Raise DatasetAnnotationError when a folder-layout segmentation dataset (ADE20K-style)
-    has no label maps, or images without one. COCO json: :func:`explain_empty_dataset`."""
+    """Raise DatasetAnnotationError when a folder-layout segmentation dataset (ADE20K-style, no
+    ann_file) has no label maps, or images without one. COCO json: :func:`explain_empty_dataset`."""
     for split, ds in _split_datasets(cfg, splits):
-        if (ds.get('data_prefix') or {}).get('seg_map_path') and not ds.get('ann_file'):
-            _check_label_maps(split, ds)
+        root, prefix = ds.get('data_root', '') or '', ds.get('data_prefix') or {}
+        if not prefix.get('seg_map_path') or ds.get('ann_file'):
+            continue
+        img_dir = osp.join(root, prefix.get('img_path', '') or '')
+        seg_dir = osp.join(root, prefix['seg_map_path'])
+        if not (osp.isdir(img_dir) and osp.isdir(seg_dir)):
+            continue  # check_dataset_paths names what is missing
+        img_suffix = _suffix(ds, 'img_suffix', '.jpg')
+        seg_suffix = _suffix(ds, 'seg_map_suffix', '.png')
+        images = _files_with_suffix(img_dir, img_suffix)
+        maps = _files_with_suffix(seg_dir, seg_suffix)
+        head = f'The {split} dataset ({ds.get("type", "?")})'
+        expected = (f'Expected one label map per image, with the same name: '
+                    f'{img_dir}/NAME{img_suffix} -> {seg_dir}/NAME{seg_suffix} (pixel values '
+                    f'are class indices)')
+        if not images:
+            raise DatasetAnnotationError(
+                f'{head} has no images: {img_dir!r} holds no *{img_suffix} files (set '
+                f'img_suffix= in the dataset config if your images use another extension)')
+        if not maps:
+            raise DatasetAnnotationError(
+                f'{head} has no annotations: {seg_dir!r} holds no *{seg_suffix} label maps, '
+                f'while {img_dir!r} holds {len(images)} *{img_suffix} images. {expected}.')
+        missing = sorted(images - maps)
+        if missing:
+            named = first_few([repr(osp.join(seg_dir, m + seg_suffix)) for m in missing],
+                              MAX_NAMED)
+            raise DatasetAnnotationError(
+                f'{head}: {len(missing)} of {len(images)} images have no label map: {named} '
+                f'do not exist. {expected}.')
 
 
 DATASET_INIT_STEPS = ('__init__', 'full_init', '_serialize_data', 'filter_data')

@@ -87,18 +87,14 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
     config = DEMO_CONFIGS[job]
     options = dict(_data_options(data_root, job), **(cfg_options or {}))
     job_dir = osp.join(work_dir, job)
-    row = dict(job=job)
-
     start = time.time()
     cfg = prepare_train_cfg(config, work_dir=job_dir, cfg_options=options)
     cfg.experiment_name = f'{job}_train'
     # no validation inside training: the test of the trained model just below is the same one
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     stage(f'{NAMES[job]}: training {cfg.train_cfg.max_iters} iterations', started)
-    runner = train(cfg)
-    row['train_s'] = time.time() - start
-    checkpoint = osp.join(job_dir, f'iter_{runner.iter}.pth')
-    row['checkpoint'] = checkpoint
+    checkpoint = osp.join(job_dir, f'iter_{train(cfg).iter}.pth')
+    row = dict(job=job, train_s=time.time() - start, checkpoint=checkpoint)
     fused_file = osp.join(job_dir, 'fused.pth')
     # each checkpoint read (or made) once, then handed on
     loaded = {'unfused': load_checkpoint_file(checkpoint)}
@@ -181,7 +177,7 @@ def failures(rows: List[dict]) -> List[str]:
             for row in rows if 'program_error' in row] + [
         f'{NAMES[row["job"]]}: {name} {_worst(row, name):.1f} < {TARGETS[name]:g}'
         for row in rows for name, _, _ in REPORTED[row['job']]
-        if met(name, _worst(row, name)) == 'NO']
+        if name in TARGETS and met(name, _worst(row, name)) == 'NO']
 
 
 def met(name: str, value: float) -> str:

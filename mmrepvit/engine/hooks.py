@@ -82,19 +82,15 @@ class NaNGuardHook(Hook):
         self.keys = keys
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        bad = {name: value for name, value in self._losses(outputs).items()
-               if not math.isfinite(value)}
+        items = outputs.items() if isinstance(outputs, dict) else ()
+        bad = {name: _as_float(value) for name, value in items
+               if self.keys in name and isinstance(value, (torch.Tensor, float, int))
+               and not math.isfinite(_as_float(value))}
         flag = torch.tensor(float(bool(bad)))
         if is_distributed():  # every rank stops at the same iteration, none waits on the others
             all_reduce(flag, op='max')
         if flag.item():
             raise NonFiniteLossError(self._message(runner, bad))
-
-    def _losses(self, outputs):
-        if not isinstance(outputs, dict):
-            return {}
-        return {name: _as_float(value) for name, value in outputs.items()
-                if self.keys in name and isinstance(value, (torch.Tensor, float, int))}
 
     @staticmethod
     def _message(runner, bad):
