@@ -154,18 +154,6 @@ def _empty_dataset_in(error):
     return None
 
 
-def _read_json(path):
-    """(content, None) of a JSON file, or (None, what is wrong with it: where parsing stopped)."""
-    try:
-        with open(path, 'rb') as f:
-            return json.load(f), None
-    except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
-        where = (f'{e.msg} at line {e.lineno}, column {e.colno} (character {e.pos})'
-                 if isinstance(e, json.JSONDecodeError) else str(e))
-        return None, (f'{path!r} is not valid JSON: {where}; the file has {osp.getsize(path)} '
-                      f'bytes. A file cut short ends like this: copy or download it again')
-
-
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -253,8 +241,17 @@ def explain_empty_dataset(error):
     ann_file = getattr(dataset, 'ann_file', '') or ''
     name = type(dataset).__name__
     if ann_file.endswith('.json') and osp.isfile(ann_file):
-        coco, unreadable = _read_json(ann_file)
-        broken = unreadable or _malformed_coco(ann_file, coco)
+        try:
+            with open(ann_file, 'rb') as f:
+                coco = json.load(f)
+        except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError: where parsing stopped
+            where = (f'{e.msg} at line {e.lineno}, column {e.colno} (character {e.pos})'
+                     if isinstance(e, json.JSONDecodeError) else str(e))
+            broken = (f'{ann_file!r} is not valid JSON: {where}; the file has '
+                      f'{osp.getsize(ann_file)} bytes. A file cut short ends like this: copy or '
+                      f'download it again')
+        else:
+            broken = _malformed_coco(ann_file, coco)
         if broken:
             return DatasetAnnotationError(f'The dataset {name} cannot be loaded: {broken}.')
         problem = _coco_problem(dataset, ann_file, coco)
