@@ -108,9 +108,8 @@ def export_onnx(module, path, output_names, size=(224, 224), opset=OPSET):
     and W (``module`` itself is left as it is)."""
     module = make_traceable(copy.deepcopy(module)).eval()
     example = synthetic_batch('backbone', size)
-    axes = {2: 'height', 3: 'width'}
-    dynamic = {'input': axes}
-    dynamic.update({name: {2: f'{name}_height', 3: f'{name}_width'} for name in output_names})
+    dynamic = {'input': {2: 'height', 3: 'width'},
+               **{name: {2: f'{name}_height', 3: f'{name}_width'} for name in output_names}}
     with torch.no_grad():
         torch.onnx.export(module, (example, ), path, input_names=['input'],
                           output_names=output_names, dynamic_axes=dynamic,
@@ -173,10 +172,8 @@ def _add_metadata(path: str, **props):
 class DetectorWithImageShape(nn.Module):
     """What gets traced for a detector: mmdeploy's rewritten network and heads, with mmdet's
     post-processing put back where mmdeploy changes it (docs/deployment.md, "What mmdeploy's
-    post-processing changes"): the unpadded image size as a second input ``img_shape`` (int64
-    [height, width]), RPN NMS per FPN level, each (proposal, class) pair with its class's own
-    box, top-k over a dense head's (anchor, class) pairs, zero-size boxes dropped; all in
-    standard ONNX. ``mmdet_nms=False`` keeps mmdeploy's own post-processing."""
+    post-processing changes"); the unpadded image size is a second input, ``img_shape`` (int64
+    [height, width]). ``mmdet_nms=False`` keeps mmdeploy's own post-processing."""
 
     def __init__(self, detector: nn.Module, mmdet_nms: bool = True):
         super().__init__()

@@ -171,11 +171,10 @@ def ort_session(model: Union[str, bytes], device: str = 'cpu', threads: Optional
 
 
 class Sessions:
-    """A model file (``read`` as ``model``) compiled once per thread count: ``threads=None``
-    follows torch's setting at each call. ``resize_mode``: of a segmentor's graph cut before
-    its final resize (``low_resolution``, ``seg_postprocess``), the removed resize's coordinate
-    mode (None: nothing removed). Subclasses ``read``, ``compile`` for n threads, give the
-    compiled model's input and output ``names`` and ``infer`` a feed."""
+    """A model file compiled once per thread count (``threads=None``: torch's setting at each
+    call). ``resize_mode``: the coordinate mode of the final resize cut off a segmentor's graph
+    (``low_resolution``; None: nothing cut). Subclasses ``read`` the file, ``compile`` it for n
+    threads, give its input and output ``names`` and ``infer`` a feed."""
     resize_mode = None
 
     def __init__(self, path: str, threads: Optional[int] = None, low_resolution: bool = False):

@@ -133,9 +133,8 @@ def upscale_argmax(low: torch.Tensor, factor: int, exact_cells: float = EXACT_CE
 
 def cell_mix(factor: int) -> torch.Tensor:
     """(factor^2, 4): the weights of a cell's four corners (top-left, top-right, bottom-left,
-    bottom-right) at each of its output pixels, row-major: along one axis, the rows of
-    ``resize_matrix(2, 2 * factor)`` that fall between its two inputs (the cell's pixels
-    start ``factor // 2`` past its first corner's)."""
+    bottom-right) at each of its output pixels, row-major: per axis the rows of
+    ``resize_matrix(2, 2 * factor)`` between its two inputs (from ``factor // 2`` on)."""
     axis = resize_matrix(2, 2 * factor)[factor // 2:factor // 2 + factor]  # (factor, 2)
     return (axis[:, None, :, None] * axis[None, :, None, :]).reshape(factor * factor, 4).float()
 
