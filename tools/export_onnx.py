@@ -9,15 +9,11 @@ and compare with PyTorch; exit status 1 if the check fails.
   python tools/export_onnx.py configs/fpn_repvit_m1_1_ade20k.py fpn_m1_1.onnx \\
       --check-size 512 512 --check-size 320 448
 
-Backbone (normalised images in): its feature maps within --tolerance. Detector (through
-mmdeploy, `make install-deploy`): dets / labels / masks out, NMS as mmdet does it, checked
-detection by detection over the whole test step (data preprocessor and post-processing on both
-sides), with what may still differ printed. Segmentor: logits at the image size, its whole
-test step within --tolerance. Open the file with `mmrepvit.deployment.open_model(config,
-onnx_file)`. --int8 PATH also writes an int8 copy (ONNX Runtime on CPU, calibrated on
---calib-images images of the config's val set) and reports how it follows the float32 graph;
-its accuracy: `python tools/test.py CONFIG PATH`. Weights: random unless --checkpoint (fused or
-plain). Details: docs/deployment.md.
+Backbone: feature maps within --tolerance. Detector (mmdeploy, `make install-deploy`): the
+whole test step compared detection by detection. Segmentor: its whole test step's logits within
+--tolerance. --int8 PATH also writes an int8 copy calibrated on the config's val set (its
+accuracy: `python tools/test.py CONFIG PATH`). Weights: random unless --checkpoint (fused or
+plain). Details: docs/deployment.md, "Export".
 """
 import argparse
 import json
