@@ -9,23 +9,11 @@ and compare with PyTorch; exit status 1 if the check fails.
   python tools/export_onnx.py configs/fpn_repvit_m1_1_ade20k.py fpn_m1_1.onnx \\
       --check-size 512 512 --check-size 320 448
 
-Backbone: its feature maps (max abs difference <= --tolerance). Detector (through mmdeploy,
-`make install-deploy`; deploy config from configs/deploy): one image in, dets / labels /
-masks out, including NMS done as mmdet does it; checked as a whole test step (the data
-preprocessor and mmdet's rescaling / mask pasting on both sides,
-`mmrepvit.deployment.open_model` for ONNX Runtime), detection by detection, with what
-may still differ printed. Segmentor (this
-project's exporter): logits at the image size; its whole test step compared (logits within
---tolerance). Load the ONNX file for inference with `open_model(config, onnx_file)`.
-
---int8 PATH also writes an int8 copy (static quantisation for ONNX Runtime on CPU, calibrated
-on --calib-images images of the config's val set; detectors and segmentors), reports how it
-follows the float32 graph on those images (int8 changes outputs), and leaves its accuracy to
-`python tools/test.py CONFIG PATH`, which tests an .onnx file like a checkpoint.
-
-Weights: random unless --checkpoint (a fused or plain checkpoint of the config / backbone).
-Backbone inputs are normalised images (the data preprocessor's mean / std / BGR->RGB not
-included); whole models are fed synthetic uint8 images through their data preprocessor.
+Backbone: feature maps within --tolerance. Detector (mmdeploy, `make install-deploy`): the
+whole test step compared detection by detection. Segmentor: its whole test step's logits within
+--tolerance. --int8 PATH also writes an int8 copy calibrated on the config's val set (its
+accuracy: `python tools/test.py CONFIG PATH`). Weights: random unless --checkpoint (fused or
+plain). Details: docs/deployment.md, "Export".
 """
 import argparse
 import json

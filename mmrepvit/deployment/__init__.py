@@ -1,11 +1,6 @@
-"""Whole-model deployment to ONNX Runtime and OpenVINO, and to phones as ExecuTorch programs
-(``executorch_program``): export (``export_model``; detectors through
-mmdeploy, segmentors through this project's exporter), int8 copies for ONNX Runtime on CPU
-(``quantize``) and deployed inference (``open_model``: an exported file behind the PyTorch
-model's ``test_step``).
-
-Not imported by ``import mmrepvit``; mmdeploy, onnxruntime and executorch are imported only
-when used.
+"""Whole-model deployment: export (``export_model``; ExecuTorch: ``executorch_program``), int8
+copies (``quantize``) and deployed inference (``open_model``). Not imported by ``import
+mmrepvit``; mmdeploy, onnxruntime and executorch are imported only when used.
 """
 # each runtime's module registers it in runtime.RUNTIMES (a new runtime: its module, imported here)
 from . import openvino_runtime  # noqa: F401,I001 (the order runtimes are listed in)

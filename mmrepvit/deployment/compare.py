@@ -1,6 +1,6 @@
 """Comparing a deployed model with the PyTorch model it came from (raw graph outputs, and
 predictions sample by sample), and an int8 graph with its float graph."""
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
@@ -19,38 +19,27 @@ def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if union == 0 else (a & b).sum().item() / union
 
 
-def match_detections(reference, other, box_tol: float = BOX_TOL,
-                     score_tol: float = SCORE_TOL) -> List[tuple]:
-    """Pairs (i, j) of detections that agree: same label, every box coordinate within
-    ``box_tol`` and score within ``score_tol`` (each detection used once, best score first)."""
-    if len(reference) == 0 or len(other) == 0:
-        return []
-    box = (reference.bboxes[:, None, :] - other.bboxes[None, :, :]).abs().amax(-1)
-    close = (box <= box_tol) & \
-        ((reference.scores[:, None] - other.scores[None, :]).abs() <= score_tol) & \
-        (reference.labels[:, None] == other.labels[None, :])
-    pairs, used = [], set()
-    for i in reference.scores.argsort(descending=True).tolist():
-        candidates = [j for j in close[i].nonzero().flatten().tolist() if j not in used]
-        if candidates:
-            j = min(candidates, key=lambda j: box[i, j].item())
-            used.add(j)
-            pairs.append((i, j))
-    return pairs
-
-
 def compare_detections(reference, other, box_tol: float = BOX_TOL,
                        score_tol: float = SCORE_TOL) -> Dict:
-    """How two ``pred_instances`` agree: counts, ``leading`` (how many of the reference's
-    best-scoring detections, in order, all have a counterpart), the largest differences and
-    the smallest mask IoU over the agreeing pairs."""
-    pairs = match_detections(reference, other, box_tol, score_tol)
+    """How two ``pred_instances`` agree: pairs agree with the same label, every box coordinate
+    within ``box_tol`` and score within ``score_tol`` (each detection used once, best score
+    first). Returns counts, ``leading`` (how many of the reference's best detections, in
+    order, all agree), the largest differences and the smallest mask IoU of the pairs."""
+    order = reference.scores.argsort(descending=True).tolist()
+    pairs, used = [], set()
+    if len(reference) and len(other):
+        box = (reference.bboxes[:, None, :] - other.bboxes[None, :, :]).abs().amax(-1)
+        close = (box <= box_tol) & \
+            ((reference.scores[:, None] - other.scores[None, :]).abs() <= score_tol) & \
+            (reference.labels[:, None] == other.labels[None, :])
+        for i in order:
+            candidates = [j for j in close[i].nonzero().flatten().tolist() if j not in used]
+            if candidates:
+                j = min(candidates, key=lambda j: box[i, j].item())
+                used.add(j)
+                pairs.append((i, j))
     matched = {i for i, _ in pairs}
-    leading = 0
-    for i in reference.scores.argsort(descending=True).tolist():
-        if i not in matched:
-            break
-        leading += 1
+    leading = next((n for n, i in enumerate(order) if i not in matched), len(order))
     report = dict(pytorch=len(reference), onnx=len(other), agree=len(pairs), leading=leading,
                   max_box_diff=0.0, max_score_diff=0.0, min_mask_iou=None)
     if pairs:
@@ -74,8 +63,7 @@ def compare_segmentations(reference, other) -> Dict:
 
 def check_onnx(path, module, sizes, threads=2, seed=1):
     """Run the ONNX file under ONNX Runtime and ``module`` in PyTorch at every size; returns
-    ``[{'size', 'max_abs_diff', 'max_abs_output', 'output_shapes'}]`` (worst over the
-    outputs; the largest output magnitude puts the difference in scale)."""
+    ``[{'size', 'max_abs_diff', 'max_abs_output', 'output_shapes'}]`` (worst over outputs)."""
     session = ort_session(path, threads=threads)
     results = []
     for size in sizes:
@@ -93,13 +81,10 @@ def check_onnx(path, module, sizes, threads=2, seed=1):
 
 def compare_graphs(float_path: str, int8_path: str, feeds: Sequence[Dict[str, np.ndarray]],
                    min_score: float = 0.3, min_iou: float = 0.9) -> Dict:
-    """How an int8 graph's raw outputs follow the float graph's on ``feeds``.
-
-    Segmentor (``logits``): the share of pixels whose class agrees, the largest logit
-    difference (and the largest float logit, for scale). Detector (``dets``, ``labels``):
-    of the float graph's detections scoring at least ``min_score``, how many the int8 graph
-    also makes (same label, box IoU >= ``min_iou``, each used once), and the largest score
-    difference of those."""
+    """How an int8 graph's raw outputs follow the float graph's on ``feeds``. Segmentor: the
+    share of pixels whose class agrees, the largest logit difference and logit. Detector: how
+    many of the float detections scoring >= ``min_score`` the int8 graph also makes (same
+    label, box IoU >= ``min_iou``, each used once), and their largest score difference."""
     reference, quantised = ort_session(float_path), ort_session(int8_path)
     names = [o.name for o in reference.get_outputs()]
     if names[0] == 'logits':

@@ -1,15 +1,7 @@
-"""One way to open a model file for a runtime (``open_model``): an exported ``.onnx`` (ONNX
-Runtime or OpenVINO), an OpenVINO IR ``.xml``, or an ExecuTorch app program ``.pte``, behind the
-PyTorch model's interface, so that anything that calls ``model.test_step(data)`` (mmengine's
-runner, mmdet's ``DetInferencer``, mmseg's ``MMSegInferencer``) runs the deployed model
-unchanged.
-
-The wrappers keep everything that is not the network on the PyTorch side, exactly as the
-toolbox does it: the config's data preprocessor (normalisation, BGR->RGB, padding) before,
-and after, the same rescaling and mask pasting (mmdet) or padding crop and resize to the
-original image (mmseg). What runs inside the graph is the network and, for detectors,
-mmdeploy's NMS post-processing (docs/deployment.md lists how it differs from mmdet's). An app
-program does it all itself: it is fed the original image (``ProgramModel``).
+"""``open_model``: an exported file (``.onnx``, OpenVINO ``.xml``, ExecuTorch ``.pte``) behind
+the PyTorch model's ``test_step``, so the runner and the inferencers run it unchanged. The
+config's data preprocessor runs before the graph and the toolbox's own rescaling / mask pasting
+(mmdet) or crop and resize (mmseg) after it; an app program is fed the original image.
 """
 import importlib
 import os
@@ -53,8 +45,7 @@ SEGMENTOR_OUTPUTS = ('logits', )  # mmrepvit's own export: logits at the input s
 def make_sessions(model_file: str, runtime: str = DEFAULT_RUNTIME,
                   precision: Optional[str] = None, device: str = 'cpu',
                   threads: Optional[int] = None, low_resolution: bool = False):
-    """``model_file``'s sessions in ``runtime`` (its ``RuntimeSpec.open``) in ``precision``
-    (``resolve_precision``)."""
+    """``model_file``'s sessions in ``runtime`` in ``precision`` (``resolve_precision``)."""
     precision = resolve_precision(runtime, model_file, precision)
     spec = RUNTIMES[runtime]
     if not spec.cuda and str(device) != 'cpu':
@@ -66,8 +57,7 @@ def make_sessions(model_file: str, runtime: str = DEFAULT_RUNTIME,
 
 
 class OnnxBackbone(torch.nn.Module):
-    """A backbone's ONNX file called like the backbone: images in, feature maps out, in
-    ``runtime`` and ``precision`` (``make_sessions``)."""
+    """A backbone's exported file called like the backbone: images in, feature maps out."""
 
     def __init__(self, onnx_file: str, threads: Optional[int] = None,
                  runtime: str = DEFAULT_RUNTIME, precision: Optional[str] = None):
@@ -87,17 +77,13 @@ def graph_outputs(model_file: str) -> List[str]:
 
 
 class DeployedModel(BaseModel):
-    """The parts every wrapper shares: the session, the data preprocessor, ``dataset_meta``
-    and ``cfg`` (what inferencers and the runner read from a model). Prediction only."""
+    """What every wrapper shares: sessions, data preprocessor, ``cfg`` and ``dataset_meta``
+    (what inferencers and the runner read). Prediction only."""
 
     def __init__(self, sessions, data_preprocessor, cfg: Config,
                  dataset_meta: Optional[dict]):
         super().__init__(data_preprocessor=data_preprocessor)
         self.sessions, self.cfg, self.dataset_meta = sessions, cfg, dataset_meta
-
-    def run(self, image: torch.Tensor, **extra: np.ndarray) -> List[torch.Tensor]:
-        """One image (1, 3, H, W) through the graph; outputs as CPU tensors."""
-        return self.sessions.run(image, **extra)
 
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'predict'):
         if mode != 'predict':
@@ -131,7 +117,7 @@ class OnnxDetector(DeployedModel):
         extra = {}
         if 'img_shape' in self.sessions.input_names:  # mmrepvit's export: clip to the image
             extra['img_shape'] = np.array([h, w], dtype=np.int64)
-        outputs = self.run(image, **extra)
+        outputs = self.sessions.run(image, **extra)
         dets, labels = outputs[0][0], outputs[1][0]
         keep = dets[:, 4] > 0  # the graph pads with zero-score rows
         dets, labels = dets[keep], labels[keep].long()
@@ -177,7 +163,7 @@ class OnnxSegmentor(DeployedModel):
 
     def predict_one(self, image, data_sample):
         from mmseg.models.segmentors import BaseSegmentor
-        logits = self.run(image)[0]
+        logits = self.sessions.run(image)[0]
         meta = data_sample.metainfo
         if self.sessions.resize_mode is not None:  # the graph stops before its last resize
             if logits.shape[1] > 1 and not meta.get('flip'):
@@ -195,10 +181,9 @@ class OnnxSegmentor(DeployedModel):
 
 
 class ProgramModel(DeployedModel):
-    """An ExecuTorch app program (uint8 RGB image [H, W, 3] in), fed the original image as
-    the pipeline loads it (uint8 BGR (3, H, W), turned into what an app gives): the program
-    resizes and normalises it itself, so the data preprocessor only collects the images and
-    the test pipeline must not resize them (``executorch_runtime.feed_original_images``)."""
+    """An ExecuTorch app program (uint8 RGB [H, W, 3] in), fed the pipeline's original image
+    (uint8 BGR (3, H, W)); it resizes and normalises it itself, so the test pipeline must not
+    (``executorch_runtime.feed_original_images``)."""
 
     def app_image(self, image, meta) -> torch.Tensor:
         image = image[0]
@@ -217,22 +202,20 @@ class ProgramSegmentor(ProgramModel):
     size (no ``seg_logits``: the program gives classes only)."""
 
     def predict_one(self, image, data_sample):
-        classes = self.run(self.app_image(image, data_sample.metainfo))[0].long()
+        classes = self.sessions.run(self.app_image(image, data_sample.metainfo))[0].long()
         data_sample.set_data(dict(pred_sem_seg=PixelData(data=classes[None])))
         return data_sample
 
 
 class ProgramDetector(ProgramModel):
-    """A detector app program (boxes in original-image pixels, scores, labels,
-    num_detections, nms_converged[, masks]; ``executorch_detector``): ``pred_instances``
-    with bboxes, scores, labels (and boolean masks), padding cut off. A program takes one
-    image size (its contract's): an image of another is an error naming both. Warns once
-    when the program's NMS had not converged (``nms_converged`` 0)."""
+    """A detector app program (``executorch_detector``): ``pred_instances`` (bboxes in
+    original-image pixels, scores, labels, boolean masks), padding cut off; warns once when
+    the program's NMS had not converged (``nms_converged`` 0)."""
     warned = False
 
     def predict_one(self, image, data_sample):
         out = cut_padding(dict(zip(self.sessions.output_names,
-                                   self.run(self.app_image(image, data_sample.metainfo)))))
+                                   self.sessions.run(self.app_image(image, data_sample.metainfo)))))
         if not int(out['nms_converged'][0]) and not self.warned:
             self.warned = True
             warnings.warn(f'{self.sessions.path!r}: the program\'s NMS had not converged on '
@@ -255,12 +238,9 @@ def is_deployed_file(path: str) -> bool:
 
 def check_model_file(path: str, runtime: Optional[str] = None, precision: Optional[str] = None,
                      fuse: bool = False) -> bool:
-    """Whether ``path`` is an exported model (else a checkpoint), after checking what it is run
-    with: ``runtime`` and ``precision`` (``RUNTIMES``, ``PRECISIONS``) apply to exported files
-    only, each runtime to its own kinds of file (``RuntimeSpec.suffixes``), the file is
-    readable (``RuntimeSpec.check`` of its kind's first runtime), and it is not asked to be
-    ``fuse``d (an export is fused already). Raises ValueError naming the file or value and
-    what is valid."""
+    """Whether ``path`` is an exported model (else a checkpoint). Raises ValueError naming the
+    file or value and what is valid unless ``runtime`` / ``precision`` are valid, given only
+    with an exported file that ``runtime`` runs, the file is readable, and not ``fuse``."""
     check_run_options(runtime, precision)
     path = os.fspath(path)
     if not is_deployed_file(path):
@@ -285,19 +265,12 @@ def open_model(config: Union[str, Config], path: str, runtime: Optional[str] = N
                precision: Optional[str] = None, threads: Optional[int] = None,
                device: str = 'cpu', seg_logits: bool = True,
                dataset_meta: Optional[dict] = None) -> DeployedModel:
-    """The exported file ``path`` (``tools/export_onnx.py``, ``tools/export_executorch.py``)
-    of ``config`` as a model whose ``test_step(data)`` runs it in ``runtime`` (default
-    onnxruntime; openvino; executorch for an app program) and returns the toolbox's data
-    samples as the PyTorch model's (``pred_instances``; ``pred_sem_seg`` / ``seg_logits``):
-    ``inferencer.model = open_model(config, 'maskrcnn.onnx')`` runs an inferencer on it (an
-    app program also needs ``executorch_runtime.feed_original_images`` on the config first).
-
-    ``precision``: f32, bf16 (openvino, on a CPU with AVX512-BF16 or AMX) or int8 (an int8
-    file); None: what the file holds; anything the file, runtime or CPU cannot give is an
-    error (``check_model_file``). ``threads``: the runtime's (default: torch's setting at
-    each call). ``dataset_meta``: default from the config's test dataset.
-    ``seg_logits=False``: a segmentor predicts only ``pred_sem_seg``, without full-size
-    logit maps (``seg_postprocess``), as evaluation and pictures need."""
+    """The exported file ``path`` of ``config`` as a model whose ``test_step(data)`` runs it in
+    ``runtime`` (default onnxruntime) and returns the PyTorch model's data samples
+    (docs/deployment.md, "Inference with the exported model"). ``precision``: None: what the
+    file holds (``resolve_precision``). ``threads``: default torch's setting at each call.
+    ``dataset_meta``: default the config's test dataset's. ``seg_logits=False``: a segmentor
+    predicts only ``pred_sem_seg``, without full-size logit maps (``seg_postprocess``)."""
     if not check_model_file(path, runtime, precision):
         raise ValueError(f'{path!r} is a checkpoint: open_model runs exported models '
                          f'({deployed_suffixes()})')

@@ -1,16 +1,7 @@
-"""Whole-model ONNX export, checked against PyTorch every time.
-
-- Detectors (Mask R-CNN, RetinaNet, ...) go through OpenMMLab's mmdeploy (its rewriters put the
-  post-processing, NMS included, into the graph; ``configs/deploy/``), with this project's
-  compatibility shims (``mmdeploy_compat``) and mmdet's post-processing put back where
-  mmdeploy's differs (``DetectorWithImageShape``).
-- Segmentors go through this project's own exporter (``export_onnx``: image ->
-  logits at the image size; no post-processing is needed in the graph), which is simpler and
-  has no extra dependency.
-
-Both are fused first (backbone re-parameterised, every Conv-BN folded) and exported with
-dynamic height and width. ``export_model`` then runs the graph in ONNX Runtime through
-``open_model`` against the PyTorch model's own ``test_step`` at several input sizes.
+"""Whole-model ONNX export, fused and with dynamic height and width, checked against PyTorch's
+``test_step`` every time (``export_model``). Detectors go through mmdeploy with mmdet's
+post-processing put back where mmdeploy's differs (``DetectorWithImageShape``); segmentors and
+backbones through this project's own exporter (``export_onnx``).
 """
 import copy
 import os
@@ -41,22 +32,6 @@ from .quantize import dataset_feeds, graph_inputs, quantize_onnx
 
 OPSET = 17
 
-# What mmdeploy 1.3.1's own rewrites of mmdet's post-processing do differently from mmdet
-# (measured on this project's models); DetectorWithImageShape puts mmdet's behaviour into the
-# graph instead, for the heads of this project's configs.
-MMDEPLOY_DIFFERENCES = {
-    'rpn_nms': "RPN: one NMS over the proposals of all FPN levels together (mmdet: one per "
-               "level), so a proposal can suppress overlapping ones of other levels.",
-    'argmax_box': "Class-specific box regression (Mask R-CNN's box head): every class of a "
-                  "proposal is scored with the box of the proposal's best class (mmdet: each "
-                  "class's own box).",
-    'dense_topk': "Dense heads (RetinaNet): each level's nms_pre candidates are the anchors "
-                  "with the best score over classes (mmdet: the best (anchor, class) pairs "
-                  "above score_thr).",
-    'padded_clip': "Boxes are clipped to the network input, padded to a multiple of 32 (mmdet: "
-                   "to the image).",
-    'degenerate': "Zero-width / zero-height boxes are kept (mmdet drops them: min_bbox_size).",
-}
 # What can still differ with this project's export: float rounding only.
 BY_DESIGN = [
     "NMS decisions on boxes whose IoU is within float rounding of the threshold, and the "
@@ -64,7 +39,7 @@ BY_DESIGN = [
     "offsets boxes by class, ONNX Runtime compares the exact coordinates class by class.",
     "Heads other than RPNHead, StandardRoIHead's class-specific box head and RetinaHead (none "
     "in this project's configs) keep mmdeploy's own post-processing, which differs from "
-    "mmdet's (MMDEPLOY_DIFFERENCES, docs/deployment.md).",
+    "mmdet's (docs/deployment.md).",
 ]
 
 
@@ -129,11 +104,12 @@ def exportable(spec, cfg_options=None, checkpoint=None):
 
 
 def export_onnx(module, path, output_names, size=(224, 224), opset=OPSET):
-    """Export ``module`` (one image tensor in, tensors out) with dynamic H and W."""
+    """Export a traceable copy of ``module`` (one image tensor in, tensors out) with dynamic H
+    and W (``module`` itself is left as it is)."""
+    module = make_traceable(copy.deepcopy(module)).eval()
     example = synthetic_batch('backbone', size)
-    axes = {2: 'height', 3: 'width'}
-    dynamic = {'input': axes}
-    dynamic.update({name: {2: f'{name}_height', 3: f'{name}_width'} for name in output_names})
+    dynamic = {'input': {2: 'height', 3: 'width'},
+               **{name: {2: f'{name}_height', 3: f'{name}_width'} for name in output_names}}
     with torch.no_grad():
         torch.onnx.export(module, (example, ), path, input_names=['input'],
                           output_names=output_names, dynamic_axes=dynamic,
@@ -145,11 +121,9 @@ def export_onnx(module, path, output_names, size=(224, 224), opset=OPSET):
 
 def load_model(config: str, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
                seed: int = 0) -> nn.Module:
-    """The fused PyTorch model of ``config`` (eval mode, CPU) that gets exported.
-
-    ``checkpoint``: a plain (trained) or fused checkpoint; without one, random weights with
-    trained-like BatchNorm statistics (``model_variants.build_target``) and, in dense
-    detection heads, scores spread around their threshold (``spread_dense_scores``)."""
+    """The fused PyTorch model of ``config`` (eval mode, CPU) that gets exported, from a plain
+    or fused ``checkpoint``; without one, random weights (``model_variants.build_target``)
+    with dense heads' scores spread around their threshold (``spread_dense_scores``)."""
     model = build_target(config, 'fused', cfg_options=cfg_options, checkpoint=checkpoint,
                          seed=seed)
     if checkpoint is None:
@@ -161,10 +135,8 @@ def load_model(config: str, checkpoint: Optional[str] = None, cfg_options: Optio
 def spread_dense_scores(model: nn.Module, size: Tuple[int, int] = (128, 128), seed: int = 0,
                         logit_mean: float = -4.0) -> nn.Module:
     """Give a randomly initialised sigmoid dense head (RetinaNet's) classification logits of
-    unit spread around ``logit_mean`` (about 14% of scores above 0.05), in place.
-
-    Its stock initialisation (prior 0.01, weights of std 0.01) scores every anchor about
-    0.01, below ``score_thr``: no detection is made and a comparison would check nothing."""
+    unit spread around ``logit_mean`` (about 14% of scores above 0.05), in place: its stock
+    initialisation scores every anchor below ``score_thr``, so a comparison would check nothing."""
     head = getattr(model, 'bbox_head', None)
     conv = getattr(head, 'conv_cls', None) or getattr(head, 'retina_cls', None)
     if conv is None or not getattr(head, 'use_sigmoid_cls', False):
@@ -199,18 +171,9 @@ def _add_metadata(path: str, **props):
 
 class DetectorWithImageShape(nn.Module):
     """What gets traced for a detector: mmdeploy's rewritten network and heads, with mmdet's
-    post-processing put back where mmdeploy changes it (``MMDEPLOY_DIFFERENCES``), so that
-    the graph predicts what the PyTorch model predicts.
-
-    - The image's own size is a second input, ``img_shape`` (int64 [height, width]):
-      mmdeploy takes the size from the input tensor, which the data preprocessor padded to a
-      multiple of 32, and clipped boxes and proposals to the padding.
-    - RPN (``proposals``): NMS per FPN level, zero-size boxes dropped.
-    - Box head (``detections``): each (proposal, class) pair with that class's own box.
-    - RetinaNet-like dense heads (``dense_detections``): top-k over (anchor, class) pairs.
-
-    All of it is standard ONNX (TopK, Gather, NonMaxSuppression with the class, or the FPN
-    level, as NMS class). ``mmdet_nms=False`` keeps mmdeploy's own post-processing."""
+    post-processing put back where mmdeploy changes it (docs/deployment.md, "What mmdeploy's
+    post-processing changes"); the unpadded image size is a second input, ``img_shape`` (int64
+    [height, width]). ``mmdet_nms=False`` keeps mmdeploy's own post-processing."""
 
     def __init__(self, detector: nn.Module, mmdet_nms: bool = True):
         super().__init__()
@@ -248,10 +211,7 @@ class DetectorWithImageShape(nn.Module):
 
     def dense_detections(self, feats, meta):
         """A dense head's detections as mmdet makes them: per level the best ``nms_pre``
-        (anchor, class) pairs above ``score_thr``, zero-size boxes dropped, NMS per class,
-        the best ``max_per_img`` kept. mmdeploy takes per level the ``nms_pre`` anchors with
-        the best score over classes, and keeps zero-size boxes."""
-        from mmdeploy.mmcv.ops import multiclass_nms
+        (anchor, class) pairs above ``score_thr``, zero-size boxes dropped, NMS per class."""
         head = self.detector.bbox_head
         cfg = head.test_cfg
         cls_scores, bbox_preds = head(feats)
@@ -271,24 +231,13 @@ class DetectorWithImageShape(nn.Module):
                                                 max_shape=meta['img_shape'])[0])
             scores.append(top)
             labels.append(index % classes)
-        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-        if cfg.get('min_bbox_size', -1) >= 0:
-            wh = boxes[:, 2:] - boxes[:, :2]
-            scores = scores * (wh > cfg.min_bbox_size).all(-1).to(scores)
-        one_hot = (labels[:, None] == torch.arange(classes, device=labels.device)).to(scores)
-        return multiclass_nms(boxes[None], (scores[:, None] * one_hot)[None], cfg.max_per_img,
-                              nms_type=cfg.nms.get('type'),
-                              iou_threshold=cfg.nms.iou_threshold, score_threshold=0.0,
-                              pre_top_k=-1, keep_top_k=cfg.max_per_img)
+        return grouped_nms(torch.cat(boxes)[None], torch.cat(scores)[None], torch.cat(labels),
+                           classes, cfg, min_size=cfg.get('min_bbox_size', -1))
 
     def detections(self, feats, proposals, meta):
-        """The box head's detections as mmdet makes them, then masks as mmdeploy does: every
-        (proposal, class) pair above ``score_thr`` with that class's own regressed box, NMS
-        per class. mmdeploy gives all classes of a proposal the box of its best class (its
-        NonMaxSuppression takes one box per candidate), which changes the boxes of
-        second-choice classes and what NMS suppresses. Here each pair is its own candidate,
-        scored only in its class's column."""
-        from mmdeploy.mmcv.ops import multiclass_nms
+        """The box head's detections as mmdet makes them (every (proposal, class) pair above
+        ``score_thr`` its own NMS candidate with that class's box), then masks as mmdeploy
+        does."""
         roi_head = self.detector.roi_head
         bbox_head, cfg = roi_head.bbox_head, roi_head.test_cfg
         boxes = proposals[0][..., :4]  # (1, K, 4)
@@ -306,47 +255,44 @@ class DetectorWithImageShape(nn.Module):
                                               max_shape=meta['img_shape'])
         decoded = decoded.reshape(1, -1, 4)  # (1, K * C, 4)
         label = torch.arange(scores.shape[1], device=scores.device) % classes
-        one_hot = (label[:, None] == torch.arange(classes, device=scores.device)).to(scores)
-        dets, labels = multiclass_nms(decoded, scores[..., None] * one_hot[None],
-                                      cfg.max_per_img, nms_type=cfg.nms.get('type'),
-                                      iou_threshold=cfg.nms.iou_threshold,
-                                      score_threshold=cfg.score_thr, pre_top_k=-1,
-                                      keep_top_k=cfg.max_per_img)
+        dets, labels = grouped_nms(decoded, scores, label, classes, cfg, cfg.score_thr)
         if not roi_head.with_mask:
             return dets, labels
         return roi_head.predict_mask(feats, [meta], (dets, labels), rescale=False)
 
     def proposals(self, feats, meta):
         """The RPN's proposals as mmdet makes them: mmdeploy's per-level top-k and box
-        decoding, then zero-size boxes dropped (``min_bbox_size``) and NMS run per FPN level
-        (each level a "class" of ONNX's NonMaxSuppression), the best ``max_per_img`` kept
-        over all levels. mmdeploy runs one NMS over all levels together and keeps zero-size
-        boxes, which lets a box suppress overlapping ones of other levels and lets boxes
-        clipped to nothing (anchors in the padding) take proposal slots."""
-        from mmdeploy.mmcv.ops import multiclass_nms
+        decoding, then zero-size boxes dropped and NMS per FPN level (the level as NMS class)."""
         rpn = self.detector.rpn_head
         cfg = rpn.test_cfg
         boxes, scores = rpn.predict_by_feat(*rpn(feats), batch_img_metas=[meta], cfg=cfg,
                                             rescale=False, with_nms=False)
         # mmdeploy pads each level to exactly nms_pre candidates before its top-k
         level = torch.arange(boxes.shape[1], device=boxes.device) // cfg.nms_pre
-        levels = len(feats)
-        one_hot = (level[:, None] == torch.arange(levels, device=boxes.device)).to(scores)
-        scores = scores[..., :1] * one_hot[None]
-        if cfg.get('min_bbox_size', -1) >= 0:
-            wh = boxes[..., 2:] - boxes[..., :2]
-            valid = (wh > cfg.min_bbox_size).all(-1, keepdim=True)
-            scores = scores * valid.to(scores)  # score 0: below NMS's (strict) threshold
-        return multiclass_nms(boxes, scores, cfg.max_per_img, nms_type=cfg.nms.get('type'),
-                              iou_threshold=cfg.nms.iou_threshold, score_threshold=0.0,
-                              pre_top_k=-1, keep_top_k=cfg.max_per_img)
+        return grouped_nms(boxes, scores[..., 0], level, len(feats), cfg,
+                           min_size=cfg.get('min_bbox_size', -1))
+
+
+def grouped_nms(boxes, scores, groups, count: int, cfg, score_threshold: float = 0.0,
+                min_size: float = -1):
+    """mmdeploy's ``multiclass_nms`` (ONNX NonMaxSuppression) of ``boxes`` (1, N, 4), each
+    candidate scored (``scores`` (1, N)) only in its group's column of ``count``, boxes not
+    wider and higher than ``min_size`` (when >= 0) dropped, the best ``cfg.max_per_img`` kept."""
+    from mmdeploy.mmcv.ops import multiclass_nms
+    if min_size >= 0:  # score 0: below NMS's (strict) threshold
+        wh = boxes[..., 2:] - boxes[..., :2]
+        scores = scores * (wh > min_size).all(-1).to(scores)
+    one_hot = (groups[:, None] == torch.arange(count, device=groups.device)).to(scores)
+    return multiclass_nms(boxes, scores[..., None] * one_hot, cfg.max_per_img,
+                          nms_type=cfg.nms.get('type'), iou_threshold=cfg.nms.iou_threshold,
+                          score_threshold=score_threshold, pre_top_k=-1,
+                          keep_top_k=cfg.max_per_img)
 
 
 def export_detector(model: nn.Module, path: str, deploy_cfg: Optional[str] = None,
                     size: Tuple[int, int] = (320, 320)) -> str:
-    """Export a (fused) mmdet detector with mmdeploy to ``path``: one image (1, 3, H, W),
-    normalised and padded as by the data preprocessor, and its unpadded ``img_shape`` in
-    (``DetectorWithImageShape``); ``dets`` / ``labels`` (/ ``masks``) out."""
+    """Export a (fused) mmdet detector with mmdeploy to ``path``: one preprocessed image (1, 3,
+    H, W) and its unpadded ``img_shape`` in; ``dets`` / ``labels`` (/ ``masks``) out."""
     deploy_cfg = deploy_cfg or default_deploy_config(model)
     with mmdeploy_context(), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # tracer warnings about Python values in mmdet code
@@ -380,8 +326,7 @@ def export_segmentor(model: nn.Module, path: str, size: Tuple[int, int] = (512, 
     ``logits`` at the image's size out."""
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        export_onnx(make_traceable(copy.deepcopy(SegmentorLogits(model))).eval(), path,
-                    ['logits'], size, OPSET)
+        export_onnx(SegmentorLogits(model), path, ['logits'], size)
     _add_metadata(path, kind='mmseg', export_size=f'{size[0]}x{size[1]}')
     return path
 
@@ -416,9 +361,8 @@ def check_model(model: nn.Module, kind: str, config: str, path: str,
 
 def passed(kind: str, checks: list) -> bool:
     """Segmentors: every logit within ``LOGIT_TOL``. Detectors: at least 95% of the
-    detections agree (same label, box within ``BOX_TOL``, score within ``SCORE_TOL``; the
-    rest may differ through float rounding at NMS, ``BY_DESIGN``), and every agreeing mask
-    has IoU >= ``MASK_IOU``."""
+    detections agree (``compare_detections``; the rest may differ by float rounding at NMS,
+    ``BY_DESIGN``), and every agreeing mask has IoU >= ``MASK_IOU``."""
     if kind == 'mmseg':
         return all(c['max_abs_diff'] <= LOGIT_TOL for c in checks)
     return all(c['agree'] >= 0.95 * max(c['pytorch'], c['onnx']) and
@@ -433,14 +377,9 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
                  model: Optional[nn.Module] = None, int8_path: Optional[str] = None,
                  calib_images: int = 32, reduce_range: Optional[bool] = None) -> Dict:
     """Export the whole model of ``config`` (detector or segmentor) to ``path`` and check it
-    against PyTorch at ``check_sizes``; returns a JSON-ready report.
-
-    ``model``: export this already-built PyTorch model (fused here) instead of building one
-    from ``checkpoint``. ``int8_path``: also write an int8 copy there (``quantize``),
-    calibrated on ``calib_images`` images of the config's validation set, and compare it
-    with the float graph (reported under ``int8``; int8 changes the outputs, so it does not
-    decide ``passed``); ``reduce_range``: 7-bit weights (default: from this CPU's flags,
-    ``quantize.default_reduce_range``)."""
+    against PyTorch at ``check_sizes``; returns a JSON-ready report. ``model``: export this
+    built model (fused here) instead of loading ``checkpoint``. ``int8_path``: also write an
+    int8 copy there (``export_int8``; reported under ``int8``, not deciding ``passed``)."""
     kind = target_kind(config)
     if kind not in DEFAULT_CHECK_SIZES:
         raise ValueError(f'{config!r} is a {kind}; export_model takes detector and segmentor '
@@ -461,9 +400,8 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
         outputs = 'logits'
     checks = check_model(model, kind, config, path, sizes, threads,
                          cfg_options=cfg_options) if sizes else []
-    int8 = None
-    if int8_path:
-        int8 = export_int8(config, path, int8_path, calib_images, cfg_options, reduce_range)
+    int8 = export_int8(config, path, int8_path, calib_images, cfg_options,
+                       reduce_range) if int8_path else None
     return dict(target=config, path=path, kind=kind, export_size=list(export_size),
                 opset=OPSET, outputs=outputs, deploy_config=deploy_cfg, checks=checks,
                 passed=passed(kind, checks),
@@ -474,9 +412,8 @@ def export_model(config: str, path: str, checkpoint: Optional[str] = None,
 
 def export_int8(config: str, path: str, int8_path: str, calib_images: int = 32,
                 cfg_options: Optional[dict] = None, reduce_range: Optional[bool] = None) -> Dict:
-    """Quantise the exported ``path`` to int8 at ``int8_path``, calibrated on images of the
-    config's validation set (``reduce_range``: see ``quantize.quantize_onnx``); report how
-    its raw outputs compare with the float graph's on (up to 8 of) those images."""
+    """Quantise ``path`` to int8 at ``int8_path`` (``quantize_onnx``), calibrated on
+    ``calib_images`` val images; report how it follows the float graph on up to 8 of them."""
     feeds = dataset_feeds(load_target_config(config, cfg_options), graph_inputs(path),
                           calib_images)
     report = quantize_onnx(path, int8_path, feeds, reduce_range)
@@ -488,6 +425,6 @@ def export_and_check(spec, path, export_size=(224, 224), check_sizes=((224, 224)
                      cfg_options=None, threads=2, checkpoint=None):
     """Export ``spec`` fused to ``path`` and compare ONNX Runtime with PyTorch."""
     module, names = exportable(spec, cfg_options, checkpoint)
-    export_onnx(make_traceable(copy.deepcopy(module)), path, names, export_size)
+    export_onnx(module, path, names, export_size)
     return dict(target=spec, path=path, export_size=list(export_size), opset=OPSET,
                 outputs=names, checks=check_onnx(path, module, check_sizes, threads))

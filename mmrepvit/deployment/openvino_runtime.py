@@ -1,12 +1,6 @@
-"""OpenVINO as a second runtime for the exported graphs, in the precision asked for.
-
-OpenVINO reads the exported ``.onnx`` itself (``Core.read_model``): no conversion step and no
-second file to keep in step with the first; the int8 graph of ``deployment.quantize`` (QDQ)
-is read the same way. An OpenVINO IR (``.xml`` beside its ``.bin``) is read too.
-
-OpenVINO's CPU plugin picks bf16 by itself on CPUs that have it, which changes the outputs;
-here the precision is always set (``INFERENCE_PRECISION_HINT``) and read back from the
-compiled model, so that a runtime that quietly computes in another precision is an error.
+"""OpenVINO as a second runtime: it reads the exported ``.onnx`` (float or int8 QDQ) itself,
+or an IR ``.xml``, and runs it in the precision asked for, set and read back from the compiled
+model (its CPU plugin would otherwise pick bf16 by itself where the CPU has it).
 """
 import functools
 import os
@@ -22,14 +16,8 @@ from .seg_postprocess import cut_final_resize_openvino
 @functools.lru_cache(maxsize=None)
 def openvino_core():
     """The process's one OpenVINO ``Core`` (an ImportError naming the install command without
-    openvino).
-
-    One, kept for the life of the process: a ``Core`` that compiles for the CPU installs its
-    own alternate signal stack on the calling thread and puts back the one it found when it
-    is released. Two released in the order they were made leave the thread's alternate stack
-    on freed memory, and the next signal with a handler (a child process ending, with
-    PyTorch's DataLoader handler set) kills the process with a segmentation fault that
-    ``faulthandler`` cannot report (tests/test_openvino.py reproduces it)."""
+    openvino). One for the process's life: released ``Core`` s leave the thread's alternate
+    signal stack on freed memory (docs/deployment.md, "One ``Core`` per process")."""
     try:
         import openvino
     except ImportError as error:
@@ -42,12 +30,11 @@ def read_openvino(path: str):
     """``path`` (.onnx or IR .xml) as an OpenVINO model; ValueError naming it if unreadable."""
     core = openvino_core()
     try:
-        model = core.read_model(os.fspath(path))
+        return core.read_model(os.fspath(path))
     except Exception as error:  # OpenVINO raises RuntimeError for unreadable files
         raise ValueError(f'{path!r} is not a model OpenVINO can read ({type(error).__name__}: '
                          f'{str(error).strip().splitlines()[-1]}); export one with '
                          f'tools/export_onnx.py') from error
-    return model
 
 
 # how the CPU plugin runs one request at a time (docs/deployment.md measures each lever)
@@ -83,17 +70,21 @@ class OpenVinoSessions(Sessions):
 
     def __init__(self, model_file: str, precision: str = 'f32', threads: Optional[int] = None,
                  low_resolution: bool = False):
-        self.model_file, self.precision, self.threads = os.fspath(model_file), precision, threads
-        self.model, self._compiled = read_openvino(self.model_file), {}
+        self.precision = precision
+        super().__init__(model_file, threads, low_resolution)
+
+    def read(self, low_resolution: bool):
+        model = read_openvino(self.path)
         if low_resolution:
-            self.model, self.resize_mode = cut_final_resize_openvino(self.model)
-        compiled = self.compiled()[0]
-        self.input_names = [i.get_any_name() for i in compiled.inputs]
-        self.input_name = self.input_names[0]
-        self.output_names = [o.get_any_name() for o in compiled.outputs]
+            model, self.resize_mode = cut_final_resize_openvino(model)
+        return model
+
+    def names(self, compiled):
+        return ([i.get_any_name() for i in compiled[0].inputs],
+                [o.get_any_name() for o in compiled[0].outputs])
 
     def compile(self, threads: int):
-        compiled = compile_openvino(self.model, self.precision, threads, repr(self.model_file))
+        compiled = compile_openvino(self.model, self.precision, threads, repr(self.path))
         return compiled, compiled.create_infer_request()
 
     def infer(self, compiled, feed):

@@ -1,19 +1,7 @@
-"""Static int8 quantisation of an exported graph, for ONNX Runtime on CPU.
-
-In float32 ONNX Runtime already runs this project's convolutions close to the CPU's
-arithmetic peak (docs/deployment.md), so int8 is the one lever left. It changes the outputs:
-a quantised model is a file of its own, calibrated on real images of the config's validation
-set, and its accuracy is measured (``tools/test.py CONFIG model_int8.onnx``), not assumed.
-
-Weights are quantised per output channel (int8, symmetric), activations per tensor (uint8,
-min / max over the calibration images); only the operators that carry the multiply-adds
-(``QUANTIZED_OPS``) are quantised, so NMS, RoiAlign, resizing and the box arithmetic stay float.
-
-On an x86 CPU without VNNI (``utils.cpu.INT8_DOT_FLAGS``), the int8 kernels of ONNX Runtime
-and OpenVINO multiply uint8 activations by int8 weights in pairs summed into 16 bits
-(``pmaddubsw``), which saturates: 2 x 255 x 127 > 32767. Weights quantised to 7 bits
-(``reduce_range``) keep every pair sum in range; it is chosen from the CPU's flags unless
-given, and recorded in the file's metadata (``mmrepvit.quantization``).
+"""Static int8 quantisation (QDQ) of an exported graph for ONNX Runtime on CPU, calibrated on
+the config's val images: weights int8 per output channel (7-bit where the CPU has no VNNI,
+``reduce_range``), activations uint8 per tensor, only ``QUANTIZED_OPS`` quantised
+(docs/deployment.md, "int8: the fastest CPU path").
 """
 import contextlib
 import importlib
@@ -38,18 +26,14 @@ WEIGHT_INPUTS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul')
 
 
 def own_initializers(model):
-    """Give every Conv / Gemm / MatMul its own copies of the constant tensors it reads (in place).
-
-    torch's exporter stores equal tensors once (the zero biases of a freshly initialised FPN,
-    RPN and mask head), and ONNX Runtime fuses a quantised Conv into one int8 ``QLinearConv``
-    only when its ``DequantizeLinear`` inputs are its own: with shared biases, those
-    convolutions stay in float32 (docs/deployment.md)."""
+    """Give every Conv / Gemm / MatMul its own copies of the constant tensors it reads (in
+    place): ONNX Runtime leaves a quantised Conv whose (shared) tensors are not its own in
+    float32, and torch's exporter stores equal tensors once (docs/deployment.md)."""
     import onnx
     graph = model.graph
     constants = {t.name: t for t in graph.initializer}
     outputs = {o.name for o in graph.output}
-    # Identity(constant) -> the constant itself (the Identity, unused then, is ONNX
-    # Runtime's to drop)
+    # Identity(constant) -> the constant itself (ONNX Runtime drops the unused Identity)
     alias = {n.output[0]: n.input[0] for n in graph.node
              if n.op_type == 'Identity' and n.input[0] in constants
              and n.output[0] not in outputs}
@@ -72,59 +56,21 @@ def own_initializers(model):
 
 def fuse_gelu(model):
     """Rewrite every exact GELU, exported as ``0.5 * x * (1 + erf(x / sqrt(2)))`` (five ops),
-    into one ONNX Runtime ``com.microsoft.Gelu`` node (in place); returns how many.
-
-    ONNX Runtime fuses these itself in a float graph, but not in a quantised one: there each
-    consumer of ``x`` gets its own DequantizeLinear, so the pattern no longer matches, and the
-    five ops would run one by one (docs/deployment.md measures the cost)."""
-    from onnx import TensorProto, helper, numpy_helper
+    into one ONNX Runtime ``com.microsoft.Gelu`` node (in place; ONNX Runtime's own fusion);
+    returns how many. ONNX Runtime fuses them in a float graph but not in a quantised one
+    (docs/deployment.md)."""
+    from onnx import TensorProto, helper
+    from onnxruntime.transformers.fusion_gelu import FusionGelu
+    from onnxruntime.transformers.onnx_model import OnnxModel
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == 'Constant' and node.attribute and node.attribute[0].name == 'value':
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    outputs = {o.name for o in graph.output}
-
-    def is_constant(name, value):
-        c = constants.get(name)
-        return c is not None and c.size == 1 and abs(float(c.reshape(())) - value) < 1e-5
-
-    def sole_consumer(name, op_type):
-        users = consumers.get(name, [])
-        if len(users) == 1 and users[0].op_type == op_type and name not in outputs:
-            return users[0]
-        return None
-
-    replaced, gelus = set(), {}
-    for erf in graph.node:
-        div = producer.get(erf.input[0]) if erf.op_type == 'Erf' else None
-        if div is None or div.op_type != 'Div' or not is_constant(div.input[1], 2 ** 0.5) \
-                or sole_consumer(div.output[0], 'Erf') is None:
-            continue
-        x = div.input[0]
-        add = sole_consumer(erf.output[0], 'Add')
-        if add is None or not any(is_constant(i, 1.0) for i in add.input):
-            continue
-        times_x = sole_consumer(add.output[0], 'Mul')
-        if times_x is None or x not in times_x.input:
-            continue
-        half = sole_consumer(times_x.output[0], 'Mul')
-        if half is None or not any(is_constant(i, 0.5) for i in half.input):
-            continue
-        replaced.update(id(n) for n in (div, erf, add, times_x))
-        gelus[id(half)] = helper.make_node('Gelu', [x], [half.output[0]], domain='com.microsoft',
-                                           name=f'{half.name or half.output[0]}/Gelu')
+    before = {n.output[0] for n in graph.node if n.op_type == 'Gelu'}
+    wrapped = OnnxModel(model)
+    FusionGelu(wrapped).apply()
+    gelus = [n for n in graph.node if n.op_type == 'Gelu' and n.output[0] not in before]
     if not gelus:
         return 0
-    nodes = [gelus.get(id(n), n) for n in graph.node if id(n) not in replaced]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    for node in gelus.values():  # typed, so that the calibrator collects their ranges
+    wrapped.topological_sort()
+    for node in gelus:  # typed, so that the calibrator collects their ranges
         graph.value_info.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT,
                                                               None))
     if not any(o.domain == 'com.microsoft' for o in model.opset_import):
@@ -148,12 +94,10 @@ def describe_reduce_range(reduce_range: bool) -> str:
 
 def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]],
                   reduce_range: Optional[bool] = None) -> Dict:
-    """Write ``dst``: ``src`` statically quantised to int8 (QDQ format), activation ranges
-    calibrated on ``feeds`` (the graph's inputs, as the deployed model is fed), GELUs as
-    ONNX Runtime's fused op (``fuse_gelu``; the file is for ONNX Runtime). ``reduce_range``:
-    7-bit weights (default: where this CPU has no VNNI, ``default_reduce_range``). Returns
-    what ran in int8 after ONNX Runtime's graph optimisation (``int8_coverage``) and the
-    weight range chosen."""
+    """Write ``dst``: ``src`` statically quantised to int8 (QDQ), activation ranges calibrated
+    on ``feeds`` (the graph's inputs), GELUs fused (``fuse_gelu``). ``reduce_range``: 7-bit
+    weights (default: ``default_reduce_range``). Returns what runs in int8 after ONNX
+    Runtime's graph optimisation (``int8_coverage``) and the weight range chosen."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -186,16 +130,13 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]],
                         calibrate_method=CalibrationMethod.MinMax,
                         reduce_range=bool(reduce_range))
     quantised = onnx.load(dst)
-    del quantised.metadata_props[:]
     weights = describe_reduce_range(reduce_range)
-    for key, value in dict(metadata, **{
-            'mmrepvit.quantization': (
-                f'int8 static (QDQ; weights per channel, activations uint8, min-max over '
-                f'{len(feeds)} calibration inputs; {weights})'),
-            'mmrepvit.quantized_on': cpu_model(),
-            'mmrepvit.reduce_range': str(bool(reduce_range))}).items():
-        entry = quantised.metadata_props.add()
-        entry.key, entry.value = key, value
+    onnx.helper.set_model_props(quantised, dict(metadata, **{
+        'mmrepvit.quantization': (
+            f'int8 static (QDQ; weights per channel, activations uint8, min-max over '
+            f'{len(feeds)} calibration inputs; {weights})'),
+        'mmrepvit.quantized_on': cpu_model(),
+        'mmrepvit.reduce_range': str(bool(reduce_range))}))
     onnx.save(quantised, dst)
     return dict(path=dst, calibration_inputs=len(feeds), fused_gelus=gelus,
                 reduce_range=bool(reduce_range), weights=weights, **int8_coverage(dst))
@@ -203,12 +144,9 @@ def quantize_onnx(src: str, dst: str, feeds: Sequence[Dict[str, np.ndarray]],
 
 @contextlib.contextmanager
 def calibration_threads(threads: Optional[int] = None):
-    """While quantising, onnxruntime's calibrator runs its session with ``threads`` intra-op
-    threads (default: torch's setting) and without thread spinning.
-
-    It opens that session with default options: every core, and pool threads that keep
-    spinning after each run, which starve every other process on a small machine. Undone on
-    exit; left alone if the installed onnxruntime calibrates differently."""
+    """While quantising, onnxruntime's calibrator opens its session with ``ort_session``
+    (``threads``, no spinning) instead of default options (every core, spinning threads).
+    Undone on exit; left alone if the installed onnxruntime calibrates differently."""
     from onnxruntime.quantization import calibrate
     base = getattr(calibrate, 'CalibraterBase', None)
     original = getattr(base, 'create_inference_session', None)
@@ -229,7 +167,7 @@ def calibration_threads(threads: Optional[int] = None):
 
 def int8_coverage(path: str) -> Dict:
     """How many convolutions / matrix products ONNX Runtime runs in int8 (``QLinearConv``,
-    ``QGemm``, ...) and how many it still runs in float after its graph optimisations."""
+    ...) and in float after its graph optimisations."""
     import onnx
     with tempfile.TemporaryDirectory(prefix='mmrepvit_int8_') as tmp:
         optimised = osp.join(tmp, 'optimised.onnx')
@@ -250,9 +188,9 @@ def graph_inputs(path: str) -> List[str]:
 
 
 def calibration_set(cfg, count: int, split: str = 'val', pipeline: bool = True):
-    """The config's ``split`` dataset (without its pipeline unless ``pipeline``: paths only)
-    and the indices of ``count`` samples spread evenly over it: what int8 calibration reads,
-    for ONNX Runtime and ExecuTorch alike. Errors name what is missing."""
+    """The config's ``split`` dataset (without its pipeline unless ``pipeline``) and the indices
+    of ``count`` samples spread evenly over it, for int8 calibration. Errors name what is
+    missing."""
     if count < 1:
         raise ValueError(f'{count} calibration images: int8 calibration needs at least 1 image')
     loader = cfg.get(f'{split}_dataloader')
@@ -270,9 +208,8 @@ def calibration_set(cfg, count: int, split: str = 'val', pipeline: bool = True):
 def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
                   split: str = 'val') -> List[Dict[str, np.ndarray]]:
     """The graph's inputs for ``num_images`` images spread evenly over the config's ``split``
-    set: that dataset's pipeline, then the model's data preprocessor, one image each (plus its
-    unpadded ``img_shape`` where the graph takes it)."""
-
+    set, through its pipeline and the model's data preprocessor (``img_shape`` too where the
+    graph takes it)."""
     dataset, picks = calibration_set(cfg, num_images, split)
     registry = importlib.import_module(f'{toolbox_of(cfg)}.registry')
     preprocessor = registry.MODELS.build(cfg.model.data_preprocessor)
@@ -286,10 +223,8 @@ def dataset_feeds(cfg, input_names: Sequence[str], num_images: int = 32,
 
 def synthetic_feeds(model, kind: str, size, input_names: Sequence[str], count: int = 4,
                     ) -> List[Dict[str, np.ndarray]]:
-    """Calibration inputs from synthetic images (``model_variants.synthetic_batch``): for
-    timing an int8 graph where no dataset is at hand; the ranges, so the accuracy, are not
-    those of real images."""
-
+    """Calibration inputs from synthetic images, for timing an int8 graph where no dataset is
+    at hand (the ranges, so the accuracy, are not those of real images)."""
     feeds = []
     with torch.no_grad():
         for seed in range(count):

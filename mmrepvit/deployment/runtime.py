@@ -1,8 +1,6 @@
-"""The runtimes that run exported models, one ``RuntimeSpec`` each in ``RUNTIMES``
-(ONNX Runtime here; OpenVINO and ExecuTorch in their ``<name>_runtime.py``, which register
-themselves), the precision a deployed model runs in, stated and checked instead of left to a
-runtime's default, and ONNX Runtime's sessions. ``deployed_model.open_model`` puts a file's
-sessions behind the PyTorch model's interface.
+"""The runtimes that run exported models (``RUNTIMES``: ONNX Runtime here, the others register
+from their ``<name>_runtime.py``), the precision a deployed model runs in, stated and checked,
+and ONNX Runtime's sessions.
 """
 import os
 from dataclasses import dataclass
@@ -21,13 +19,11 @@ INT8_OPS = ('QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'FakeQuantize')
 
 @dataclass(frozen=True)
 class RuntimeSpec:
-    """What the project needs of a runtime: its name, the model files it runs (``suffixes``),
-    the precisions it runs them in, ``open(path, precision, device, threads, low_resolution)``
-    -> its sessions (a ``Sessions``), ``check(path)`` (ValueError naming an unreadable file),
-    ``precision_of(path)`` (what a file of its own holds: 'f32' or 'int8'), the tool that
-    makes its files, the command that installs it, whether it runs on CUDA too, and whether
-    its files are app programs (the image in as an app has it, results out) rather than
-    graphs behind the toolbox's own pre- and post-processing."""
+    """A runtime: the files it runs (``suffixes``) and in which precisions; ``open(path,
+    precision, device, threads, low_resolution)`` -> its ``Sessions``; ``check(path)``
+    (ValueError naming an unreadable file); ``precision_of(path)`` ('f32' or 'int8'); the tool
+    that makes its files; its install command; whether it runs on CUDA; whether its files are
+    app programs (the original image in, results out)."""
     name: str
     suffixes: Tuple[str, ...]
     precisions: Tuple[str, ...]
@@ -46,8 +42,7 @@ DEFAULT_RUNTIME = 'onnxruntime'
 
 
 def register_runtime(runtime: RuntimeSpec) -> RuntimeSpec:
-    """Add ``runtime`` to ``RUNTIMES`` (what ``--runtime``, ``open_model``, the benchmark
-    and ``which_path`` offer)."""
+    """Add ``runtime`` to ``RUNTIMES`` (what ``--runtime`` and ``open_model`` offer)."""
     RUNTIMES[runtime.name] = runtime
     return runtime
 
@@ -81,8 +76,7 @@ def check_run_options(runtime: Optional[str], precision: Optional[str]) -> None:
 
 
 def stored_precision(path: str) -> str:
-    """``'int8'`` or ``'f32'``: what the model file holds (quantisation ops, or an
-    ExecuTorch program's contract), read by the runtime that owns its kind of file."""
+    """``'int8'`` or ``'f32'``: what the model file holds, read by the runtime owning it."""
     owner = file_owner(path)
     if owner is None:
         raise ValueError(f'{path!r} is not an exported model: the runtimes run '
@@ -118,13 +112,9 @@ def require_bf16(flags=None) -> None:
 
 def resolve_precision(runtime: str, path: str, precision: Optional[str] = None,
                       flags=None) -> str:
-    """The precision ``path`` runs in under ``runtime``: ``precision`` checked against the
-    file and the CPU, or, when None, what the file holds (f32 or int8).
-
-    A float32 file runs in f32 or, where the runtime offers it (``RuntimeSpec.precisions``) and
-    on a bf16 CPU, bf16; an int8 file (``--int8`` of the export tools) only as int8. Anything
-    else raises, naming the file.
-    ``runtime`` and ``precision`` are valid names (``check_run_options``)."""
+    """The precision ``path`` runs in under ``runtime`` (valid names): ``precision`` checked
+    against the file, the runtime and the CPU (float32 files: f32, or bf16 where offered; int8
+    files: int8), or, when None, what the file holds."""
     stored = stored_precision(path)
     if precision is None:
         return stored
@@ -153,11 +143,10 @@ def describe_run(runtime: str, precision: str) -> str:
 
 def ort_session(model: Union[str, bytes], device: str = 'cpu', threads: Optional[int] = None,
                 optimise: bool = True, optimised_file: Optional[str] = None, providers=None):
-    """An ONNX Runtime session, the one way this project opens one: ``threads`` intra-op
-    threads (default: torch's current setting, so both frameworks get the same share of the
-    CPU), all graph optimisations (``optimise=False``: none; ``optimised_file``: the
-    optimised graph written there), on ``device`` (``providers``: these instead).
-    ``model``: a path, or a serialised model."""
+    """An ONNX Runtime session for ``model`` (path or bytes), the one way this project opens
+    one: ``threads`` intra-op threads (default: torch's setting), all graph optimisations
+    (``optimise=False``: none; ``optimised_file``: the optimised graph written there), on
+    ``device`` (``providers``: these instead)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise \
@@ -167,9 +156,7 @@ def ort_session(model: Union[str, bytes], device: str = 'cpu', threads: Optional
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # no warnings about initializers / shape inference
-    # ONNX Runtime's pool threads otherwise spin on the cores for a while after each run,
-    # taking them from whatever runs next (PyTorch in an interleaved benchmark, the rest of
-    # a pipeline): on 2 cores that made the next PyTorch call several times slower
+    # spinning pool threads slow whatever runs next (docs/deployment.md)
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     if providers is None:
         providers = ['CPUExecutionProvider']
@@ -184,12 +171,17 @@ def ort_session(model: Union[str, bytes], device: str = 'cpu', threads: Optional
 
 
 class Sessions:
-    """A model file compiled once per thread count: ``threads=None`` follows torch's current
-    setting at each call (so ``torch.set_num_threads`` and the benchmark's thread groups apply
-    to the runtime too), a number fixes it. ``resize_mode``: of a segmentor's graph cut before
-    its final resize (``low_resolution``, ``seg_postprocess``), the removed resize's coordinate
-    mode (None: nothing removed). Subclasses ``compile`` for n threads and ``infer`` a feed."""
+    """A model file compiled once per thread count (``threads=None``: torch's setting at each
+    call). ``resize_mode``: the coordinate mode of the final resize cut off a segmentor's graph
+    (``low_resolution``; None: nothing cut). Subclasses ``read`` the file, ``compile`` it for n
+    threads, give its input and output ``names`` and ``infer`` a feed."""
     resize_mode = None
+
+    def __init__(self, path: str, threads: Optional[int] = None, low_resolution: bool = False):
+        self.path, self.threads, self._compiled = os.fspath(path), threads, {}
+        self.model = self.read(low_resolution)
+        self.input_names, self.output_names = self.names(self.compiled())
+        self.input_name = self.input_names[0]
 
     def compiled(self):
         n = self.threads or torch.get_num_threads()
@@ -208,18 +200,19 @@ class OnnxSessions(Sessions):
 
     def __init__(self, onnx_file: str, device: str = 'cpu', threads: Optional[int] = None,
                  low_resolution: bool = False):
-        self.onnx_file, self.device, self.threads = os.fspath(onnx_file), device, threads
-        self.model, self._compiled = self.onnx_file, {}
-        if low_resolution:
-            import onnx
-            graph = onnx.load(self.onnx_file)
-            self.resize_mode = cut_final_resize_onnx(graph)
-            if self.resize_mode is not None:
-                self.model = graph.SerializeToString()
-        first = self.compiled()
-        self.input_names = [i.name for i in first.get_inputs()]
-        self.input_name = self.input_names[0]
-        self.output_names = [o.name for o in first.get_outputs()]
+        self.device = device
+        super().__init__(onnx_file, threads, low_resolution)
+
+    def read(self, low_resolution: bool):
+        if not low_resolution:
+            return self.path
+        import onnx
+        graph = onnx.load(self.path)
+        self.resize_mode = cut_final_resize_onnx(graph)
+        return self.path if self.resize_mode is None else graph.SerializeToString()
+
+    def names(self, session):
+        return [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
 
     def compile(self, threads: int):
         return ort_session(self.model, self.device, threads)

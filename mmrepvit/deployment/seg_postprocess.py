@@ -1,20 +1,8 @@
-"""A segmentor's post-processing without its full-size logit maps: the same classes as mmseg's
-(logits resized to the padded input, padding cropped, resized to the original image, argmax),
-computed tile by tile from the decode head's low-resolution logits.
-
-mmseg materialises K class maps at the full input size and again at the original size and
-then takes the argmax: with 150 classes at 512x512 that is memory-bound work no int8 or bf16
-kernel speeds up. The argmax cannot move before the resize (the argmax of interpolated logits
-is not the interpolation of argmaxes), but bilinear resizing is linear, so both resizes are
-one matrix per axis (``resize_matrix``): full logits = ``Ay @ L @ Ax.T`` per class. Here they
-are formed a tile of rows at a time (the low rows it reads resized along the width, then
-along the height) and reduced to classes at once, in buffers reused from tile to tile, with
-the classes as the innermost axis: the full maps never exist. The logits equal mmseg's up
-to float rounding; tests check that the class maps are equal.
-
-``upscale_argmax`` is the same idea in the fixed shapes an ExecuTorch program takes (no
-loops): for a whole-number scale it decides most pixels from the four low pixels around
-them and computes only the class boundaries over all classes.
+"""A segmentor's post-processing without its full-size logit maps: the classes of mmseg's
+(resize to the padded input, padding crop, resize to the original image, argmax) from the
+decode head's low-resolution logits, tile by tile (``resize_argmax``), or in the fixed shapes
+of an ExecuTorch program (``upscale_argmax``); bilinear resizing is one matrix per axis
+(``resize_matrix``). docs/deployment.md explains both.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -106,14 +94,9 @@ def upscale_argmax(low: torch.Tensor, factor: int, exact_cells: float = EXACT_CE
     """Classes (factor * h, factor * w) of ``low`` (h, w, K) logits resized by a whole
     ``factor`` (bilinear, half-pixel) and reduced by argmax, in fixed shapes for a program.
 
-    Each output pixel mixes the logits of the four low pixels around it (its cell). Its class
-    is the best of those four pixels' own best classes unless another class could win:
-    no other class exceeds a pixel's second-best logit there, so where the best candidate
-    beats the same mix of second-best logits the answer is exact. The cells where it does
-    not (class boundaries), up to ``exact_cells`` of them, are computed over all K classes;
-    past that share the candidates decide (on the demo's trained model no cell needed it).
-    The full-size logits never exist: a program spends on the low-resolution map and the
-    boundary cells what the K x H x W resize, its layout changes and argmax would cost."""
+    A pixel's class is the best of its cell's four low pixels' best classes wherever that
+    beats the same mix of their second-best logits (then exact); the other cells (class
+    boundaries), up to ``exact_cells`` of them, are computed over all K classes."""
     h, w, k = low.shape
     n = (h + 1) * (w + 1)
     # cell (i, j) lies between low rows i - 1, i and columns j - 1, j, clamped to the map as
@@ -150,9 +133,8 @@ def upscale_argmax(low: torch.Tensor, factor: int, exact_cells: float = EXACT_CE
 
 def cell_mix(factor: int) -> torch.Tensor:
     """(factor^2, 4): the weights of a cell's four corners (top-left, top-right, bottom-left,
-    bottom-right) at each of its output pixels, row-major: along one axis, the rows of
-    ``resize_matrix(2, 2 * factor)`` that fall between its two inputs (the cell's pixels
-    start ``factor // 2`` past its first corner's)."""
+    bottom-right) at each of its output pixels, row-major: per axis the rows of
+    ``resize_matrix(2, 2 * factor)`` between its two inputs (from ``factor // 2`` on)."""
     axis = resize_matrix(2, 2 * factor)[factor // 2:factor // 2 + factor]  # (factor, 2)
     return (axis[:, None, :, None] * axis[None, :, None, :]).reshape(factor * factor, 4).float()
 
