@@ -1,19 +1,16 @@
 #!/usr/bin/env python
 """Export a segmentor or a detector (RetinaNet-like, Mask R-CNN) as an ExecuTorch app program
-(.pte, XNNPACK: a uint8 RGB image [H, W, 3] in, as a phone camera or bitmap gives it; the
-class map, or the detections and masks, out), or a fused backbone / its ImageNet classifier
-(a normalised float32 image (1, 3, H, W) in), then run the program through ExecuTorch's
-runtime against PyTorch; exit status 1 if a float32 program's classes, detections, masks (or
-features) differ. The contract (layout, sizes, classes, precision, config) is stored as
-constant methods an app reads (docs/deployment.md, "On the device").
+(.pte, XNNPACK: a uint8 RGB image [H, W, 3] in, the config's test-time resize and
+normalisation inside), or a fused backbone / its ImageNet classifier, then run the program
+through ExecuTorch's runtime against PyTorch; exit status 1 if a float32 program's classes,
+detections, masks (or features) differ (docs/deployment.md, "On the device").
 
   python tools/export_executorch.py configs/fpn_repvit_m1_1_ade20k.py fpn_m1_1.pte \\
       --checkpoint fpn_m1_1.pth --int8 fpn_m1_1_int8.pte --calib-images 32
   python tools/export_executorch.py m1_1 repvit_m1_1.pte [--classifier]
 
-A detector program takes images of the aspect ratio of --size H W, at any resolution in its
-range. --int8 PATH also writes an int8 program (calibrated on --calib-images images of the
-config's val set); its accuracy: python tools/test.py CONFIG PATH --runtime executorch.
+A detector program takes images of the aspect ratio of --size H W. An int8 program's
+accuracy: python tools/test.py CONFIG PATH --runtime executorch.
 """
 import json
 import os

@@ -57,8 +57,7 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
              (torch.minimum(y2[:, None], y2) - torch.maximum(y1[:, None], y1)).clamp(min=0))
     # 0 where the union is 0 (two empty boxes), as mmcv's 0 / 0 compares false
     iou = inter / (area[:, None] + area - inter).clamp(min=1e-12)
-    # [i, j] 1.0 where i, before j, overlaps it: (iou > threshold) as float arithmetic, which
-    # XNNPACK runs (a bool-to-float conversion is a slow portable kernel)
+    # [i, j] 1.0 where i (before j) overlaps j: float arithmetic, not a slow bool conversion
     over = (iou - iou_threshold).clamp(0, 1).ceil().triu(1)
     allowed = valid.to(boxes.dtype)[None]
     keep = previous = allowed
@@ -252,7 +251,12 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
     (uint8 RGB HWC images)."""
     require_executorch()
     cfg = load_target_config(config, cfg_options)
-    low, high = detector_size_range(export_size, fixed, min_size, max_size)
+    if fixed:
+        low, high = list(export_size), list(export_size)
+    else:
+        low = [-(-side // 2) if min_size is None else min_size for side in export_size]
+        high = [side if max_size is None else max_size for side in export_size]
+        check_size_range(low, high, export_size)
     model = load_model(config, checkpoint, cfg_options) if model is None else \
         fuse_model(model.eval())
     steps = detector_image_steps(cfg)
@@ -280,18 +284,6 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
                 checks=compare_programs(path, model, reference,
                                         [synthetic_image(size, seed)
                                          for seed, size in enumerate(sizes)]))
-
-
-def detector_size_range(export_size: Sequence[int], fixed: bool, min_size: Optional[int],
-                        max_size: Optional[int]) -> Tuple[list, list]:
-    """The smallest and largest (height, width) a detector program takes (see
-    ``export_detector_program``); ValueError if ``export_size`` is outside them."""
-    if fixed:
-        return list(export_size), list(export_size)
-    low = [-(-side // 2) if min_size is None else min_size for side in export_size]
-    high = [side if max_size is None else max_size for side in export_size]
-    check_size_range(low, high, export_size)
-    return low, high
 
 
 def same_resize_size(contract: Dict, size: Sequence[int]) -> Optional[Tuple[int, int]]:

@@ -145,8 +145,7 @@ class SegmentorApp(nn.Module):
         factor = size[0] // low.shape[1] if same_size(size, (net_h, net_w)) else 0
         if (not self.binary and not self.align_corners and same_size((net_h, net_w), (h, w))
                 and same_size(size, (low.shape[1] * factor, low.shape[2] * factor))):
-            # a fixed size with no padding to crop, no second resize, a whole-number scale:
-            # the full-size logits need not exist
+            # fixed size, no padding or second resize, whole-number scale: no full-size logits
             return upscale_argmax(low[0], factor).to(torch.int32)
         logits = F.interpolate(low.permute(0, 3, 1, 2), size=size, mode='bilinear',
                                align_corners=self.align_corners)
@@ -157,8 +156,7 @@ class SegmentorApp(nn.Module):
                                    align_corners=self.align_corners)
         if self.binary:
             return (logits[0, 0].sigmoid() > self.threshold).to(torch.int32)
-        # classes last: the argmax reads each pixel's logits contiguously (over the classes
-        # axis of the (1, K, H, W) logits it took 5x as long)
+        # classes last: each pixel's logits contiguous for the argmax (5x faster than over K)
         return logits.permute(0, 2, 3, 1).argmax(-1)[0].to(torch.int32)
 
 
@@ -167,8 +165,7 @@ def lower(exported, constants: Dict) -> bytes:
     bytes of a ``.pte`` file."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
-    # the edge dialect's checker refuses torch.sym_min / sym_max (the keep-ratio resize's
-    # sizes), which ExecuTorch's emitter maps to its own size operators
+    # the edge checker refuses torch.sym_min / sym_max, which the emitter maps to size ops
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
                                        constant_methods=constants,
                                        compile_config=EdgeCompileConfig(
@@ -409,8 +406,7 @@ def check_program(path: str, module: nn.Module, inputs: Sequence[torch.Tensor],
     of ``inputs``: per input its size and the outputs' agreement (class maps: the fraction of
     equal elements; float: the largest absolute difference), and with ``time_repeats`` both
     timed interleaved (``timing``: median / best ms, the per-round speed-up)."""
-    program, _ = load_program(path)
-    forward = program.load_method('forward')
+    forward = load_program(path)[0].load_method('forward')
     checks = []
     for x in inputs:
         with torch.no_grad():

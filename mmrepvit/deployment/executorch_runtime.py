@@ -69,9 +69,7 @@ def image_steps(cfg) -> Dict:
             if step.get('scale') is None or step.get('scale_factor') is not None:
                 raise ValueError(f'test pipeline step {dict(step)}: the app program takes a '
                                  f'Resize with a scale (and no scale_factor)')
-            scale = step['scale']
-            if isinstance(scale, int):
-                scale = (scale, scale)
+            scale = (step['scale'], ) * 2 if isinstance(step['scale'], int) else step['scale']
             if step.get('keep_ratio', False):
                 resizes.append(('keep_ratio', max(scale), min(scale)))
             else:
