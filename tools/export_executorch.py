@@ -29,7 +29,7 @@ def parse_args(argv=None):
     parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'),
                         help='the example size traced (default 256 320; backbones 224 224)')
     parser.add_argument('--fixed', action='store_true', help='segmentors and detectors: a '
-                        'program of the --size only')
+                        'program of the --size only (smaller and faster on a phone)')
     parser.add_argument('--classifier', action='store_true', help='backbones: the ImageNet '
                         'classifier (logits) instead of the feature maps')
     parser.add_argument('--check-size', nargs=2, type=int, action='append', metavar=('H', 'W'),

@@ -298,10 +298,8 @@ def same_resize_size(contract: Dict, size: Sequence[int]) -> Optional[Tuple[int,
 
 def roi_features(feats, boxes: torch.Tensor, extractor: nn.Module, grid: int) -> torch.Tensor:
     """What mmdet's ``SingleRoIExtractor`` (mmcv's average RoIAlign) gives for ``boxes``
-    (K, 4) of the one image: (K, C, out_h, out_w). Each box's level (``map_roi_levels``),
-    its window of the level's map gathered from the levels' maps (one (pixels, C) table),
-    then ``Wy @ window @ Wx^T`` (``axis_weights``, shared with the training layer
-    ``models.layers.roi_align``)."""
+    (K, 4) of the one image: (K, C, out_h, out_w), as each box's window of its level's map
+    gathered from one (pixels, C) table, then ``Wy @ window @ Wx^T`` (``axis_weights``)."""
     layer = extractor.roi_layers[0]
     (out_h, out_w), strides = layer.output_size, extractor.featmap_strides
     feats = feats[:len(strides)]
@@ -334,10 +332,8 @@ def roi_features(feats, boxes: torch.Tensor, extractor: nn.Module, grid: int) ->
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
                 threshold: float) -> torch.Tensor:
     """mmdet's ``_do_paste_mask``: mask probabilities (N, M, M) resampled into ``boxes``
-    (N, 4) of a ``height`` x ``width`` image (``grid_sample``, bilinear, zeros outside,
-    align_corners=False) and thresholded (>= ``threshold``): bool (N, height, width), the
-    comparison's own output (converting that many pixels to another type is a slow
-    portable kernel)."""
+    (N, 4) of a ``height`` x ``width`` image (``grid_sample``'s bilinear weights) and
+    thresholded: the comparison's own bool output (a type conversion would be slow)."""
 
     def weights(low, high, length, size):  # (N, length, size): the bilinear weights
         pixel = torch.arange(length, dtype=boxes.dtype, device=boxes.device) + 0.5
@@ -465,7 +461,7 @@ def detector_app(detector: nn.Module, steps: Dict, nms_candidates: int,
 class DetectorProgram(ExecuTorchSessions):
     """A detector app program, run by ``executorch.runtime``: called with a uint8 RGB image
     [H, W, 3], returns its detections by name (``DETECTOR_OUTPUTS``), padding cut off.
-    ``contract``: the program's contract (``executorch_runtime.read_contract``)."""
+    ``contract``: the program's contract (``executorch_runtime.load_program``)."""
 
     def __init__(self, path: str):
         super().__init__(path)
@@ -497,11 +493,9 @@ def mmdet_detections(detector: nn.Module, app: DetectorApp,
 def compare_programs(path: str, detector: nn.Module, app: DetectorApp,
                      images: Sequence[torch.Tensor], box_tol: Optional[float] = None,
                      score_tol: Optional[float] = None) -> list:
-    """Run the program at ``path`` (``executorch.runtime``) and mmdet's prediction
-    (``mmdet_detections``) on each image; per image its size, whether the program's NMS
-    converged and ``compare.compare_detections``'s report (default tolerances: the ONNX
-    export's; the box tolerance holds on the network's input, so it grows with an image
-    larger than that: boxes in its pixels are scaled up by as much)."""
+    """Run the program at ``path`` and mmdet's prediction (``mmdet_detections``) on each
+    image: per image its size, whether the program's NMS converged and ``compare_detections``'s
+    report (default tolerances: the ONNX export's, the box one scaled up with the image)."""
     run = DetectorProgram(path)
     resized = run.contract.get('resized_size') or run.contract['max_size']
     checks = []

@@ -160,19 +160,6 @@ class SegmentorApp(nn.Module):
         return logits.permute(0, 2, 3, 1).argmax(-1)[0].to(torch.int32)
 
 
-def lower(exported, constants: Dict) -> bytes:
-    """An exported program lowered to XNNPACK, with ``constants`` as constant methods: the
-    bytes of a ``.pte`` file."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
-    # the edge checker refuses torch.sym_min / sym_max, which the emitter maps to size ops
-    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
-                                       constant_methods=constants,
-                                       compile_config=EdgeCompileConfig(
-                                           _check_ir_validity=False))
-    return edge.to_executorch().buffer
-
-
 def export_module(module: nn.Module, example: torch.Tensor,
                   dynamic_axes: Optional[Dict[int, Tuple]] = None):
     """``torch.export`` of ``module`` (one tensor in) with the axes of ``dynamic_axes``
@@ -279,12 +266,19 @@ def check_precision(precision: str) -> str:
 
 
 def write_program(path: str, exported, **contract) -> Dict:
-    """Lower ``exported`` with ``contract`` (and ``contract_version``) as constant methods
-    (``lower``) and write the program to ``path``; returns the contract."""
+    """Write ``exported`` lowered to XNNPACK to ``path``, ``contract`` (and
+    ``contract_version``) as constant methods; returns the contract."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
     contract = dict(contract_version=CONTRACT_VERSION, **contract)
+    # the edge checker refuses torch.sym_min / sym_max, which the emitter maps to size ops
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
+                                       constant_methods=contract,
+                                       compile_config=EdgeCompileConfig(
+                                           _check_ir_validity=False))
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'wb') as f:
-        f.write(lower(exported, contract))
+        f.write(edge.to_executorch().buffer)
     return contract
 
 

@@ -102,7 +102,8 @@ LIST_ENTRIES = ('min_size', 'max_size', 'resized_size', 'output_names', 'class_n
 
 def load_program(path: str):
     """The ExecuTorch program in ``path`` (an ``executorch.runtime.Program``) and its
-    contract; ValueError naming the file if it is unreadable or carries no contract."""
+    contract (every constant method's value); ValueError naming the file if it is unreadable
+    or carries no contract."""
     require_executorch()
     from executorch.runtime import Runtime
     path = os.fspath(path)
@@ -117,11 +118,6 @@ def load_program(path: str):
         raise ValueError(f'{path!r} is not a readable ExecuTorch program ({os.path.getsize(path)} '
                          f'bytes; {type(error).__name__}: {error}): truncated or not a .pte; '
                          f'export one with tools/export_executorch.py') from error
-    return program, read_contract(program, path)
-
-
-def read_contract(program, path: str = 'the program') -> Dict:
-    """The contract of a loaded program: every constant method's value."""
     names = program.method_names
     missing = [n for n in ('contract_version', 'kind', 'output_names') if n not in names]
     if missing:
@@ -132,7 +128,7 @@ def read_contract(program, path: str = 'the program') -> Dict:
     for name in sorted(names - {'forward'}):
         value = list(program.load_method(name).execute([]))
         contract[name] = value if name in LIST_ENTRIES else value[0]
-    return contract
+    return program, contract
 
 
 _LOADED = []  # whether this process has loaded a program (then the pool stays as it is)
