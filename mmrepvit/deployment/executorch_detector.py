@@ -233,8 +233,7 @@ def select(boxes, scores, labels, cfg, nms_candidates: int, nms_iterations: int)
 def export_detector_program(config: str, path: str, checkpoint: Optional[str] = None,
                             precision: str = 'f32', calib_images: int = 32,
                             export_size: Tuple[int, int] = (800, 1216),
-                            cfg_options: Optional[dict] = None,
-                            model: Optional[nn.Module] = None,
+                            cfg_options: Optional[dict] = None, model: Optional[nn.Module] = None,
                             calibration: Optional[Iterable[torch.Tensor]] = None,
                             nms_candidates: int = DEFAULT_NMS_CANDIDATES,
                             nms_iterations: int = DEFAULT_NMS_ITERATIONS,
@@ -278,22 +277,21 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
                              max_detections=app.cfg.max_per_img,
                              nms_candidates=nms_candidates, nms_iterations=nms_iterations,
                              **app_contract(config, cfg, model, precision, steps))
-    sizes = [export_size] + [size for size in [same_resize_size(contract, export_size)]
-                             if size is not None]
+    sizes = [export_size] + same_resize_sizes(contract, export_size)
     return dict(path=path, contract=contract,
                 checks=compare_programs(path, model, reference,
                                         [synthetic_image(size, seed)
                                          for seed, size in enumerate(sizes)]))
 
 
-def same_resize_size(contract: Dict, size: Sequence[int]) -> Optional[Tuple[int, int]]:
+def same_resize_sizes(contract: Dict, size: Sequence[int]) -> list:
     """A size other than ``size`` that the program of ``contract`` takes (the same
-    keep-ratio resize, within its size range), or None."""
+    keep-ratio resize, within its size range), in a list; none: an empty list."""
     for num, den in ((2, 1), (1, 2), (3, 2), (2, 3), (4, 3), (3, 4)):
         other = tuple(-(-side * num // den) for side in size)
         if fits_contract(contract, other):
-            return other
-    return None
+            return [other]
+    return []
 
 
 def roi_features(feats, boxes: torch.Tensor, extractor: nn.Module, grid: int) -> torch.Tensor:

@@ -314,11 +314,9 @@ def check_size_range(min_size, max_size, example: Sequence[int]) -> None:
 
 def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] = None,
                              precision: str = 'f32', calib_images: int = 32,
-                             min_size: int = DEFAULT_MIN_SIZE,
-                             max_size: int = DEFAULT_MAX_SIZE,
+                             min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE,
                              export_size: Tuple[int, int] = (256, 320),
-                             cfg_options: Optional[dict] = None,
-                             model: Optional[nn.Module] = None,
+                             cfg_options: Optional[dict] = None, model: Optional[nn.Module] = None,
                              calibration: Optional[Iterable[torch.Tensor]] = None,
                              check_sizes: Optional[Sequence[Tuple[int, int]]] = None,
                              time_repeats: int = 0, fixed: bool = False) -> Dict:
