@@ -1,29 +1,16 @@
 #!/usr/bin/env python
 """Export a segmentor or a detector (RetinaNet-like, Mask R-CNN) as an ExecuTorch app program
-(.pte, XNNPACK), or a fused backbone / its ImageNet classifier, then run the program through
-ExecuTorch's runtime against PyTorch; exit status 1 if a float32 program's classes,
-detections, masks (or features) differ.
+(.pte, XNNPACK: a uint8 RGB image [H, W, 3] in, the config's test-time resize and
+normalisation inside), or a fused backbone / its ImageNet classifier, then run the program
+through ExecuTorch's runtime against PyTorch; exit status 1 if a float32 program's classes,
+detections, masks (or features) differ (docs/deployment.md, "On the device").
 
   python tools/export_executorch.py configs/fpn_repvit_m1_1_ade20k.py fpn_m1_1.pte \\
       --checkpoint fpn_m1_1.pth --int8 fpn_m1_1_int8.pte --calib-images 32
   python tools/export_executorch.py m1_1 repvit_m1_1.pte [--classifier]
 
-Segmentor program: uint8 RGB image [H, W, 3] in (what a phone camera or bitmap gives), int32
-class map [H, W] out, at the image's own size. Detector program: the same image in; boxes in
-the image's pixels, scores, labels, their count (and Mask R-CNN's masks at the image size)
-out, for images of the aspect ratio of --size H W (those the test pipeline resizes to what
-it makes of that size), any resolution in the range.
-The config's test-time resize and normalisation run inside (docs/deployment.md, "On the
-device"). Backbone program: a normalised float32 image (1, 3, H, W) in, feature maps (or
-ImageNet logits) out. H and W are dynamic within --min-size and --max-size (default 64 and
-1024; detectors: from half the --size to it); --fixed gives a program of the --size only (a
-segmentor's needs no full-size logits where the test pipeline keeps that size: smaller and
-faster on a phone). The contract (layout, sizes, classes, precision, config) is stored as
-constant methods an app reads.
-
---int8 PATH also writes an int8 program (XNNPACK post-training quantisation, calibrated on
---calib-images images of the config's val set); its accuracy: python tools/test.py CONFIG
-PATH --runtime executorch.
+A detector program takes images of the aspect ratio of --size H W. An int8 program's
+accuracy: python tools/test.py CONFIG PATH --runtime executorch.
 """
 import json
 import os
@@ -42,7 +29,7 @@ def parse_args(argv=None):
     parser.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'),
                         help='the example size traced (default 256 320; backbones 224 224)')
     parser.add_argument('--fixed', action='store_true', help='segmentors and detectors: a '
-                        'program of the --size only')
+                        'program of the --size only (smaller and faster on a phone)')
     parser.add_argument('--classifier', action='store_true', help='backbones: the ImageNet '
                         'classifier (logits) instead of the feature maps')
     parser.add_argument('--check-size', nargs=2, type=int, action='append', metavar=('H', 'W'),
@@ -65,32 +52,28 @@ def main(argv=None):
     torch.set_num_threads(args.threads)  # and ExecuTorch's, when it loads the program
     sides = {name: value for name, value in (('min_size', args.min_size),
                                              ('max_size', args.max_size)) if value is not None}
-    sizes = dict(sides, time_repeats=args.time,
-                 check_sizes=[tuple(s) for s in args.check_size] if args.check_size else None)
-    reports = []
+    checks = dict(time_repeats=args.time,
+                  check_sizes=[tuple(s) for s in args.check_size] if args.check_size else None)
     say = (lambda *a: None) if args.json else print
     if kind == 'backbone':
         say(f'exporting {args.target} (torch.export, lowering to XNNPACK: a minute or more)')
-        reports.append(etp.export_backbone_program(
+        reports = [etp.export_backbone_program(
             args.target, args.out, args.classifier, args.checkpoint,
-            export_size=tuple(args.size or (224, 224)), **sizes))
+            export_size=tuple(args.size or (224, 224)), **sides, **checks)]
     else:
         size = tuple(args.size or ((800, 1216) if kind == 'mmdet' else (256, 320)))
+        export, options = ((etd.export_detector_program, {}) if kind == 'mmdet' else
+                           (etp.export_segmentor_program, checks))
+        reports = []
         for path, precision in [(args.out, 'f32')] + ([(args.int8, 'int8')] if args.int8
                                                        else []):
             say(f'exporting {args.target} as a {precision} app program (torch.export'
                 f'{", calibrating on val images" if precision == "int8" else ""}, lowering '
                 f'to XNNPACK: minutes)')
-            if kind == 'mmdet':
-                reports.append(etd.export_detector_program(
-                    args.target, path, args.checkpoint, precision, args.calib_images,
-                    export_size=size, cfg_options=args.cfg_options, fixed=args.fixed,
-                    **sides))
-            else:
-                reports.append(etp.export_segmentor_program(
-                    args.target, path, args.checkpoint, precision, args.calib_images,
-                    export_size=size, cfg_options=args.cfg_options, fixed=args.fixed,
-                    **sizes))
+            reports.append(export(args.target, path, args.checkpoint, precision,
+                                  args.calib_images, export_size=size,
+                                  cfg_options=args.cfg_options, fixed=args.fixed, **sides,
+                                  **options))
     for report in reports:
         say_report(say, report)
     passed = all(passes(c, r['contract']['precision']) for r in reports for c in r['checks'])

@@ -1,46 +1,9 @@
-"""ExecuTorch app programs for detectors: "image in, detections out".
-
-A RetinaNet-like detector (a dense anchor head scored per class by a sigmoid, as
-``export.DetectorWithImageShape.dense_detections`` describes) becomes one program
-(``DenseDetectorApp``) that takes the image exactly as an app holds it, **uint8 RGB in HWC
-layout, [H, W, 3]**, and does inside what the config's test pipeline and mmdet do:
-
-- the test pipeline's keep-ratio ``Resize`` and the data preprocessor's normalisation and
-  padding (``executorch_program.image_steps``, as the segmentor's app program does them);
-- the network (backbone and neck) and the dense head, each level's maps (what an int8
-  program quantises, each apart: ``DetectorApp.int8_parts``);
-- mmdet's post-processing: per FPN level the best ``nms_pre`` (anchor, class) pairs above
-  ``score_thr``, their boxes decoded and clipped to the resized image, rescaled to the
-  original image's pixels, boxes of ``min_bbox_size`` or less dropped, NMS per class
-  (``greedy_nms``) and the best ``max_per_img`` kept.
-
-A Mask R-CNN becomes ``MaskRCNNApp`` (below) (masks out too); ``detector_app``
-picks the app by the model.
-
-A program takes images of one aspect ratio at any resolution in its range (``min_size`` to
-``max_size``): those that the test pipeline's keep-ratio Resize makes one size, its
-``resized_size`` (what it makes of the export size). It resizes every image to that size,
-so the network and the post-processing have fixed shapes (``FIXED_SIZE_REASON``: why not
-any size). ``check_input_size`` refuses an image of another aspect ratio; given to the
-runtime directly, it would be stretched: an app exports one program per camera aspect
-ratio, or pads its image to one first.
-
-Outputs (fixed size, N = ``max_per_img``): ``boxes`` float32 [N, 4] (x1, y1, x2, y2 in the
-original image's pixels), ``scores`` float32 [N], ``labels`` int32 [N] and
-``num_detections`` int32 [1]. Rows are sorted by score; rows from ``num_detections`` on are
-padding: box 0, score 0, label -1.
-
-NMS is plain tensor arithmetic (no torchvision or mmcv op): the best ``nms_candidates``
-pairs over all levels, the IoU matrix of their class-offset boxes (as mmcv's
-``batched_nms``), and exact greedy suppression reached by a fixed-point iteration
-(``greedy_nms``). ExecuTorch 1.5.1 rejects ``torch.while_loop`` ("Unsupported control flow
-operator: while_loop"), so the iteration is unrolled ``nms_iterations`` times; the program
-also reports whether it had converged (``nms_converged``, int32 [1]: 1 when the suppression
-is exactly greedy NMS's).
-"""
-import json
+"""ExecuTorch app programs for detectors, "image in, detections out": a uint8 RGB [H, W, 3]
+image of one aspect ratio, resized inside to the one size the network takes, mmdet's
+test-time post-processing (NMS included) in fixed-size tensor arithmetic. ``detector_app``
+picks ``DenseDetectorApp`` (RetinaNet-like) or ``MaskRCNNApp``; docs/deployment.md,
+"Detectors on the device", describes inputs, outputs and limits."""
 import math
-import os.path as osp
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
@@ -53,63 +16,48 @@ from ..models.layers.roi_align import axis_weights, tent
 from .compare import BOX_TOL, SCORE_TOL, compare_detections
 from .executorch_program import (
     SegmentorApp,
-    _write,
+    app_contract,
     check_precision,
     check_size_range,
-    class_names,
     export_module,
-    lower,
     network_graph,
     observed_module,
     quantized,
     resize_image,
     synthetic_image,
     val_images,
+    write_program,
 )
 from .executorch_runtime import (
-    CONTRACT_VERSION,
-    check_input_size,
+    ExecuTorchSessions,
     cut_padding,
     detector_image_steps,
     fits_contract,
     keep_ratio_size,
-    load_program,
     require_executorch,
 )
 from .export import load_model
 
 DETECTOR_OUTPUTS = ['boxes', 'scores', 'labels', 'num_detections', 'nms_converged']
 # the best (anchor, class) pairs over all levels that enter NMS, and the unrolled iterations
-# of its fixed point (measured on RetinaNet outputs: docs/deployment.md)
+# of its fixed point (ExecuTorch 1.5.1 rejects torch.while_loop; docs/deployment.md)
 DEFAULT_NMS_CANDIDATES = 1000
 DEFAULT_NMS_ITERATIONS = 12
-# why a detector program's network takes one size (measured with torch 2.13, ExecuTorch 1.5.1)
-FIXED_SIZE_REASON = (
-    'torch.export of the tiny RetinaNet app with dynamic height and width took 232 s (2.7 s '
-    'fixed) and lowering it did not end within 3 minutes (38 s fixed); the keep-ratio '
-    'resize\'s torch.sym_min / sym_max, besides, are not ExecuTorch operators (lowering fails '
-    'on them unless the size range decides them)')
 
 
 def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
                iterations: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Greedy NMS of ``boxes`` [M, 4] sorted best first (``valid`` [M] bool: candidates):
-    which are kept, and whether the result is exact.
-
-    Greedy NMS keeps box j iff no kept box before it overlaps it by IoU >
-    ``iou_threshold`` (mmcv's rule). That is the one fixed point of
-    ``keep = valid & no kept i < j with over[i, j]``; iterating from ``keep = valid`` makes
-    one more box of every suppression chain right per step, so after ``iterations`` steps it
-    is exact if the last step changed nothing (the second output). Each step is one
-    vector-matrix product, the IoU matrix element-wise arithmetic."""
+    which are kept, and whether the result is exact. Iterates ``keep = valid & no kept i < j
+    overlaps j`` (mmcv's rule's one fixed point) from ``keep = valid``: exact if the last of
+    ``iterations`` steps changed nothing."""
     x1, y1, x2, y2 = boxes.unbind(1)
     area = (x2 - x1) * (y2 - y1)
     inter = ((torch.minimum(x2[:, None], x2) - torch.maximum(x1[:, None], x1)).clamp(min=0) *
              (torch.minimum(y2[:, None], y2) - torch.maximum(y1[:, None], y1)).clamp(min=0))
     # 0 where the union is 0 (two empty boxes), as mmcv's 0 / 0 compares false
     iou = inter / (area[:, None] + area - inter).clamp(min=1e-12)
-    # [i, j] 1.0 where i, before j, overlaps it: (iou > threshold) as float arithmetic, which
-    # XNNPACK runs (a bool-to-float conversion is a slow portable kernel)
+    # [i, j] 1.0 where i (before j) overlaps j: float arithmetic, not a slow bool conversion
     over = (iou - iou_threshold).clamp(0, 1).ceil().triu(1)
     allowed = valid.to(boxes.dtype)[None]
     keep = previous = allowed
@@ -119,43 +67,30 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
     return keep[0] > 0.5, (keep == previous).all()
 
 
-class DetectorFeatures(nn.Module):
-    """Backbone and neck: normalised, padded image (1, 3, H, W) -> the FPN's maps. int8
-    quantises it apart from the heads (in one graph with the dense head, XNNPACK failed to
-    load the program: "XNNCompiler::compileModel failed")."""
+class Method(nn.Module):
+    """``owner``'s method ``name`` as a module of one tensor in, which int8 quantises apart:
+    the network (``extract_feat``; with the dense head in one graph XNNPACK failed to load the
+    program) or a dense head on one FPN map (``forward_single``, traced for every level)."""
 
-    def __init__(self, detector: nn.Module):
+    def __init__(self, owner: nn.Module, name: str):
         super().__init__()
-        self.detector = detector
+        self.owner, self.method = owner, name
 
     def forward(self, x):
-        return tuple(self.detector.extract_feat(x))
-
-
-class HeadPerLevel(nn.Module):
-    """A dense head (RetinaNet's, the RPN) on one FPN map, mmdet's ``forward_single``: one
-    tensor in, so that int8 quantises it on its own, traced once for every level's size."""
-
-    def __init__(self, head: nn.Module):
-        super().__init__()
-        self.head = head
-
-    def forward(self, x):
-        return self.head.forward_single(x)
+        return getattr(self.owner, self.method)(x)
 
 
 class DetectorApp(nn.Module):
     """What detector app programs share: the test pipeline's resize, normalisation and
-    padding (``prepare``), the network (``DetectorFeatures``), the dense head per level
-    (``per_level``), the final NMS's settings and int8 (``quantize``). ``outputs``: the names
-    of ``forward``'s outputs."""
+    padding (``prepare``), the network, the dense head per level (``per_level``), the final
+    NMS's settings and int8 (``quantize``). ``outputs``: the names of ``forward``'s outputs."""
 
     prepare = SegmentorApp.prepare
     outputs = DETECTOR_OUTPUTS
-    # what int8 quantises, each module apart: attribute -> traced with symbolic sizes.
-    # Heads in float32 left the int8 Mask R-CNN program slower than fused PyTorch (its RPN
-    # and mask head convolutions, its box head's fully connected layers: docs/deployment.md)
+    # what int8 quantises, each module apart: attribute -> traced with symbolic sizes (float32
+    # heads left the int8 Mask R-CNN program slower than fused PyTorch: docs/deployment.md)
     int8_parts = dict(network=False, per_level=True)
+    int8_network = None  # what wraps the network once it is int8 (``MaskRCNNApp``'s)
 
     def __init__(self, detector: nn.Module, steps: Dict, cfg, nms_candidates: int,
                  nms_iterations: int):
@@ -163,16 +98,11 @@ class DetectorApp(nn.Module):
         if nms_candidates < cfg.max_per_img:
             raise ValueError(f'nms_candidates={nms_candidates} is below max_per_img='
                              f'{cfg.max_per_img}')
-        self.network = DetectorFeatures(detector)
+        self.network = Method(detector, 'extract_feat')
         self.cfg, self.steps = cfg, steps
         self.nms_candidates, self.nms_iterations = nms_candidates, nms_iterations
         self.register_buffer('mean', torch.tensor(steps['mean']).view(1, 3, 1, 1))
         self.register_buffer('std', torch.tensor(steps['std']).view(1, 3, 1, 1))
-
-    @staticmethod
-    def int8_network(network: nn.Module) -> nn.Module:
-        """What the program runs as its network once ``network`` is the int8 one."""
-        return network
 
     def dense_outputs(self, feats):
         """The dense head on every FPN map: class scores and box deltas, a list each."""
@@ -201,13 +131,13 @@ class DetectorApp(nn.Module):
                 self(image)
         for name in self.int8_parts:
             setattr(self, name, quantized(getattr(self, name)))
-        self.network = self.int8_network(self.network)
+        if self.int8_network is not None:
+            self.network = self.int8_network(self.network)
 
 
 class DenseDetectorApp(DetectorApp):
     """A RetinaNet-like detector as an app calls it: uint8 RGB image [H, W, 3] -> boxes,
-    scores, labels, num_detections, nms_converged (module docstring). ``steps``:
-    ``detector_image_steps`` of the config."""
+    scores, labels, num_detections, nms_converged. ``steps``: ``detector_image_steps``."""
 
     def __init__(self, detector: nn.Module, steps: Dict,
                  nms_candidates: int = DEFAULT_NMS_CANDIDATES,
@@ -219,7 +149,7 @@ class DenseDetectorApp(DetectorApp):
                              f'anchor heads scored by a sigmoid (RetinaHead)')
         super().__init__(detector, steps, check_nms(head.test_cfg), nms_candidates,
                          nms_iterations)
-        self.head, self.per_level = head, HeadPerLevel(head)
+        self.head, self.per_level = head, Method(head, 'forward_single')
 
     def forward(self, image: torch.Tensor):
         h, w = image.shape[0], image.shape[1]
@@ -281,7 +211,7 @@ def valid_pairs(boxes, scores, cfg):
 def select(boxes, scores, labels, cfg, nms_candidates: int, nms_iterations: int):
     """mmdet's score threshold (``cfg.score_thr``, 0 without), minimum box size, NMS per
     class (label) and ``max_per_img`` over candidates, as fixed-size outputs: boxes, scores,
-    labels (int32), their count and whether NMS converged (module docstring)."""
+    labels (int32), their count and whether NMS converged."""
     scores, order = scores.topk(min(nms_candidates, scores.shape[0]))
     boxes, labels = boxes[order], labels[order]
     valid = valid_pairs(boxes, scores, cfg)
@@ -303,8 +233,7 @@ def select(boxes, scores, labels, cfg, nms_candidates: int, nms_iterations: int)
 def export_detector_program(config: str, path: str, checkpoint: Optional[str] = None,
                             precision: str = 'f32', calib_images: int = 32,
                             export_size: Tuple[int, int] = (800, 1216),
-                            cfg_options: Optional[dict] = None,
-                            model: Optional[nn.Module] = None,
+                            cfg_options: Optional[dict] = None, model: Optional[nn.Module] = None,
                             calibration: Optional[Iterable[torch.Tensor]] = None,
                             nms_candidates: int = DEFAULT_NMS_CANDIDATES,
                             nms_iterations: int = DEFAULT_NMS_ITERATIONS,
@@ -313,23 +242,21 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
     """Write the app program of the RetinaNet-like or Mask R-CNN detector of ``config``
     (``detector_app``) to ``path`` in ``precision``, for images that the test pipeline's
     keep-ratio resize makes what it makes ``export_size`` (height, width): one aspect ratio,
-    any resolution, each side from ``min_size`` to ``max_size`` (default: from half
-    ``export_size``'s to it: ExecuTorch plans memory for the largest, and Mask R-CNN's masks
-    are as large as the image); with ``fixed``, ``export_size`` alone (module docstring).
-    Returns its contract and ``checks``: how the program (run by ``executorch.runtime``)
-    compares with mmdet's prediction on synthetic images of ``export_size`` and of another
-    accepted size (``compare_programs``; int8 against the float32 model).
-
-    ``model``: this PyTorch detector, fused here, instead of one built from ``checkpoint``
-    (random weights with spread scores without either). int8: calibrated on
-    ``calib_images`` images of the config's validation set (``calibration``: these uint8 RGB
-    HWC images instead)."""
+    each side from ``min_size`` to ``max_size`` (default: half ``export_size``'s to it), or
+    with ``fixed`` ``export_size`` alone. Returns its contract and ``checks``
+    (``compare_programs`` at ``export_size`` and another size it takes; int8 against the
+    float32 model). ``model``: this detector (fused here) instead of one built from
+    ``checkpoint``. int8: calibrated on ``calib_images`` val images, or on ``calibration``
+    (uint8 RGB HWC images)."""
     require_executorch()
     cfg = load_target_config(config, cfg_options)
-    low, high = detector_size_range(export_size, fixed, min_size, max_size)
-    if model is None:
-        model = load_model(config, checkpoint, cfg_options)
+    if fixed:
+        low, high = list(export_size), list(export_size)
     else:
+        low = [-(-side // 2) if min_size is None else min_size for side in export_size]
+        high = [side if max_size is None else max_size for side in export_size]
+        check_size_range(low, high, export_size)
+    model = load_model(config, checkpoint, cfg_options) if model is None else \
         fuse_model(model.eval())
     steps = detector_image_steps(cfg)
     resized = keep_ratio_size(*export_size, *steps['resizes'][0][1:])
@@ -339,87 +266,38 @@ def export_detector_program(config: str, path: str, checkpoint: Optional[str] = 
     reference = detector_app(model, steps, nms_candidates, nms_iterations)
     example = torch.zeros(*export_size, 3, dtype=torch.uint8)
     if check_precision(precision) == 'int8':
-        if calibration is None:
-            calibration = val_images(cfg, calib_images)
+        calibration = val_images(cfg, calib_images) if calibration is None else calibration
         app.quantize([resize_image(image, export_size) for image in calibration])
     else:
         app.network = network_graph(app.network, app.prepare(example)[0])
-    contract = dict(contract_version=CONTRACT_VERSION, kind='detector', input_layout='HWC',
-                    input_dtype='uint8', input_channels='RGB', min_size=low, max_size=high,
-                    resized_size=list(resized), output_names=list(app.outputs),
-                    class_names=class_names(cfg, model), precision=precision,
-                    config_name=osp.basename(config), image_steps=json.dumps(steps),
-                    max_detections=app.cfg.max_per_img, nms_candidates=nms_candidates,
-                    nms_iterations=nms_iterations)
-    _write(path, lower(export_module(app, example, {
-        0: ('height', low[0], high[0]), 1: ('width', low[1], high[1])}), contract))
-    sizes = [export_size] + [size for size in [same_resize_size(contract, export_size)]
-                             if size is not None]
+    exported = export_module(app, example, {0: ('height', low[0], high[0]),
+                                            1: ('width', low[1], high[1])})
+    contract = write_program(path, exported, kind='detector', min_size=low, max_size=high,
+                             resized_size=list(resized), output_names=list(app.outputs),
+                             max_detections=app.cfg.max_per_img,
+                             nms_candidates=nms_candidates, nms_iterations=nms_iterations,
+                             **app_contract(config, cfg, model, precision, steps))
+    sizes = [export_size] + same_resize_sizes(contract, export_size)
     return dict(path=path, contract=contract,
                 checks=compare_programs(path, model, reference,
                                         [synthetic_image(size, seed)
                                          for seed, size in enumerate(sizes)]))
 
 
-def detector_size_range(export_size: Sequence[int], fixed: bool, min_size: Optional[int],
-                        max_size: Optional[int]) -> Tuple[list, list]:
-    """The smallest and largest (height, width) a detector program takes (see
-    ``export_detector_program``); ValueError if ``export_size`` is outside them."""
-    if fixed:
-        return list(export_size), list(export_size)
-    low = [-(-side // 2) if min_size is None else min_size for side in export_size]
-    high = [side if max_size is None else max_size for side in export_size]
-    check_size_range(low, high, export_size)
-    return low, high
-
-
-def same_resize_size(contract: Dict, size: Sequence[int]) -> Optional[Tuple[int, int]]:
+def same_resize_sizes(contract: Dict, size: Sequence[int]) -> list:
     """A size other than ``size`` that the program of ``contract`` takes (the same
-    keep-ratio resize, within its size range), or None."""
+    keep-ratio resize, within its size range), in a list; none: an empty list."""
     for num, den in ((2, 1), (1, 2), (3, 2), (2, 3), (4, 3), (3, 4)):
         other = tuple(-(-side * num // den) for side in size)
         if fits_contract(contract, other):
-            return other
-    return None
-
-
-# Mask R-CNN as an ExecuTorch app program (``MaskRCNNApp``): the uint8 RGB image [H, W, 3]
-# in, as ``DenseDetectorApp`` takes it, mmdet's test-time Mask R-CNN inside, in fixed-size
-# tensor arithmetic alone (no torchvision or mmcv operator, no data-dependent shape):
-#
-# - RPN: per FPN level the best ``rpn.nms_pre`` anchors, decoded and clipped; boxes of
-#   ``min_bbox_size`` or less dropped; NMS per level at ``rpn.nms.iou_threshold``
-#   (``greedy_nms``); the best ``rpn.max_per_img`` kept over all levels, that many rows
-#   (fewer where the levels hold fewer anchors; rows past the kept ones padding, never
-#   scored);
-# - RoIAlign for the box and the mask head (``roi_features``): mmdet's ``SingleRoIExtractor``
-#   level of each box (``finest_scale``) and mmcv's aligned average RoIAlign, as two matrix
-#   products per box over a window of its level's map (``axis_weights``);
-# - box head: every (proposal, class) pair with that class's own box, ``score_thr``, NMS per
-#   class, ``max_per_img`` (``executorch_detector.select``);
-# - mask head on the kept boxes, each box's class channel, sigmoid, pasted into the image as
-#   mmdet's ``_do_paste_mask`` does (``grid_sample``'s bilinear weights, written as two small
-#   matrix products) and thresholded at ``mask_thr_binary``.
-#
-# Outputs: ``DenseDetectorApp``'s (boxes in the image's pixels; ``nms_converged`` 1 when both
-# NMS are exact) and ``masks``, bool [max_per_img, H, W], true inside an instance (padding
-# rows all false).
-#
-# mmcv's RoIAlign with ``sampling_ratio=0`` samples each bin with ceil(bin size) points per
-# axis, a count that depends on the box; a program has a fixed count (``MaskRCNNApp.grids``:
-# ceil(2 * finest_scale / finest stride / output size)) and a fixed window (output size *
-# grid + 2 rows and columns), enough for boxes up to 28 feature pixels a side, as every
-# square box below the coarsest level is. A box needing more is sampled with that many
-# points per bin and axis (mmcv's fixed-ratio rule), interpolated between window rows spread
-# evenly over it: an approximation, for elongated and very large boxes alone.
+            return [other]
+    return []
 
 
 def roi_features(feats, boxes: torch.Tensor, extractor: nn.Module, grid: int) -> torch.Tensor:
     """What mmdet's ``SingleRoIExtractor`` (mmcv's average RoIAlign) gives for ``boxes``
-    (K, 4) of the one image: (K, C, out_h, out_w). Each box's level (``map_roi_levels``),
-    its window of the level's map gathered from the levels' maps (one (pixels, C) table),
-    then ``Wy @ window @ Wx^T`` (``axis_weights``, shared with the training layer
-    ``models.layers.roi_align``)."""
+    (K, 4) of the one image: (K, C, out_h, out_w), as each box's window of its level's map
+    gathered from one (pixels, C) table, then ``Wy @ window @ Wx^T`` (``axis_weights``)."""
     layer = extractor.roi_layers[0]
     (out_h, out_w), strides = layer.output_size, extractor.featmap_strides
     feats = feats[:len(strides)]
@@ -452,10 +330,8 @@ def roi_features(feats, boxes: torch.Tensor, extractor: nn.Module, grid: int) ->
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
                 threshold: float) -> torch.Tensor:
     """mmdet's ``_do_paste_mask``: mask probabilities (N, M, M) resampled into ``boxes``
-    (N, 4) of a ``height`` x ``width`` image (``grid_sample``, bilinear, zeros outside,
-    align_corners=False) and thresholded (>= ``threshold``): bool (N, height, width), the
-    comparison's own output (converting that many pixels to another type is a slow
-    portable kernel)."""
+    (N, 4) of a ``height`` x ``width`` image (``grid_sample``'s bilinear weights) and
+    thresholded: the comparison's own bool output (a type conversion would be slow)."""
 
     def weights(low, high, length, size):  # (N, length, size): the bilinear weights
         pixel = torch.arange(length, dtype=boxes.dtype, device=boxes.device) + 0.5
@@ -471,9 +347,8 @@ def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: in
 
 class FloatFeatures(nn.Module):
     """An int8 network whose float outputs pass a ``where`` (which XNNPACK does not take):
-    ExecuTorch 1.5.1's XNNPACK lowering failed (``KeyError: 'val'`` in
-    ``ChannelsLastTaggedReshapePass``) when the dequantised FPN maps left a partition that
-    also held the RPN head's convolutions, feeding the RoI gathers outside it."""
+    without it ExecuTorch 1.5.1's lowering failed (``KeyError: 'val'`` in
+    ``ChannelsLastTaggedReshapePass``)."""
 
     def __init__(self, quantized: nn.Module):
         super().__init__()
@@ -484,9 +359,8 @@ class FloatFeatures(nn.Module):
 
 
 class MaskRCNNApp(DetectorApp):
-    """A Mask R-CNN (two-stage detector with a mask head) as an app calls it: uint8 RGB
-    image [H, W, 3] -> boxes, scores, labels, num_detections, nms_converged, masks (module
-    docstring). ``steps``: ``detector_image_steps`` of the config."""
+    """A Mask R-CNN as an app calls it: uint8 RGB image [H, W, 3] -> ``DenseDetectorApp``'s
+    outputs and ``masks``. ``steps``: ``detector_image_steps`` of the config."""
 
     outputs = DETECTOR_OUTPUTS + ['masks']
     int8_network = FloatFeatures
@@ -508,10 +382,12 @@ class MaskRCNNApp(DetectorApp):
         super().__init__(detector, steps, check_nms(roi_head.test_cfg), nms_candidates,
                          nms_iterations)
         self.rpn, self.roi_head = detector.rpn_head, roi_head
-        self.per_level = HeadPerLevel(detector.rpn_head)
+        self.per_level = Method(detector.rpn_head, 'forward_single')
         # the RoI heads as modules of their own (int8 replaces these, not the detector's)
         self.box_head, self.mask_head = roi_head.bbox_head, roi_head.mask_head
         self.rpn_cfg = check_nms(detector.rpn_head.test_cfg)
+        # RoIAlign's samples per bin and axis: mmcv's count (sampling_ratio=0) depends on the
+        # box, a program's is fixed, exact for boxes up to 28 feature pixels a side (docs)
         self.grids = [math.ceil(2 * e.finest_scale / e.featmap_strides[0] /
                                 max(e.roi_layers[0].output_size))
                       for e in (roi_head.bbox_roi_extractor, roi_head.mask_roi_extractor)]
@@ -580,25 +456,21 @@ def detector_app(detector: nn.Module, steps: Dict, nms_candidates: int,
     return DenseDetectorApp(detector, steps, nms_candidates, nms_iterations).eval()
 
 
-class DetectorProgram:
+class DetectorProgram(ExecuTorchSessions):
     """A detector app program, run by ``executorch.runtime``: called with a uint8 RGB image
     [H, W, 3], returns its detections by name (``DETECTOR_OUTPUTS``), padding cut off.
-    ``contract``: the program's contract (``executorch_program.read_contract``)."""
+    ``contract``: the program's contract (``executorch_runtime.load_program``)."""
 
     def __init__(self, path: str):
-        self.path = path
-        program, self.contract = load_program(path)
+        super().__init__(path)
         if self.contract['kind'] != 'detector':
             raise ValueError(f'{path!r} is a {self.contract["kind"]} program, not a detector')
-        self.method = program.load_method('forward')
 
     def __call__(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f'{self.path!r} takes a uint8 RGB image [H, W, 3], not '
                              f'{image.dtype} {list(image.shape)}')
-        check_input_size(self.contract, image, self.path)
-        outputs = self.method.execute([image.contiguous()])
-        return cut_padding(dict(zip(self.contract['output_names'], outputs)))
+        return cut_padding(dict(zip(self.output_names, self.run(image))))
 
 
 def mmdet_detections(detector: nn.Module, app: DetectorApp,
@@ -619,11 +491,9 @@ def mmdet_detections(detector: nn.Module, app: DetectorApp,
 def compare_programs(path: str, detector: nn.Module, app: DetectorApp,
                      images: Sequence[torch.Tensor], box_tol: Optional[float] = None,
                      score_tol: Optional[float] = None) -> list:
-    """Run the program at ``path`` (``executorch.runtime``) and mmdet's prediction
-    (``mmdet_detections``) on each image; per image its size, whether the program's NMS
-    converged and ``compare.compare_detections``'s report (default tolerances: the ONNX
-    export's; the box tolerance holds on the network's input, so it grows with an image
-    larger than that: boxes in its pixels are scaled up by as much)."""
+    """Run the program at ``path`` and mmdet's prediction (``mmdet_detections``) on each
+    image: per image its size, whether the program's NMS converged and ``compare_detections``'s
+    report (default tolerances: the ONNX export's, the box one scaled up with the image)."""
     run = DetectorProgram(path)
     resized = run.contract.get('resized_size') or run.contract['max_size']
     checks = []

@@ -1,34 +1,8 @@
-"""ExecuTorch programs (``.pte``) for phone apps: export, the contract a program carries, and
-running one behind the PyTorch model's interface.
-
-Three kinds of program, each exported fused (backbone re-parameterised, Conv-BN folded) and
-lowered to XNNPACK (ExecuTorch's CPU backend on Android and iOS, and on x86 here):
-
-- ``backbone``: a normalised float32 image (1, 3, H, W) -> the feature maps ``feat0``...
-- ``classifier``: the ImageNet model, a normalised float32 image (1, 3, H, W) -> ``logits``
-  (1, 1000).
-- ``segmentor`` (the app program, "image in, classes out"): the image exactly as an app holds
-  it, **uint8 RGB in HWC layout, shape [H, W, 3]**, -> ``classes``, an int32 class map
-  [H, W] at the image's own size. Everything between runs inside the program, as the
-  config's test pipeline and model do it: to float, the test pipeline's ``Resize``
-  (keep-ratio to the test scale) and ``ResizeToMultiple`` (each rounded back to whole
-  8-bit values, as OpenCV's resize of a uint8 image gives them), the data preprocessor's
-  normalisation (its mean / std; RGB -> BGR first if the model was trained on BGR) and
-  padding, the network, its logits cropped and resized back to H x W, the argmax (in a
-  program of one size that needs no crop or second resize, by ``upscale_argmax``: the
-  full-size logits never exist).
-
-Height and width are dynamic, between the program's ``min_size`` and ``max_size`` (the
-contract); ExecuTorch plans memory for ``max_size``, so keep it to what the app needs.
-
-The contract is a set of ExecuTorch constant methods, read by an app with
-``load_method(name).execute([])`` (docs/deployment.md): what goes in and comes out, the size
-limits, the class names (strings), the precision and the config the program came from.
-
-Precision is explicit: ``f32``, or ``int8`` (post-training quantisation for XNNPACK through
-PyTorch 2 export quantisation: weights per output channel, symmetric; activations per
-tensor; calibrated on images of the config's validation set fed as an app feeds them). Only
-the network is quantised; the preprocessing and the final resize and argmax stay float.
+"""ExecuTorch programs (``.pte``) for phone apps, exported fused and lowered to XNNPACK in f32
+or int8, their contract stored as constant methods: the segmentor app program
+(``SegmentorApp``: uint8 RGB [H, W, 3] in, int32 classes [H, W] out, the config's test-time
+image steps inside) and backbone / classifier programs (a normalised float32 (1, 3, H, W)
+in). docs/deployment.md, "On the device (ExecuTorch)", describes them.
 """
 import copy
 import json
@@ -69,11 +43,10 @@ def same_size(size, other) -> bool:
 
 
 class ClassesLastLogits(nn.Module):
-    """An encoder-decoder segmentor's low-resolution logits with the classes last, (1, h, w,
-    K): its decode head's final 1x1 convolution applied as a matrix product to channels-last
-    pixels. XNNPACK holds feature maps channels-last; logits (1, K, h, w) leave that layout
-    through two transposes of float logits, here the head's features (int8 in an int8
-    program) are transposed once. ``of``: this module for a segmentor, if it fits."""
+    """An encoder-decoder segmentor's low-resolution logits classes last, (1, h, w, K): the
+    decode head's 1x1 ``conv_seg`` as a matrix product on channels-last pixels, so XNNPACK's
+    features (int8 in an int8 program) are transposed once, not the float logits twice.
+    ``of``: this module for a segmentor, if it fits."""
 
     def __init__(self, segmentor: nn.Module):
         super().__init__()
@@ -88,9 +61,8 @@ class ClassesLastLogits(nn.Module):
 
     @classmethod
     def of(cls, segmentor: nn.Module) -> Optional[nn.Module]:
-        """The module for ``segmentor`` if its structure fits (an encoder-decoder whose
-        head ends in a 1x1 ``conv_seg``) and it gives the segmentor's own logits on a test
-        image (a head that does more after ``conv_seg`` would not); else None."""
+        """The module for ``segmentor`` if it is an encoder-decoder whose head ends in a 1x1
+        ``conv_seg`` and it gives the segmentor's own logits on a test image; else None."""
         from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
         conv = getattr(segmentor.decode_head, 'conv_seg', None)
         if (not isinstance(segmentor, EncoderDecoder)
@@ -119,8 +91,8 @@ class ClassesLastLogits(nn.Module):
 
 
 class SegmentorApp(nn.Module):
-    """The segmentor as an app calls it: uint8 RGB image [H, W, 3] -> int32 classes [H, W]
-    (module docstring). ``steps``: ``image_steps`` of the config."""
+    """The segmentor as an app calls it: uint8 RGB image [H, W, 3] -> int32 classes [H, W].
+    ``steps``: ``image_steps`` of the config."""
 
     def __init__(self, segmentor: nn.Module, steps: Dict):
         super().__init__()
@@ -157,12 +129,9 @@ class SegmentorApp(nn.Module):
                                            align_corners=False))
         x = (x - self.mean) / self.std
         net_h, net_w = x.shape[2], x.shape[3]
-        if self.steps['pad_divisor'] or self.steps['pad_size']:
-            if self.steps['pad_size']:
-                pad_h, pad_w = self.steps['pad_size']
-            else:
-                pad_h = ceil_to(net_h, self.steps['pad_divisor'])
-                pad_w = ceil_to(net_w, self.steps['pad_divisor'])
+        pad_size, divisor = self.steps['pad_size'], self.steps['pad_divisor']
+        if pad_size or divisor:
+            pad_h, pad_w = pad_size or (ceil_to(net_h, divisor), ceil_to(net_w, divisor))
             x = F.pad(x, (0, pad_w - net_w, 0, pad_h - net_h), value=self.steps['pad_val'])
         return x, (net_h, net_w)
 
@@ -176,8 +145,7 @@ class SegmentorApp(nn.Module):
         factor = size[0] // low.shape[1] if same_size(size, (net_h, net_w)) else 0
         if (not self.binary and not self.align_corners and same_size((net_h, net_w), (h, w))
                 and same_size(size, (low.shape[1] * factor, low.shape[2] * factor))):
-            # a fixed size with no padding to crop, no second resize, a whole-number scale:
-            # the full-size logits need not exist
+            # fixed size, no padding or second resize, whole-number scale: no full-size logits
             return upscale_argmax(low[0], factor).to(torch.int32)
         logits = F.interpolate(low.permute(0, 3, 1, 2), size=size, mode='bilinear',
                                align_corners=self.align_corners)
@@ -188,35 +156,8 @@ class SegmentorApp(nn.Module):
                                    align_corners=self.align_corners)
         if self.binary:
             return (logits[0, 0].sigmoid() > self.threshold).to(torch.int32)
-        # classes last: the argmax reads each pixel's logits contiguously (over the classes
-        # axis of the (1, K, H, W) logits it took 5x as long)
+        # classes last: each pixel's logits contiguous for the argmax (5x faster than over K)
         return logits.permute(0, 2, 3, 1).argmax(-1)[0].to(torch.int32)
-
-
-# ------------------------------------------------------------------------------- export
-
-def lower(exported, constants: Dict) -> bytes:
-    """An exported program lowered to XNNPACK, with ``constants`` as constant methods: the
-    bytes of a ``.pte`` file."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
-    # the edge dialect's checker refuses torch.sym_min / sym_max (the keep-ratio resize's
-    # sizes), which ExecuTorch's emitter maps to its own size operators
-    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
-                                       constant_methods=constants,
-                                       compile_config=EdgeCompileConfig(
-                                           _check_ir_validity=False))
-    return edge.to_executorch().buffer
-
-
-def xnnpack_quantizer():
-    """XNNPACK's int8 post-training quantiser: weights per output channel, symmetric;
-    activations per tensor."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
 
 def export_module(module: nn.Module, example: torch.Tensor,
@@ -237,14 +178,9 @@ def export_module(module: nn.Module, example: torch.Tensor,
 
 def nearest_upsampling_as_copies(graph: torch.fx.GraphModule) -> int:
     """Rewrite in place each nearest upsampling of ``graph`` (an ATen graph of fixed sizes)
-    whose output is a whole multiple of its input as copies XNNPACK runs; returns how many.
-
-    XNNPACK has no nearest resize, so the FPN's top-down upsampling ran in ExecuTorch's
-    portable kernel, single-threaded: 11 ms of the 95 of the 512 x 512 Semantic FPN int8
-    program (docs/deployment.md). Here each (H, W, C) pixel is repeated along the width by
-    a concatenation of views, then each row along the height; the values are the same
-    (exact), and the quantiser gives views and concatenations their input's int8 scale, so an
-    int8 program keeps them int8."""
+    by whole factors as copies XNNPACK runs (it has no nearest resize; the portable kernel is
+    single-threaded): concatenations of views, the same values, int8 where the input is.
+    Returns how many (docs/deployment.md, "The FPN's nearest upsampling inside XNNPACK")."""
     ops = torch.ops.aten
     count = 0
     for node in list(graph.graph.nodes):
@@ -288,16 +224,21 @@ def network_graph(module: nn.Module, example: torch.Tensor,
 
 def observed_module(module: nn.Module, example: torch.Tensor,
                     dynamic: bool = False) -> nn.Module:
-    """``module`` prepared for int8 (``xnnpack_quantizer``; PyTorch 2 export quantisation):
-    its graph (``network_graph``) with observers that record activation ranges as it runs;
-    ``quantized`` then gives the int8 module."""
+    """``module`` prepared for int8 (XNNPACK's quantiser: weights per output channel,
+    symmetric; activations per tensor): its graph (``network_graph``) with observers that
+    record activation ranges as it runs; ``quantized`` then gives the int8 module."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-    return prepare_pt2e(network_graph(module, example, dynamic), xnnpack_quantizer())
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True))
+    return prepare_pt2e(network_graph(module, example, dynamic), quantizer)
 
 
 def quantized(observed: nn.Module) -> nn.Module:
-    """The int8 module of an ``observed_module`` that has run on calibration inputs: its
-    quantise / dequantise steps are what XNNPACK lowers to int8 kernels."""
+    """The int8 module of an ``observed_module`` that has run on calibration inputs."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
     return convert_pt2e(observed)
 
@@ -305,19 +246,15 @@ def quantized(observed: nn.Module) -> nn.Module:
 def quantize_module(module: nn.Module, example: torch.Tensor,
                     calibration: Iterable[torch.Tensor], dynamic: bool = False) -> nn.Module:
     """``module`` quantised to int8 for XNNPACK, activation ranges observed on
-    ``calibration`` (inputs like ``example``).
-
-    ``dynamic``: traced with the height and width of its (N, C, H, W) input symbolic, so
-    that the quantised module, and a program exported from it, takes any size (traced at
-    ``example``'s alone, it keeps that size in its reshapes and resizes: ``network_graph``)."""
+    ``calibration`` (inputs like ``example``). ``dynamic``: traced with its input's height
+    and width symbolic, so that it takes any size (traced at one, it keeps that size)."""
+    calibration = list(calibration)
+    if not calibration:
+        raise ValueError('int8 calibration needs at least one input')
     observed = observed_module(module, example, dynamic)
-    seen = 0
     with torch.no_grad():
         for sample in calibration:
             observed(sample)
-            seen += 1
-    if not seen:
-        raise ValueError('int8 calibration needs at least one input')
     return quantized(observed)
 
 
@@ -328,11 +265,28 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def _write(path: str, program: bytes) -> str:
+def write_program(path: str, exported, **contract) -> Dict:
+    """Write ``exported`` lowered to XNNPACK to ``path``, ``contract`` (and
+    ``contract_version``) as constant methods; returns the contract."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+    contract = dict(contract_version=CONTRACT_VERSION, **contract)
+    # the edge checker refuses torch.sym_min / sym_max, which the emitter maps to size ops
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
+                                       constant_methods=contract,
+                                       compile_config=EdgeCompileConfig(
+                                           _check_ir_validity=False))
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'wb') as f:
-        f.write(program)
-    return path
+        f.write(edge.to_executorch().buffer)
+    return contract
+
+
+def app_contract(config: str, cfg, model: nn.Module, precision: str, steps: Dict) -> Dict:
+    """The contract entries every app program (uint8 RGB HWC image in) of ``config`` has."""
+    return dict(input_layout='HWC', input_dtype='uint8', input_channels='RGB',
+                class_names=class_names(cfg, model), precision=precision,
+                config_name=osp.basename(config), image_steps=json.dumps(steps))
 
 
 def planned_memory_mb(path: str) -> float:
@@ -360,43 +314,32 @@ def check_size_range(min_size, max_size, example: Sequence[int]) -> None:
 
 def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] = None,
                              precision: str = 'f32', calib_images: int = 32,
-                             min_size: int = DEFAULT_MIN_SIZE,
-                             max_size: int = DEFAULT_MAX_SIZE,
+                             min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE,
                              export_size: Tuple[int, int] = (256, 320),
-                             cfg_options: Optional[dict] = None,
-                             model: Optional[nn.Module] = None,
+                             cfg_options: Optional[dict] = None, model: Optional[nn.Module] = None,
                              calibration: Optional[Iterable[torch.Tensor]] = None,
                              check_sizes: Optional[Sequence[Tuple[int, int]]] = None,
                              time_repeats: int = 0, fixed: bool = False) -> Dict:
-    """Write the app program of the segmentor of ``config`` (``SegmentorApp``: uint8 RGB
-    [H, W, 3] in, int32 classes [H, W] out, any H and W in [``min_size``, ``max_size``], or
-    with ``fixed`` the ``export_size`` only: no full-size logits where the test pipeline
-    keeps that size, ``SegmentorApp.forward``) to ``path``, in ``precision``; returns its
-    contract and how the program (run by ``executorch.runtime``) compares with the PyTorch
-    app module at the export size and another (``checks``: the fraction of pixels of the
-    same class; int8 against float32 PyTorch).
-
-    ``model``: this (PyTorch) segmentor, fused here, instead of one built from
-    ``checkpoint`` (random weights without either). int8: calibrated on ``calib_images``
-    images of the config's validation set (``calibration``: these images instead, uint8 RGB
-    HWC tensors). ``check_sizes`` / ``time_repeats``: where to check (default: the export
-    size and another), and timing (``check_program``)."""
+    """Write the app program of the segmentor of ``config`` (``SegmentorApp``) to ``path`` in
+    ``precision``: any H and W in [``min_size``, ``max_size``], or with ``fixed`` the
+    ``export_size`` alone (no full-size logits where the test pipeline keeps that size).
+    Returns its contract and ``checks`` (``check_program``: the program against the float32
+    PyTorch app module at ``check_sizes``, default the export size and another, timed with
+    ``time_repeats``). ``model``: this segmentor (fused here) instead of one built from
+    ``checkpoint`` (random weights without either). int8: calibrated on ``calib_images`` val
+    images, or on ``calibration`` (uint8 RGB HWC images)."""
     require_executorch()
     cfg = load_target_config(config, cfg_options)
     if not fixed:
         check_size_range(min_size, max_size, export_size)
-    if model is None:
-        model = load_model(config, checkpoint, cfg_options)
-    else:
+    model = load_model(config, checkpoint, cfg_options) if model is None else \
         fuse_model(model.eval())
     steps = image_steps(cfg)
     app = SegmentorApp(model, steps).eval()
     example = torch.zeros(*export_size, 3, dtype=torch.uint8)
-    sizes = (dict(min_size=list(export_size), max_size=list(export_size)) if fixed else
-             dict(min_size=[min_size] * 2, max_size=[max_size] * 2))
+    sizes = [list(export_size)] * 2 if fixed else [[min_size] * 2, [max_size] * 2]
     if check_precision(precision) == 'int8':
-        if calibration is None:
-            calibration = val_images(cfg, calib_images)
+        calibration = val_images(cfg, calib_images) if calibration is None else calibration
         inputs = [app.prepare(resize_image(image, export_size))[0] for image in calibration]
         app.network = quantize_module(app.network, app.prepare(example)[0], inputs,
                                       dynamic=not fixed)
@@ -404,11 +347,9 @@ def export_segmentor_program(config: str, path: str, checkpoint: Optional[str] =
         app.network = network_graph(app.network, app.prepare(example)[0])
     exported = export_module(app, example, None if fixed else {
         0: ('height', min_size, max_size), 1: ('width', min_size, max_size)})
-    contract = dict(contract_version=CONTRACT_VERSION, kind='segmentor', input_layout='HWC',
-                    input_dtype='uint8', input_channels='RGB', **sizes, output_names=['classes'],
-                    class_names=list(class_names(cfg, model)), precision=precision,
-                    config_name=osp.basename(config), image_steps=json.dumps(steps))
-    _write(path, lower(exported, contract))
+    contract = write_program(path, exported, kind='segmentor', min_size=sizes[0],
+                             max_size=sizes[1], output_names=['classes'],
+                             **app_contract(config, cfg, model, precision, steps))
     checked = check_sizes or ([export_size] if fixed else
                               [export_size, other_size(export_size, min_size, max_size)])
     app = SegmentorApp(model, steps).eval()  # checked against float32 PyTorch
@@ -453,25 +394,22 @@ def other_size(size: Sequence[int], min_size: int, max_size: int) -> Tuple[int, 
 
 def check_program(path: str, module: nn.Module, inputs: Sequence[torch.Tensor],
                   time_repeats: int = 0) -> List[Dict]:
-    """Run the program at ``path`` (through ``executorch.runtime``) and ``module`` (PyTorch)
-    on each of ``inputs``; per input its size and how the outputs compare: for integer
-    outputs (class maps) the fraction of equal elements, for float ones the largest absolute
-    difference. ``time_repeats``: also time both, interleaved (``analysis.timing``; after 3
-    warm-up calls each), under ``timing``: median / best ms of each and the per-round
-    speed-up of the program over PyTorch."""
-    program, _ = load_program(path)
-    forward = program.load_method('forward')
+    """Run the program at ``path`` (``executorch.runtime``) and ``module`` (PyTorch) on each
+    of ``inputs``: per input its size and the outputs' agreement (class maps: the fraction of
+    equal elements; float: the largest absolute difference), and with ``time_repeats`` both
+    timed interleaved (``timing``: median / best ms, the per-round speed-up)."""
+    forward = load_program(path)[0].load_method('forward')
     checks = []
     for x in inputs:
         with torch.no_grad():
             expected = module(x)
         expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
         got = list(forward.execute([x]))
-        if [tuple(o.shape) for o in got] != [tuple(o.shape) for o in expected]:
-            raise AssertionError(f'{path}: output shapes {[tuple(o.shape) for o in got]}, '
-                                 f'PyTorch {[tuple(o.shape) for o in expected]}')
+        shapes = [[list(o.shape) for o in outputs] for outputs in (got, expected)]
+        if shapes[0] != shapes[1]:
+            raise AssertionError(f'{path}: output shapes {shapes[0]}, PyTorch {shapes[1]}')
         check = dict(size=list(x.shape[:2] if x.ndim == 3 else x.shape[2:]),
-                     output_shapes=[list(o.shape) for o in got])
+                     output_shapes=shapes[0])
         if expected[0].is_floating_point():
             check['max_abs_diff'] = max(float((a - b).abs().max()) for a, b in zip(got, expected))
         else:
@@ -484,7 +422,8 @@ def check_program(path: str, module: nn.Module, inputs: Sequence[torch.Tensor],
 
 
 def time_against(forward, module: nn.Module, x: torch.Tensor, repeats: int) -> Dict:
-    """The program's ``forward`` and PyTorch's ``module`` on ``x``, timed interleaved."""
+    """The program's ``forward`` and PyTorch's ``module`` on ``x``, timed interleaved (after
+    3 warm-up calls each)."""
 
     def pytorch():
         with torch.inference_mode():
@@ -514,11 +453,8 @@ def val_images(cfg, count: int, split: str = 'val') -> List[torch.Tensor]:
     """``count`` images spread evenly over the config's ``split`` set, as an app holds them:
     uint8 RGB [H, W, 3] tensors, read as the dataset's pipeline reads them."""
     dataset, picks = calibration_set(cfg, count, split, pipeline=False)
-    images = []
-    for i in picks:
-        path = dataset.get_data_info(i)['img_path']
-        images.append(torch.from_numpy(mmcv.imread(path, channel_order='rgb').copy()))
-    return images
+    return [torch.from_numpy(mmcv.imread(dataset.get_data_info(i)['img_path'],
+                                         channel_order='rgb').copy()) for i in picks]
 
 
 def export_backbone_program(arch: str, path: str, classifier: bool = False,
@@ -531,38 +467,31 @@ def export_backbone_program(arch: str, path: str, classifier: bool = False,
                             time_repeats: int = 0) -> Dict:
     """Write a fused backbone (its feature maps ``feat0``...) or, with ``classifier``, its
     ImageNet model (``logits``) as a program to ``path``: a normalised float32 image
-    (1, 3, H, W) in, H and W in [``min_size``, ``max_size``]. int8: ``calibration`` are
-    its (normalised) inputs. ``model``: export this module (fused here) instead. Returns the
-    contract and ``checks``: the largest difference from PyTorch at two sizes
-    (``check_sizes``: these; ``time_repeats``: timed too, ``check_program``)."""
+    (1, 3, H, W) in, H and W in [``min_size``, ``max_size``]. int8: ``calibration`` are its
+    (normalised) inputs. ``model``: export this module (fused here) instead. Returns the
+    contract and ``checks`` (``check_program`` at ``check_sizes``, default two sizes)."""
     require_executorch()
     check_size_range(min_size, max_size, export_size)
-    if model is None:
-        model = build_target(arch, 'fused', classifier=classifier, checkpoint=checkpoint)
-    else:
-        fuse_model(model.eval())
+    model = build_target(arch, 'fused', classifier=classifier, checkpoint=checkpoint) \
+        if model is None else fuse_model(model.eval())
     example = torch.zeros(1, 3, *export_size)
     with torch.no_grad():
         outputs = model(example)
     names = ['logits'] if classifier else [f'feat{i}' for i in range(len(outputs))]
-    reference, sizes = model, dict(min_size=[min_size] * 2, max_size=[max_size] * 2)
+    reference = model
     if check_precision(precision) == 'int8':
         if not calibration:
             raise ValueError('an int8 backbone program needs calibration inputs')
         model = quantize_module(model, example, calibration, dynamic=True)
     exported = export_module(model, example, {2: ('height', min_size, max_size),
                                               3: ('width', min_size, max_size)})
-    contract = dict(contract_version=CONTRACT_VERSION,
-                    kind='classifier' if classifier else 'backbone', input_layout='NCHW',
-                    input_dtype='float32', input_channels='normalised', **sizes,
-                    output_names=names,
-                    precision=precision, config_name=arch)
-    _write(path, lower(exported, contract))
+    contract = write_program(path, exported, kind='classifier' if classifier else 'backbone',
+                             input_layout='NCHW', input_dtype='float32',
+                             input_channels='normalised', min_size=[min_size] * 2,
+                             max_size=[max_size] * 2, output_names=names,
+                             precision=precision, config_name=arch)
     checked = check_sizes or [export_size, other_size(export_size, min_size, max_size)]
     inputs = [torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(i))
               for i, size in enumerate(checked)]
     return dict(path=path, contract=contract, planned_mb=planned_memory_mb(path),
                 checks=check_program(path, reference, inputs, time_repeats))
-
-
-# ------------------------------------------------------------------------------ running

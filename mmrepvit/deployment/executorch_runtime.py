@@ -1,8 +1,6 @@
-"""Running ExecuTorch programs (``.pte``) made by ``executorch_program``: loading one, the
-contract it carries (constant methods), the image steps it runs inside, and the sessions the
-wrappers of ``deployed_model`` feed. Everything here needs only a program file and a config,
-never the model's code, so ``deployed_model`` imports it without importing the exporter (a
-detector's image steps excepted)."""
+"""Running ExecuTorch programs (``.pte``): loading one, its contract (constant methods), the
+image steps an app program runs inside, and the sessions ``deployed_model`` feeds. Needs only
+a program file and a config, never the exporter."""
 import json
 import os
 import os.path as osp
@@ -30,17 +28,14 @@ def require_executorch():
                           '-r requirements/executorch.txt (it needs numpy 2)') from error
 
 
-# ---------------------------------------------------------------- the test-time image steps
-
 def round_div(a, b):
     """``round(a / b)`` of non-negative ints, halves up (also for symbolic sizes)."""
     return (2 * a + b) // (2 * b)
 
 
 def keep_ratio_size(h, w, long_edge: int, short_edge: int):
-    """mmcv's keep-ratio rescale of an (h, w) image to at most ``long_edge`` x ``short_edge``
-    (``mmcv.rescale_size``: the scale min(long / max(h, w), short / min(h, w)), sizes
-    rounded), in integer arithmetic without branches, so that it stays symbolic in
+    """mmcv's keep-ratio rescale (``mmcv.rescale_size``) of an (h, w) image to at most
+    ``long_edge`` x ``short_edge``, without branches, so that it stays symbolic in
     ``torch.export``: round(h * min(L / max(h, w), S / min(h, w))) =
     min(L, round(L h / w), max(S, round(S h / w))), rounding being monotone."""
     smin, smax = torch.sym_min, torch.sym_max
@@ -59,34 +54,27 @@ def image_steps(cfg) -> Dict:
     """What the config's test pipeline and data preprocessor do to an image, as the app
     program does it: ``resizes`` (('keep_ratio', long, short), ('fixed', h, w) or
     ('multiple', divisor), in order), ``mean`` / ``std`` (in the model's channel order),
-    ``bgr`` (the model takes BGR), ``pad_divisor`` / ``pad_size`` / ``pad_val``.
-
-    Raises ValueError naming a test-pipeline step that changes the image in a way the
-    program does not reproduce."""
+    ``bgr`` (the model takes BGR), ``pad_divisor`` / ``pad_size`` / ``pad_val``. ValueError
+    naming a test-pipeline step that changes the image in a way the program does not."""
     pipeline = cfg.test_dataloader.dataset.pipeline
     resizes = []
     for step in pipeline:
         kind = step['type'].split('.')[-1]
         if kind in IMAGE_NEUTRAL_STEPS:
             continue
+        if kind in PROGRAM_STEPS and step.get('interpolation') not in (None, 'bilinear'):
+            raise ValueError(f'test pipeline step {dict(step)}: the app program resizes '
+                             f'bilinearly only')
         if kind == 'Resize':
             if step.get('scale') is None or step.get('scale_factor') is not None:
                 raise ValueError(f'test pipeline step {dict(step)}: the app program takes a '
                                  f'Resize with a scale (and no scale_factor)')
-            if step.get('interpolation', 'bilinear') != 'bilinear':
-                raise ValueError(f'test pipeline step {dict(step)}: the app program resizes '
-                                 f'bilinearly only')
-            scale = step['scale']
-            if isinstance(scale, int):
-                scale = (scale, scale)
+            scale = (step['scale'], ) * 2 if isinstance(step['scale'], int) else step['scale']
             if step.get('keep_ratio', False):
                 resizes.append(('keep_ratio', max(scale), min(scale)))
             else:
                 resizes.append(('fixed', scale[1], scale[0]))  # mmcv scales are (w, h)
         elif kind == 'ResizeToMultiple':
-            if step.get('interpolation') not in (None, 'bilinear'):
-                raise ValueError(f'test pipeline step {dict(step)}: the app program resizes '
-                                 f'bilinearly only')
             resizes.append(('multiple', step.get('size_divisor', 32)))
         else:
             raise ValueError(f'test pipeline step {kind!r} changes the image in a way the '
@@ -94,9 +82,8 @@ def image_steps(cfg) -> Dict:
                              f'ResizeToMultiple and {", ".join(sorted(IMAGE_NEUTRAL_STEPS))})')
     pre = cfg.model.data_preprocessor
     test_cfg = pre.get('test_cfg') or {}
-    mean = pre.get('mean') or [0.0, 0.0, 0.0]
-    std = pre.get('std') or [1.0, 1.0, 1.0]
-    return dict(resizes=resizes, mean=[float(m) for m in mean], std=[float(s) for s in std],
+    return dict(resizes=resizes, mean=[float(m) for m in pre.get('mean') or (0, 0, 0)],
+                std=[float(s) for s in pre.get('std') or (1, 1, 1)],
                 bgr=not pre.get('bgr_to_rgb', False) and not pre.get('rgb_to_bgr', False),
                 pad_divisor=test_cfg.get('size_divisor'), pad_size=test_cfg.get('size'),
                 pad_val=float(pre.get('pad_val', 0)))
@@ -110,18 +97,13 @@ IMAGE_NEUTRAL_STEPS = {'LoadImageFromFile', 'LoadImageFromNDArray', 'LoadAnnotat
 PROGRAM_STEPS = {'Resize', 'ResizeToMultiple'}
 
 
-def without_program_steps(pipeline: Sequence[dict]) -> List[dict]:
-    """The test pipeline without the steps the app program does itself (``PROGRAM_STEPS``):
-    what feeds a program the original image."""
-    return [step for step in pipeline if step['type'].split('.')[-1] not in PROGRAM_STEPS]
-
-
 LIST_ENTRIES = ('min_size', 'max_size', 'resized_size', 'output_names', 'class_names')
 
 
 def load_program(path: str):
     """The ExecuTorch program in ``path`` (an ``executorch.runtime.Program``) and its
-    contract; ValueError naming the file if it is unreadable or carries no contract."""
+    contract (every constant method's value); ValueError naming the file if it is unreadable
+    or carries no contract."""
     require_executorch()
     from executorch.runtime import Runtime
     path = os.fspath(path)
@@ -136,12 +118,6 @@ def load_program(path: str):
         raise ValueError(f'{path!r} is not a readable ExecuTorch program ({os.path.getsize(path)} '
                          f'bytes; {type(error).__name__}: {error}): truncated or not a .pte; '
                          f'export one with tools/export_executorch.py') from error
-    return program, read_contract(program, path)
-
-
-def read_contract(program, path: str = 'the program') -> Dict:
-    """The contract of a loaded program: every constant method's value (docs/deployment.md
-    lists them)."""
     names = program.method_names
     missing = [n for n in ('contract_version', 'kind', 'output_names') if n not in names]
     if missing:
@@ -152,17 +128,15 @@ def read_contract(program, path: str = 'the program') -> Dict:
     for name in sorted(names - {'forward'}):
         value = list(program.load_method(name).execute([]))
         contract[name] = value if name in LIST_ENTRIES else value[0]
-    return contract
+    return program, contract
 
 
 _LOADED = []  # whether this process has loaded a program (then the pool stays as it is)
 
 
 def set_threads(threads: Optional[int] = None) -> int:
-    """Size ExecuTorch's process-wide thread pool: ``threads`` (None: torch's current
-    setting). Only before the first program is loaded (``load_program`` sizes it then): a
-    program keeps using the pool, and resizing it after one had run crashed the process
-    (ExecuTorch 1.5.1), so another size then raises RuntimeError instead."""
+    """Size ExecuTorch's process-wide thread pool to ``threads`` (None: torch's setting);
+    RuntimeError once a program is loaded (resizing it then crashed ExecuTorch 1.5.1)."""
     from executorch.extension.pybindings import portable_lib
     threads = threads or torch.get_num_threads()
     current = portable_lib._threadpool_get_thread_count()
@@ -177,9 +151,8 @@ def set_threads(threads: Optional[int] = None) -> int:
 
 class ExecuTorchSessions:
     """The ExecuTorch counterpart of ``runtime.OnnxSessions`` (one loaded ``forward``
-    method, its outputs final): ``threads`` sizes ExecuTorch's process-wide thread pool
-    (``set_threads``; None: as sized when the first program was loaded). A program runs in the
-    precision it was exported in (``runtime.resolve_precision`` checks a request)."""
+    method, its outputs final); ``threads``: ``set_threads`` (None: as sized at the first
+    load). A program runs in the precision it was exported in."""
 
     def __init__(self, path: str, threads: Optional[int] = None):
         self.path, self.threads = os.fspath(path), threads
@@ -224,17 +197,12 @@ def resized_size(contract: Dict, hw: Sequence[int]) -> Tuple[int, int]:
 
 def fits_contract(contract: Dict, hw: Sequence[int]) -> bool:
     """Whether the program of ``contract`` takes images of height and width ``hw``: within
-    its ``min_size`` and ``max_size``; a detector program's (``resized_size``) also resized
-    to the one size its network takes."""
+    its size range and, for a detector program, resized to its ``resized_size``."""
     low, high = contract['min_size'], contract['max_size']
     if not all(a <= s <= b for s, a, b in zip(hw, low, high)):
         return False
     resized = contract.get('resized_size')
     return low == high or not resized or list(resized_size(contract, hw)) == list(resized)
-
-
-# the toolbox of each kind of app program
-PROGRAM_TOOLBOXES = {'segmentor': 'mmseg', 'detector': 'mmdet'}
 
 
 def detector_image_steps(cfg) -> Dict:
@@ -262,9 +230,8 @@ def cut_padding(outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def program_image_steps(cfg) -> Dict:
-    """What an app program of ``cfg`` does to an image (``image_steps``; a detector's:
-    ``detector_image_steps``); a config whose pipeline
-    ``feed_original_images`` changed: the steps as they were before."""
+    """What an app program of ``cfg`` does to an image (``image_steps`` or
+    ``detector_image_steps``; after ``feed_original_images``: the steps it took out)."""
     if cfg.get('program_image_steps'):
         return json.loads(cfg.program_image_steps)
     if toolbox_of(cfg) == 'mmdet':
@@ -282,12 +249,10 @@ def model_head(cfg):
 
 def check_program_config(contract: Dict, cfg, path: str) -> None:
     """Raise ValueError naming ``path`` unless its app program was exported from a config
-    like ``cfg``: a segmentor or detector of ``cfg``'s toolbox with the same classes (names
-    and count) and the same test-time image steps (``program_image_steps``: resize,
-    normalisation). The program holds its whole network, so these are what running it with
-    ``cfg``'s data and metrics depends on."""
+    like ``cfg``: of its toolbox, with the same classes (names and count) and test-time
+    image steps (``program_image_steps``), what running it with ``cfg``'s data depends on."""
     origin = f'{path!r} (exported from {contract.get("config_name")!r})'
-    toolbox = PROGRAM_TOOLBOXES.get(contract['kind'])
+    toolbox = {'segmentor': 'mmseg', 'detector': 'mmdet'}.get(contract['kind'])
     if toolbox != toolbox_of(cfg):
         raise ValueError(f'{origin} is a {contract["kind"]} program, but the config is an '
                          f'{toolbox_of(cfg)} one; tools/test.py and tools/infer.py run '
@@ -309,13 +274,13 @@ def check_program_config(contract: Dict, cfg, path: str) -> None:
 
 
 def feed_original_images(cfg) -> None:
-    """Make the config's test pipeline give the app program what an app gives it: the
-    original image (the resizes the program does itself taken out, ``PROGRAM_STEPS``), in
-    place. Labels are read at the original size either way. The steps taken out are kept in
-    ``cfg.program_image_steps`` (what ``program_image_steps`` then returns)."""
+    """Make the config's test pipeline give the app program the original image, in place:
+    the resizes the program does itself (``PROGRAM_STEPS``) taken out, its image steps kept
+    in ``cfg.program_image_steps`` (``program_image_steps``)."""
     cfg.program_image_steps = json.dumps(program_image_steps(cfg))
     dataset = cfg.test_dataloader.dataset
-    dataset.pipeline = without_program_steps(dataset.pipeline)
+    dataset.pipeline = [step for step in dataset.pipeline
+                        if step['type'].split('.')[-1] not in PROGRAM_STEPS]
 
 
 register_runtime(RuntimeSpec(
