@@ -94,7 +94,8 @@ def run_job(job: str, work_dir: str, data_root: str, cfg_options: Optional[dict]
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     stage(f'{NAMES[job]}: training {cfg.train_cfg.max_iters} iterations', started)
     checkpoint = osp.join(job_dir, f'iter_{train(cfg).iter}.pth')
-    row = dict(job=job, train_s=time.time() - start, checkpoint=checkpoint)
+    row = dict(job=job, train_s=time.time() - start, checkpoint=checkpoint,
+               threads=torch.get_num_threads())
     fused_file = osp.join(job_dir, 'fused.pth')
     # each checkpoint read (or made) once, then handed on
     loaded = {'unfused': load_checkpoint_file(checkpoint)}
@@ -202,7 +203,7 @@ def format_summary(rows: List[dict]) -> str:
                          f'{"n/a" if program is None else f"{program:.1f}":>11}{target:>9}'
                          f'{met(name, _worst(row, name)):>5}{timing}')
             model = timing = ''  # on the first line of the model only
-    lines.append(f'latency on this CPU, ms per image (median, {torch.get_num_threads()} torch '
+    lines.append(f'latency on this CPU, ms per image (median, {rows[0]["threads"]} torch '
                  f'thread(s); {LATENCY_IMAGES} val images, the models interleaved):')
     for row in rows:
         if 'latency_ms' in row:
