@@ -86,17 +86,6 @@ def allowed_globals():
         torch.serialization.add_safe_globals(saved)
 
 
-def _file_kind(path):
-    """'zip' (torch >= 1.6 format), 'legacy' (older torch pickle), or None (neither)."""
-    with open(path, 'rb') as f:
-        head = f.read(4)
-    if head.startswith(b'PK'):
-        return 'zip'
-    if head[:1] == b'\x80':  # a pickle, protocol 2 or later
-        return 'legacy'
-    return None
-
-
 def _offending_globals(path, reason):
     """Globals of the file outside the allow-list (zip format), else the one torch named."""
     try:
@@ -142,7 +131,10 @@ def load_checkpoint_file(path: str, map_location: str = 'cpu') -> dict:
     """``torch.load(path, weights_only=True)`` with the allow-list, and errors that say whether
     the file is missing, truncated, not a checkpoint, or unsafe."""
     path = resolve_checkpoint_path(path)
-    kind = _file_kind(path)
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    # torch >= 1.6's zip format, or an older torch pickle (protocol 2 or later), or neither
+    kind = 'zip' if head.startswith(b'PK') else 'legacy' if head[:1] == b'\x80' else None
     if kind is None or (kind == 'zip' and not zipfile.is_zipfile(path)):
         size = osp.getsize(path)
         what = ('is empty' if size == 0 else

@@ -115,7 +115,6 @@ class RepViT(MobileBackbone):
         self.se_pattern = tuple(arch['se'])
         self.legacy = bool(arch.get('legacy', False))
         self.norm_cfg = norm_cfg or dict(type='BN')
-        self.drop_path_rate = drop_path_rate
         self.depths = tuple(len(p) for p in self.se_pattern)
         self.stage_ends = tuple(sum(self.depths[:i + 1]) for i in range(4))  # row indices
 
@@ -205,10 +204,9 @@ class RepViT(MobileBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.stem(x)
-        last = max(self.tap_rows[i] for i in self.out_indices)
         wanted = {self.tap_rows[i]: i for i in self.out_indices}
         feats = {}
-        for row in range(1, last + 1):
+        for row in range(1, max(wanted) + 1):
             x = self.run_block(self.blocks[row - 1], x)
             if row in wanted:
                 feats[wanted[row]] = x
