@@ -1,10 +1,6 @@
-"""The CPU fast path: the same function as a fused model, computed faster on CPU.
-
-Channels-last memory format (oneDNN's native layout for convolutions: without it every
-convolution reorders its input and output) and ``SeparableRoIAlign`` in place of mmcv's
-single-threaded RoIAlign. mmcv's compiled ops index raw NCHW memory and would silently compute
-garbage from a channels-last tensor, so their inputs are made contiguous. For running, never
-for saving: docs/speed.md has what each part is worth and what did not help.
+"""The CPU fast path: the same function as a fused model, computed faster on CPU, for running,
+never for saving: channels-last memory format (oneDNN's native layout) and ``SeparableRoIAlign``
+in place of mmcv's single-threaded RoIAlign. docs/speed.md has what each part is worth.
 """
 import weakref
 
@@ -65,13 +61,8 @@ def use_channels_last(model: nn.Module) -> nn.Module:
 def optimize_for_cpu(model: nn.Module, channels_last: bool = True,
                      separable_roi_align: bool = True, compile: bool = False) -> nn.Module:
     """Fuse ``model`` (if not yet) and make its inference fast on CPU, in place: the same
-    function, float rounding aside (module docstring).
-
-    ``compile=True`` also compiles the backbone (a bare backbone: all of it) with
-    TorchInductor, weights frozen as constants: it pays off where per-op overhead dominates
-    (small inputs), costs tens of seconds on the first call of each input shape, and needs
-    a C++ compiler. Later changes to the weights are not seen by the compiled code.
-    """
+    function, float rounding aside. ``compile=True`` also compiles the backbone (a bare
+    backbone: all of it) with TorchInductor, weights frozen as constants (docs/speed.md)."""
     fuse_model(model)  # idempotent
     if separable_roi_align:
         use_separable_roi_align(model)

@@ -1,9 +1,7 @@
 """Fusing (structural re-parameterisation) a whole detector / segmentor, and its checkpoints.
-
-A fused checkpoint holds the backbone's fused form (``switch_to_deploy``): any config that
-builds the plain backbone loads it, as the backbone switches itself when it sees fused weights.
-Every other Conv -> BatchNorm pair is folded in memory only (``fuse_model``, ``--fuse``), never
-saved: a checkpoint without those norms would not fit the user's ordinary config.
+A fused checkpoint holds the backbone's fused form, which any config of the plain backbone loads;
+other Conv -> BatchNorm pairs are folded in memory only (``fuse_model``): a checkpoint without
+those norms would not fit the user's ordinary config.
 """
 from typing import Optional
 

@@ -1,11 +1,7 @@
 """Loading a backbone checkpoint, in any layout the backbone reads, into a backbone, all or
-nothing: what ``init_cfg=dict(type='Pretrained', ...)`` of our backbones does.
-
-The weights may be bare, under ``model`` / ``state_dict``, or under ``backbone.`` in a
-detector / segmentor checkpoint (``layouts``). Classifier heads are dropped (and logged); every
-backbone key must then be present with the right shape and nothing may be left over, or
-nothing is loaded. Which form (plain or fused) the backbone takes is the backbone's own
-business (its load hook).
+nothing: what ``init_cfg=dict(type='Pretrained', ...)`` of our backbones does. Classifier heads
+are dropped (and logged); the form (plain or fused) is the backbone's own business (its load
+hook).
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -14,16 +10,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from ..errors import CheckpointFormatError
-from .layouts import (
-    OWN_LAYOUTS,
-    PUBLISHED,
-    find_state_dict,
-    key_groups,
-    own_layout,
-    recognise,
-    select_backbone,
-)
+from ..errors import CheckpointFormatError, first_few
+from .layouts import OWN_LAYOUTS, PUBLISHED, find_state_dict, key_groups, recognise, select_backbone
 from .safe_load import load_checkpoint_file
 
 BN_COUNTER = 'num_batches_tracked'
@@ -36,11 +24,6 @@ def shapes_of(state_dict: dict) -> Shapes:
     weights and which some checkpoints omit)."""
     return {k: tuple(v.shape) for k, v in state_dict.items()
             if not k.endswith(BN_COUNTER) and isinstance(v, torch.Tensor)}
-
-
-def _listing(items: List[str]) -> str:
-    shown = '; '.join(items[:MAX_LISTED])
-    return shown + (f'; ... ({len(items) - MAX_LISTED} more)' if len(items) > MAX_LISTED else '')
 
 
 def _groups(keys: List[str]) -> str:
@@ -61,7 +44,7 @@ def shape_differences(given: Shapes, expected: Shapes, target: str = 'backbone')
         'of the wrong shape': [f'{k}: checkpoint {list(given[k])}, {target} '
                                f'{list(expected[k])}' for k in wrong],
     }
-    return [f'  {len(items)} keys {what}{_groups(keys)}: {_listing(items)}'
+    return [f'  {len(items)} keys {what}{_groups(keys)}: {first_few(items, MAX_LISTED, "; ")}'
             for (what, items), keys in zip(named.items(), (missing, unexpected, wrong))
             if items]
 
@@ -94,7 +77,7 @@ def extract_backbone_weights(checkpoint: dict, prefix: Optional[str] = None,
     layout = recognise(layouts, state_dict)
     if layout is not None:
         head = sorted(k for k in state_dict if k.startswith(layout.head))
-        return BackboneWeights(layout.to_own(state_dict), layout.name, source, container,
+        return BackboneWeights(layout.rename(state_dict), layout.name, source, container,
                                used_prefix, head, ignored)
     own = {k.split('.', 1)[0] for k in backbone.state_dict()} if backbone is not None else ()
     if own and not any(k.split('.', 1)[0] in own for k in state_dict):
@@ -103,8 +86,9 @@ def extract_backbone_weights(checkpoint: dict, prefix: Optional[str] = None,
             f'{source}: the keys match no {type(backbone).__name__} checkpoint layout '
             f'(recognised: {names}, optionally under "backbone."); its keys start with '
             f'{dict(key_groups(state_dict))}, e.g. {list(state_dict)[:3]}')
-    return BackboneWeights(state_dict, own_layout(state_dict), source, container, used_prefix,
-                           [], ignored)
+    fused = not any(k.endswith('.running_var') for k in state_dict)  # no norm left
+    return BackboneWeights(state_dict, OWN_LAYOUTS[fused], source, container, used_prefix, [],
+                           ignored)
 
 
 def load_backbone_weights(model: nn.Module, weights: BackboneWeights,

@@ -1,17 +1,7 @@
-"""Checkpoints named by URL: downloaded once into a cache under torch hub's directory
-(``$TORCH_HOME/hub/checkpoints/<key>/<file name>``, one folder per URL: ``<key>`` is the start
-of the URL's SHA-256), then read from there like any local file.
-
-Two URLs ending in the same file name are two files. Beside each cached file, a record
-(``<file name>.source.json``) keeps the URL and what the server said of it (size, ``ETag``,
-``Last-Modified``). Each later use asks the server again (a ``HEAD`` request): a cached file
-of another size, or one whose server copy has changed, is downloaded again; offline, the
-cached file is used as long as it is the size it was downloaded at. A cached file that is not
-the URL's file is never used as if it were.
-
-``MMREPVIT_RELEASE_MIRROR`` points the original release's URLs at a mirror: a local folder or
-another server holding the release files under the same names (for machines behind a
-firewall, and for tests).
+"""Checkpoints named by URL: downloaded once into a folder per URL of torch hub's cache, with
+a record of what the server said, checked against the server on each use; the release URLs
+optionally read from a mirror (``MMREPVIT_RELEASE_MIRROR``). docs/checkpoints.md, "Checkpoints
+named by URL", says how.
 """
 import hashlib
 import http.client
@@ -33,6 +23,9 @@ MIRROR_ENV = 'MMREPVIT_RELEASE_MIRROR'
 HEAD_TIMEOUT_S = 10  # asking the server whether the cached file is still its file
 # what the server says of a file, as response headers and as keys of the cache record
 SERVER_HEADERS = (('etag', 'ETag'), ('last_modified', 'Last-Modified'))
+USE_LOCAL_FILE = ('use a local file instead: --cfg-options model.backbone.init_cfg.checkpoint=PATH '
+                  '(a backbone\'s ImageNet weights) or load_from=PATH, or PATH as the checkpoint '
+                  'argument of tools/test.py / tools/infer.py --weights.')
 
 
 def is_url(path: str) -> bool:
@@ -118,19 +111,6 @@ def mirrored(url: str) -> str:
     return osp.join(osp.expanduser(folder), name)
 
 
-def _use_local_file() -> str:
-    return ('use a local file instead: --cfg-options model.backbone.init_cfg.checkpoint=PATH '
-            '(a backbone\'s ImageNet weights) or load_from=PATH, or PATH as the checkpoint '
-            'argument of tools/test.py / tools/infer.py --weights.')
-
-
-def _remedies(url: str, local: str) -> str:
-    mirror = (f'set {MIRROR_ENV} to a folder or server holding the release files, or '
-              if url.startswith(RELEASE_URL) else '')
-    return (f'Download it where you can and put it at {local!r} (it is then read from there), '
-            f'{mirror}{_use_local_file()}')
-
-
 def _cache_url(url: str, source: str, local: str) -> Optional[str]:
     """Make ``local`` the file of ``url`` (downloaded from ``source``), unless it already is;
     the reason, if it could not."""
@@ -157,8 +137,8 @@ def _cache_url(url: str, source: str, local: str) -> Optional[str]:
         if not os.listdir(osp.dirname(local)):
             os.rmdir(osp.dirname(local))  # no empty folder per URL that failed
         return f'{type(e).__name__}: {e}{stale or ""}'
-    if server is not None and server['size'] not in (None, osp.getsize(local)):
-        size = osp.getsize(local)
+    size = osp.getsize(local)
+    if server is not None and server['size'] not in (None, size):
         os.remove(local)
         return f'{size} bytes arrived, but the server said {server["size"]} (interrupted?)'
     _write_record(url, source, local, server)
@@ -175,7 +155,7 @@ def fetch_url(url: str) -> str:
             raise CheckpointDownloadError(
                 f'Checkpoint {url!r}: {MIRROR_ENV} points it at {source!r}, which does not '
                 f'exist. Put the release file there, unset {MIRROR_ENV} to download it, or '
-                f'{_use_local_file()}')
+                f'{USE_LOCAL_FILE}')
         return source
     rank, world_size = get_dist_info()
     error = _cache_url(url, source, local) if rank == 0 else None
@@ -183,7 +163,10 @@ def fetch_url(url: str) -> str:
         barrier()
     if error is not None or not osp.isfile(local):
         via = f' (from the mirror {source!r})' if source != url else ''
+        mirror = (f'set {MIRROR_ENV} to a folder or server holding the release files, or '
+                  if url.startswith(RELEASE_URL) else '')
         raise CheckpointDownloadError(
             f'Could not download checkpoint {url!r}{via}: '
-            f'{error or "rank 0 could not download it"}.\n{_remedies(url, local)}')
+            f'{error or "rank 0 could not download it"}.\nDownload it where you can and put it '
+            f'at {local!r} (it is then read from there), {mirror}{USE_LOCAL_FILE}')
     return local

@@ -1,15 +1,8 @@
-"""Checkpoint layouts, in one place: where a checkpoint keeps its weights, which layout they
-are in, and their renaming to a backbone's own keys.
-
-A backbone class lists the published layouts it reads in ``checkpoint_layouts`` (RepViT: the
-original release, current and legacy, and timm's). Its own layout, plain (``mmrepvit``) or
-fused (``mmrepvit_deploy``), needs no renaming. A whole-model mmdet 2 / mmseg 0 checkpoint of
-the original release is its layout under ``backbone.``. Reading another published layout: a
-:class:`Layout` here, named in the backbone's ``checkpoint_layouts``.
-
-Our RepViT: ``stem.{0,2}`` (ConvBN), ``blocks.{i}`` = row i+1 of the original's ``features``.
-Keys a renaming does not know pass through unchanged, so that the loader reports them as
-unexpected instead of losing them silently.
+"""Checkpoint layouts: where a checkpoint keeps its weights, which published layout they are
+in (a :class:`Layout`, listed in a backbone's ``checkpoint_layouts``; an mmdet 2 / mmseg 0
+model holds it under ``backbone.``), and their renaming to the backbone's own keys (RepViT:
+``stem.{0,2}``, ``blocks.{i}`` = row i+1 of the original's ``features``). Keys a renaming does
+not know pass through unchanged, so that the loader reports them instead of losing them.
 """
 import re
 from collections import Counter, defaultdict
@@ -32,15 +25,11 @@ OWN_LAYOUTS = ('mmrepvit', 'mmrepvit_deploy')
 @dataclass(frozen=True)
 class Layout:
     """A published layout: whether keys are in it, its classifier head (not part of a
-    backbone) and the renaming of the rest to the backbone's own keys."""
+    backbone) and its renaming."""
     name: str
     matches: Callable[[Sequence[str]], bool]
     head: Tuple[str, ...]
-    rename: Callable[[dict], dict]
-
-    def to_own(self, state_dict: dict) -> dict:
-        """``state_dict`` renamed to the backbone's keys, the classifier head dropped."""
-        return self.rename(without_head(state_dict, self.head))
+    rename: Callable[[dict], dict]  # to the backbone's keys, the classifier head dropped
 
 
 def _is_state_dict(obj):
@@ -106,11 +95,6 @@ def recognise(layouts: Sequence[Layout], keys) -> Optional[Layout]:
     """The one of ``layouts`` the keys are in, or None."""
     keys = list(keys)
     return next((layout for layout in layouts if layout.matches(keys)), None)
-
-
-def own_layout(keys) -> str:
-    """Which of ``OWN_LAYOUTS`` keys in this project's layout are: fused ones have no norm."""
-    return OWN_LAYOUTS[not any(k.endswith('.running_var') for k in keys)]
 
 
 def without_head(state_dict, head):

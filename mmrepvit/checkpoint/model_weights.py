@@ -1,9 +1,6 @@
-"""Loading a whole detector / segmentor checkpoint strictly.
-
-The toolboxes load with ``strict=False`` and only log what did not fit, so another model's
-checkpoint, a truncated one or one missing a head gives a model that runs and predicts
-garbage. Our tools load with this instead: every key of the model, the right shapes, nothing
-left over, or an error naming what does not fit.
+"""Loading a whole detector / segmentor checkpoint strictly: every key of the model, the right
+shapes, nothing left over, or an error naming what does not fit (the toolboxes' ``strict=False``
+only logs it, and another model's checkpoint then runs and predicts garbage).
 """
 from typing import Union
 

@@ -1,21 +1,7 @@
 """The one reader of checkpoint files: ``torch.load(weights_only=True)`` only, for our loads and
-(``register_safe_checkpoint_loader``) mmengine's.
-
-A pickle may name any importable callable and have it called while loading, so a checkpoint can
-carry code; torch (>= 2.6) refuses by default every global that is not a tensor rebuild function
-or a plain container. An mmengine Runner checkpoint pickles exactly these more (torch 2.13,
-numpy 1.26, mmengine 0.10.7; ``tests/test_safe_load.py`` checks it):
-``mmengine.logging.history_buffer.HistoryBuffer`` (the message hub's logs), numpy's
-``_reconstruct``, ``ndarray``, ``dtype`` and ``scalar`` (its arrays and scalars), and
-``builtins.getattr`` as ``getattr(HistoryBuffer, 'min')``. Our loads allow exactly those, for
-their duration (``allowed_globals``); ``import mmrepvit`` allows them process-wide
-(``register_safe_globals``, opt-out in ``process_wide.py``) so that mmengine's own
-``load_checkpoint`` and ``runner.resume()`` work. ``builtins.getattr`` is bound to a function
-that only looks up HistoryBuffer's statistics methods; ``numpy.dtype`` objects are built only
-for the numeric dtypes (object and string ones are refused). Anything else is refused, naming
-the global. numpy 2 renamed ``numpy.core`` to ``numpy._core``: both spellings of
-``_reconstruct`` and ``scalar`` are bound to the running numpy's function, so a checkpoint
-saved under either numpy loads under the other.
+(``register_safe_checkpoint_loader``) mmengine's. The allow-list holds exactly what an mmengine
+Runner checkpoint pickles, under numpy 1 and 2 names (docs/checkpoints.md, "Safe loading";
+``tests/test_safe_load.py`` checks it); anything else is refused, naming the global.
 """
 import contextlib
 import os
@@ -60,40 +46,30 @@ def history_buffer_getattr(obj, name):
     return value
 
 
-# Where numpy 1 and numpy 2 keep ``_reconstruct`` and ``scalar``, as pickles name them.
+# Where numpy 1 and numpy 2 keep ``_reconstruct`` and ``scalar``, as pickles name them: both
+# are bound to the running numpy's functions.
 NUMPY_MULTIARRAY_MODULES = ('numpy.core.multiarray', 'numpy._core.multiarray')
-
-
-def _numpy_globals(name):
-    """The running numpy's ``multiarray.<name>`` under the names both numpy 1 and 2 pickle."""
-    function = getattr(_np_multiarray, name)
-    return tuple((function, f'{module}.{name}') for module in NUMPY_MULTIARRAY_MODULES)
-
-
 # The globals an mmengine Runner checkpoint names, as (object, name in the pickle).
 MMENGINE_CHECKPOINT_GLOBALS = (
     (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
-    *_numpy_globals('_reconstruct'),
     (np.ndarray, 'numpy.ndarray'),
     (np.dtype, 'numpy.dtype'),
-    *_numpy_globals('scalar'),
     (history_buffer_getattr, 'builtins.getattr'),
+    *((getattr(_np_multiarray, name), f'{module}.{name}')
+      for name in ('_reconstruct', 'scalar') for module in NUMPY_MULTIARRAY_MODULES),
 )
 # Classes of the numeric numpy dtypes: an unpickled ``np.dtype`` is built as one of these.
 NUMPY_DTYPE_CLASSES = tuple(
     type(np.dtype(code)) for code in ('?', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4', 'u8',
                                       'f2', 'f4', 'f8'))
 ALLOWED_GLOBAL_NAMES = frozenset(name for _, name in MMENGINE_CHECKPOINT_GLOBALS)
-
-
-def _safe_globals():
-    return list(MMENGINE_CHECKPOINT_GLOBALS) + list(NUMPY_DTYPE_CLASSES)
+SAFE_GLOBALS = list(MMENGINE_CHECKPOINT_GLOBALS) + list(NUMPY_DTYPE_CLASSES)
 
 
 def register_safe_globals():
     """Allow-list the objects above for every ``torch.load(weights_only=True)`` of the
     process. Idempotent."""
-    torch.serialization.add_safe_globals(_safe_globals())
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
 
 
 @contextlib.contextmanager
@@ -102,23 +78,12 @@ def allowed_globals():
     afterwards. (``torch.serialization.safe_globals`` would remove them on exit even where
     the process had allow-listed them before.)"""
     saved = torch.serialization.get_safe_globals()
-    torch.serialization.add_safe_globals(_safe_globals())
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
     try:
         yield
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(saved)
-
-
-def _file_kind(path):
-    """'zip' (torch >= 1.6 format), 'legacy' (older torch pickle), or None (neither)."""
-    with open(path, 'rb') as f:
-        head = f.read(4)
-    if head.startswith(b'PK'):
-        return 'zip'
-    if head[:1] == b'\x80':  # a pickle, protocol 2 or later
-        return 'legacy'
-    return None
 
 
 def _offending_globals(path, reason):
@@ -152,9 +117,8 @@ def _refusal(path, offending, detail):
 
 
 def resolve_checkpoint_path(path):
-    """A local path, or an http(s) URL downloaded once into the checkpoint cache, a folder
-    per URL (``download.fetch_url``: mirror, progress, the cached file checked against the
-    server, errors that say what to do offline)."""
+    """A local path, or an http(s) URL downloaded once into the checkpoint cache
+    (``download.fetch_url``)."""
     path = os.fspath(path)
     if is_url(path):
         return fetch_url(path)
@@ -167,7 +131,10 @@ def load_checkpoint_file(path: str, map_location: str = 'cpu') -> dict:
     """``torch.load(path, weights_only=True)`` with the allow-list, and errors that say whether
     the file is missing, truncated, not a checkpoint, or unsafe."""
     path = resolve_checkpoint_path(path)
-    kind = _file_kind(path)
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    # torch >= 1.6's zip format, or an older torch pickle (protocol 2 or later), or neither
+    kind = 'zip' if head.startswith(b'PK') else 'legacy' if head[:1] == b'\x80' else None
     if kind is None or (kind == 'zip' and not zipfile.is_zipfile(path)):
         size = osp.getsize(path)
         what = ('is empty' if size == 0 else
@@ -197,9 +164,6 @@ def _mmengine_load(filename, map_location=None):
 
 def register_safe_checkpoint_loader():
     """Route mmengine's local-file and http(s) checkpoint loading (``resume``, ``load_from``,
-    ``Pretrained`` init of other modules) through :func:`load_checkpoint_file`, through its
-    public ``CheckpointLoader.register_scheme`` (a URL: downloaded once into the cache of
-    ``download.py``, a folder per URL, not mmengine's own by file name). Process-wide, opt-out:
-    ``process_wide.py``."""
+    ``Pretrained`` of other modules) through :func:`load_checkpoint_file` (``process_wide.py``)."""
     for prefixes in ('', ('http://', 'https://')):
         CheckpointLoader.register_scheme(prefixes=prefixes, loader=_mmengine_load, force=True)

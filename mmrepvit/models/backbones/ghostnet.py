@@ -30,9 +30,6 @@ class GhostNet(MoCoViT):
     arch_zoo = ARCH_ZOO
     custom_arch = 'a dict with widen_factor'
 
-    def describe(self) -> str:
-        return f'GhostNet (arch {self.arch_name!r}, widen_factor {self.widen_factor})'
-
     @classmethod
     def _resolve_arch(cls, arch):
         if isinstance(arch, dict):

@@ -1,12 +1,9 @@
 """MoCoViT (Ma et al., "MoCoViT: Mobile Convolutional Vision Transformer", arXiv 2205.12635) as
 a multi-scale backbone for detection and segmentation.
 
-No official code exists. This is GhostNet-1.0x with the last four stride-1 bottlenecks of the
-stride-32 stage replaced by Mobile Transformer Blocks, the reconstruction that matches the
-published size (5.3M parameters, 147M multiply-adds); docs/mocovit.md lists every choice.
-Checked against the paper alone: its size (parameters, and multiply-adds as a ratio to
-GhostNet-1.0x, tests/test_mocovit.py) and its description of the blocks; the public
-unofficial versions were read, not followed (docs/mocovit.md says where they are wrong).
+No official code exists: GhostNet-1.0x with the last four stride-1 bottlenecks of the stride-32
+stage replaced by Mobile Transformer Blocks, the reconstruction that matches the published size
+(5.3M parameters, 147M multiply-adds); docs/mocovit.md lists every choice and its checks.
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -78,40 +75,34 @@ class MoCoViT(MobileBackbone):
         self.transformer_blocks = arch['transformer_blocks']
         self.num_heads, self.attention_ghost_relu = num_heads, attention_ghost_relu
         self.norm_cfg = norm_cfg or dict(type='BN')
-        with self.building(deploy):
-            self._build_layers(num_heads, attention_ghost_relu, norm_cfg, drop_path_rate)
-        self.out_channels = [self.channels[i] for i in self.out_indices]
-        self.out_strides = [4 * 2**i for i in self.out_indices]
-        self.finish_building(deploy)
-
-    def _build_layers(self, num_heads, attention_ghost_relu, norm_cfg, drop_path_rate):
         width = self.widen
-        stem_c = width(STEM_CHANNELS)
-        k, hidden, out, se, stride = STEM_ROW
-        self.stem = nn.Sequential(
-            ConvBN(3, stem_c, 3, 2, 1, norm_cfg=norm_cfg), nn.ReLU(inplace=True),
-            GhostBottleneck(stem_c, width(hidden), width(out), k, stride, se, norm_cfg))
-        in_c = width(out)
-
-        self.stages = nn.ModuleList()
-        self.channels = []
         first_mtb = len(STAGES[-1]) - self.transformer_blocks
         drop_rates = [drop_path_rate * i / max(1, self.transformer_blocks - 1)
                       for i in range(self.transformer_blocks)]
-        for stage_idx, rows in enumerate(STAGES):
-            blocks = []
-            for row_idx, (k, hidden, out, se, stride) in enumerate(rows):
-                if stage_idx == len(STAGES) - 1 and row_idx >= first_mtb:
-                    blocks.append(MobileTransformerBlock(
-                        in_c, width(hidden), se, num_heads, attention_ghost_relu,
-                        drop_path=drop_rates[row_idx - first_mtb], norm_cfg=norm_cfg))
-                else:
-                    blocks.append(GhostBottleneck(in_c, width(hidden), width(out), k, stride,
-                                                  se, norm_cfg))
-                    in_c = width(out)
-            self.stages.append(nn.Sequential(*blocks))
-            self.channels.append(in_c)
-        self.channels = tuple(self.channels)
+        channels = []
+        with self.building(deploy):
+            k, hidden, out, se, stride = STEM_ROW
+            self.stem = nn.Sequential(
+                ConvBN(3, width(STEM_CHANNELS), 3, 2, 1, norm_cfg=norm_cfg), nn.ReLU(inplace=True),
+                GhostBottleneck(width(STEM_CHANNELS), width(hidden), width(out), k, stride, se,
+                                norm_cfg))
+            in_c = width(out)
+            self.stages = nn.ModuleList()
+            for stage_idx, rows in enumerate(STAGES):
+                blocks = []
+                for row_idx, (k, hidden, out, se, stride) in enumerate(rows):
+                    if stage_idx == len(STAGES) - 1 and row_idx >= first_mtb:
+                        blocks.append(MobileTransformerBlock(
+                            in_c, width(hidden), se, num_heads, attention_ghost_relu,
+                            drop_path=drop_rates[row_idx - first_mtb], norm_cfg=norm_cfg))
+                    else:
+                        blocks.append(GhostBottleneck(in_c, width(hidden), width(out), k,
+                                                      stride, se, norm_cfg))
+                        in_c = width(out)
+                self.stages.append(nn.Sequential(*blocks))
+                channels.append(in_c)
+        self.channels = tuple(channels)
+        self.finish_building(deploy)
 
     def structure_kwargs(self) -> dict:
         return dict(arch=dict(widen_factor=self.widen_factor,
@@ -120,7 +111,7 @@ class MoCoViT(MobileBackbone):
                     norm_cfg=self.norm_cfg)
 
     def describe(self) -> str:
-        return f'MoCoViT (arch {self.arch_name!r}, widen_factor {self.widen_factor})'
+        return f'{type(self).__name__} (arch {self.arch_name!r}, widen_factor {self.widen_factor})'
 
     def widen(self, channels: float) -> int:
         """A width of GhostNet-1.0x scaled by ``widen_factor`` (GhostNet's rounding)."""

@@ -5,6 +5,7 @@ Written from the paper; checked against the original code (https://github.com/TH
 every block's output of its golden cases (tests/data, made by running that code) within 1e-5,
 1e-4 fused (tests/test_repvit.py), and its checkpoints' key layouts, every variant."""
 import functools
+from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -46,18 +47,14 @@ def default_se_pattern(depth: int, first_stage: bool) -> str:
     return ''.join(pattern)
 
 
-class ChannelMixer(nn.Module):
-    """Pointwise expand -> GELU -> project, the FFN of every RepViT block (no residual here)."""
+class ChannelMixer(nn.Sequential):
+    """Pointwise expand -> GELU -> project, the FFN of every RepViT block (no residual here);
+    its last norm starts at zero, so each block starts as identity on its FFN branch."""
 
     def __init__(self, channels, hidden, norm_cfg):
-        super().__init__()
-        self.fc1 = ConvBN(channels, hidden, norm_cfg=norm_cfg)
-        self.act = nn.GELU()
-        # zero-initialised last norm: each block starts as identity on its FFN branch
-        self.fc2 = ConvBN(hidden, channels, bn_weight_init=0.0, norm_cfg=norm_cfg)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        super().__init__(OrderedDict(
+            fc1=ConvBN(channels, hidden, norm_cfg=norm_cfg), act=nn.GELU(),
+            fc2=ConvBN(hidden, channels, bn_weight_init=0.0, norm_cfg=norm_cfg)))
 
 
 class RepViTBlock(nn.Module):
@@ -99,7 +96,7 @@ class RepViT(MobileBackbone):
         frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and stages 0..k-1.
         norm_eval (bool): keep norm layers in eval mode (frozen statistics) while training.
         deploy (bool): build the fused form directly. Either form loads either form's
-            weights, in any of ``checkpoint_layouts`` (see ``weight_forms``).
+            weights, in any of ``checkpoint_layouts`` (see ``MobileBackbone``).
     """
     arch_zoo = ARCH_ZOO
     custom_arch = 'a dict with channels and se or depths'
@@ -118,7 +115,6 @@ class RepViT(MobileBackbone):
         self.se_pattern = tuple(arch['se'])
         self.legacy = bool(arch.get('legacy', False))
         self.norm_cfg = norm_cfg or dict(type='BN')
-        self.drop_path_rate = drop_path_rate
         self.depths = tuple(len(p) for p in self.se_pattern)
         self.stage_ends = tuple(sum(self.depths[:i + 1]) for i in range(4))  # row indices
 
@@ -130,8 +126,6 @@ class RepViT(MobileBackbone):
         self.taps = taps
         self.tap_rows = self.stage_ends if taps == 'segmentation' else \
             tuple(e - 1 for e in self.stage_ends[:3]) + (self.stage_ends[3], )
-        self.out_channels = [self.channels[i] for i in self.out_indices]
-        self.out_strides = [4 * 2**i for i in self.out_indices]
 
         dpr = [drop_path_rate * i / max(1, self.stage_ends[-1] - 1)
                for i in range(self.stage_ends[-1])]
@@ -210,10 +204,9 @@ class RepViT(MobileBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.stem(x)
-        last = max(self.tap_rows[i] for i in self.out_indices)
         wanted = {self.tap_rows[i]: i for i in self.out_indices}
         feats = {}
-        for row in range(1, last + 1):
+        for row in range(1, max(wanted) + 1):
             x = self.run_block(self.blocks[row - 1], x)
             if row in wanted:
                 feats[wanted[row]] = x

@@ -1,8 +1,6 @@
-"""RoIAlign (average pooling) as two small matrix products per RoI.
-
-mmcv's CPU RoIAlign is one thread walking every sample point, a large share of a fused Mask
-R-CNN's time on CPU (docs/speed.md). Bilinear sampling and the average over a bin are separable:
-each RoI's output is ``Wy @ crop @ Wx^T``, ``Wy`` / ``Wx`` (bins x rows / cols) holding the
+"""RoIAlign (average pooling) as two small matrix products per RoI, faster on CPU than mmcv's
+single-threaded one (docs/speed.md): bilinear sampling and the average over a bin are separable,
+so each RoI's output is ``Wy @ crop @ Wx^T``, ``Wy`` / ``Wx`` (bins x rows / cols) holding the
 interpolation weights over the feature rows / columns the RoI touches. Same function as mmcv's
 (boundary rules included), float rounding aside; differentiable in the features, not the boxes.
 """
