@@ -27,18 +27,12 @@ def parse_args(argv=None):
                              'it only so; the first candidate is the reference')
     parser.add_argument('--variants', nargs='+', default=['unfused', 'fused', 'fast'],
                         choices=VARIANTS + tuple(DEPLOYED),
-                        help='fused-backbone: only the backbone fused (what a fused '
-                             'checkpoint loads as); fused: every BatchNorm folded too; '
-                             'fast: fused + channels-last; compiled: fast + TorchInductor '
-                             'on the backbone (slow first call per input shape); '
-                             'onnxruntime: fused, exported to ONNX (detectors through '
-                             'mmdeploy) and run in ONNX Runtime, whole test step for whole '
-                             'models (docs/deployment.md); onnxruntime-int8: that '
-                             'graph quantised to int8, calibrated on synthetic images '
-                             '(timing only); openvino, openvino-bf16, openvino-int8: the '
-                             'same float32 / int8 graphs in OpenVINO (bf16 only on a CPU '
-                             'with AVX512-BF16 or AMX); executorch, executorch-int8: a '
-                             'backbone as an ExecuTorch program')
+                        help='fused-backbone: only the backbone fused; fused: every '
+                             'BatchNorm folded too; fast: fused + channels-last; compiled: '
+                             'fast + TorchInductor on the backbone; onnxruntime, openvino, '
+                             'executorch: fused, exported and run there (whole models with '
+                             'their test step), -int8 / -bf16: in that precision, int8 '
+                             'calibrated on synthetic images, timing only (docs/speed.md)')
     parser.add_argument('--size', nargs='+', type=int, action='append', metavar='H [W]',
                         help='input size, repeatable (default 224 for a backbone, 800 1333 '
                              'for mmdet, 512 512 for mmseg)')

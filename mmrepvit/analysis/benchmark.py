@@ -49,10 +49,6 @@ ONNX_VARIANTS = tuple(DEPLOYED)
 LIBRARIES = ('torch', *RUNTIMES, 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation', 'numpy')
 
 
-def _label(target, variant):
-    return f'{target}:{variant}'
-
-
 def _inference(fn, keep=None):
     def call():
         with torch.inference_mode():
@@ -80,7 +76,7 @@ def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224),
     first = (sizes[0][0], sizes[0][-1])
     # (target, int8) -> file: one export (and int8 copy) for every runtime
     exports = dict(exports or {})
-    models = {_label(t, v): (t, v, build_onnx_target(t, kinds[t], first, classifier,
+    models = {f'{t}:{v}': (t, v, build_onnx_target(t, kinds[t], first, classifier,
                                                      cfg_options, *DEPLOYED[v], exports,
                                                      checkpoint)
                              if v in DEPLOYED else
@@ -139,7 +135,9 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
         if (spec, False) not in exports:
             exports[spec, False] = _export(spec, kind, size, cfg_options, checkpoint)
         path, model = exports[spec, False]
-        exports[spec, True] = (_int8(path, model, kind, size), model)
+        int8_path = path[:-len('.onnx')] + '_int8.onnx'
+        quantize_onnx(path, int8_path, synthetic_feeds(model, kind, size, graph_inputs(path)))
+        exports[spec, True] = (int8_path, model)
     path = exports[spec, int8][0]
     if kind == 'backbone':
         return OnnxBackbone(path, runtime=runtime, precision=precision)
@@ -164,15 +162,10 @@ def _program(spec, kind, size, precision, cfg_options, checkpoint=None):
             calibration=[synthetic_batch('backbone', size, seed=i) for i in range(4)])
         return path
     model = build_target(spec, 'fused', cfg_options=cfg_options, checkpoint=checkpoint)
-    calibration = [synthetic_image(size, seed) for seed in range(4)]
-    if kind == 'mmdet':
-        export_detector_program(spec, path, precision=precision, export_size=size,
-                                fixed=True, cfg_options=cfg_options, model=model,
-                                calibration=calibration)
-    else:
-        export_segmentor_program(spec, path, precision=precision, export_size=size,
-                                 fixed=True, cfg_options=cfg_options, model=model,
-                                 calibration=calibration)
+    export = export_detector_program if kind == 'mmdet' else export_segmentor_program
+    export(spec, path, precision=precision, export_size=size, fixed=True,
+           cfg_options=cfg_options, model=model,
+           calibration=[synthetic_image(size, seed) for seed in range(4)])
     return path
 
 
@@ -186,13 +179,6 @@ def _export(spec, kind, size, cfg_options, checkpoint=None):
     model = build_target(spec, 'fused', cfg_options=cfg_options, checkpoint=checkpoint)
     (export_detector if kind == 'mmdet' else export_segmentor)(model, path, size=size)
     return path, model
-
-
-def _int8(path, model, kind, size):
-    int8_path = path[:-len('.onnx')] + '_int8.onnx'
-    feeds = synthetic_feeds(model, kind, size, graph_inputs(path))
-    quantize_onnx(path, int8_path, feeds)
-    return int8_path
 
 
 def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup, mode,
@@ -215,7 +201,7 @@ def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup,
             outputs[label] = describe_outputs(kinds[models[label][0]], keep['outputs'], mode)
     results = []
     for label, (t, v, model) in models.items():
-        unfused = _label(t, 'unfused')
+        unfused = f'{t}:unfused'
         results.append(dict(
             target=t, variant=v, label=label, kind=kinds[t], size=list(size),
             batch_size=batch_size, threads=threads,
