@@ -49,15 +49,6 @@ ONNX_VARIANTS = tuple(DEPLOYED)
 LIBRARIES = ('torch', *RUNTIMES, 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation', 'numpy')
 
 
-def _inference(fn, keep=None):
-    def call():
-        with torch.inference_mode():
-            out = fn()
-        if keep is not None:
-            keep['outputs'] = out
-    return call
-
-
 def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224), ),
               batch_sizes=(1, ), threads=(2, ), repeats=30, warmup=5, mode='predict',
               classifier=False, cfg_options=None, memory=True, progress=False,
@@ -185,8 +176,14 @@ def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup,
            memory, progress):
     def call(label, keep=None):
         t, _, model = models[label]
-        batch = synthetic_batch(kinds[t], size, batch_size)
-        return _inference(make_call(kinds[t], model, batch, mode), keep)
+        fn = make_call(kinds[t], model, synthetic_batch(kinds[t], size, batch_size), mode)
+
+        def run():
+            with torch.inference_mode():
+                out = fn()
+            if keep is not None:
+                keep['outputs'] = out
+        return run
 
     calls = {label: call(label) for label in models}
     peaks, outputs = {}, {}

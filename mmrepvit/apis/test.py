@@ -11,7 +11,7 @@ from ..deployment import check_model_file, is_deployed_file, open_model
 from ..deployment.executorch_runtime import feed_original_images
 from ..deployment.runtime import runs_app_programs
 from .diagnose import explained_errors
-from .train import build_runner
+from .train import add_hooks, build_runner
 
 
 def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = None,
@@ -33,8 +33,7 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # every weight comes from the checkpoint
     if fuse:
-        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-            dict(type='mmrepvit.FuseModelHook')]
+        add_hooks(cfg, ['mmrepvit.FuseModelHook'])
     if out:
         if toolbox == 'mmdet':
             if not out.endswith(('.pkl', '.pickle')):
