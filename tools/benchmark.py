@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def main(argv=None):
     from mmrepvit.analysis.benchmark import DEPLOYED
     from mmrepvit.model_variants import VARIANTS
     from tools import _args
@@ -54,11 +54,6 @@ def parse_args(argv=None):
                              'CLASSES classes at --size, --threads')
     args = parser.parse_args(argv)
     args.size = [_args.image_size(parser, s) for s in args.size or []]
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
     from mmrepvit.analysis.benchmark import (
         benchmark,
         format_seg_postprocess,

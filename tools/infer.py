@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def main(argv=None):
     from tools import _args
     parser = _args.tool_parser(__doc__)
     parser.add_argument('inputs', help='an image, a folder of images, or a video file')
@@ -38,11 +38,7 @@ def parse_args(argv=None):
                         'it carries as Python (by default it is read as data only, and a '
                         'config that is not plain data is refused)')
     _args.add_runtime_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     from mmrepvit.apis.infer import infer
     run = infer(args.inputs, args.config, args.weights, args.out_dir, args.device,
                 args.score_thr, args.fuse, args.runtime, args.precision,

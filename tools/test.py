@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def main(argv=None):
     from tools import _args
     parser = argparse.ArgumentParser(description='Test a RepViT/MoCoViT detector or segmentor')
     parser.add_argument('config', help='test config file path')
@@ -26,11 +26,7 @@ def parse_args(argv=None):
     _args.add_runtime_arguments(parser)
     _args.add_cfg_options(parser)
     _args.add_launcher_arguments(parser)
-    return _args.parse_launched(parser, argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
+    args = _args.parse_launched(parser, argv)
     from mmrepvit.apis import prepare_test_cfg, test
     cfg = prepare_test_cfg(args.config, args.checkpoint, work_dir=args.work_dir, out=args.out,
                            show_dir=args.show_dir, fuse=args.fuse,

@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def main(argv=None):
     from mmrepvit.analysis.which_path import PATHS
     from tools import _args
     parser = _args.tool_parser(__doc__)
@@ -42,11 +42,7 @@ def parse_args(argv=None):
     _args.add_json_argument(parser)
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     _args.add_cfg_options(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     import os.path as osp
 
     from mmrepvit.analysis.which_path import format_report, which_path

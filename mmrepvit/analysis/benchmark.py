@@ -114,22 +114,18 @@ def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
                          f'classifier head')
     exports = {} if exports is None else exports
     int8 = precision == 'int8'
-    if runs_app_programs(runtime):  # its own exporter
-        if (spec, int8, 'pte') not in exports:
-            exports[spec, int8, 'pte'] = _program(spec, kind, size, precision, cfg_options,
-                                                  checkpoint)
-        if kind == 'backbone':
-            return OnnxBackbone(exports[spec, int8, 'pte'], runtime=runtime)
-        return open_model(load_target_config(spec, cfg_options), exports[spec, int8, 'pte'],
-                          runtime, precision)
-    if (spec, int8) not in exports:
+    program = runs_app_programs(runtime)  # an ExecuTorch program, by its own exporter
+    key = (spec, int8, 'pte') if program else (spec, int8)
+    if program and key not in exports:
+        exports[key] = (_program(spec, kind, size, precision, cfg_options, checkpoint), None)
+    elif key not in exports:  # the float32 export, and its int8 copy for every runtime
         if (spec, False) not in exports:
             exports[spec, False] = _export(spec, kind, size, cfg_options, checkpoint)
         path, model = exports[spec, False]
         int8_path = path[:-len('.onnx')] + '_int8.onnx'
         quantize_onnx(path, int8_path, synthetic_feeds(model, kind, size, graph_inputs(path)))
         exports[spec, True] = (int8_path, model)
-    path = exports[spec, int8][0]
+    path = exports[key][0]
     if kind == 'backbone':
         return OnnxBackbone(path, runtime=runtime, precision=precision)
     return open_model(load_target_config(spec, cfg_options), path, runtime, precision,

@@ -4,7 +4,7 @@ interleaved, and with a checkpoint tested on the config's test set (docs/deploym
 import importlib.util
 import os
 import os.path as osp
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 from ..deployment.export import export_model
 from ..deployment.runtime import RUNTIMES, UnsupportedPrecision, require_bf16, runs_app_programs
@@ -19,10 +19,6 @@ KEY_METRICS = {
     'mmdet': (('coco/bbox_mAP_50', 'bbox AP50', 100.0), ('coco/segm_mAP_50', 'segm AP50', 100.0)),
     'mmseg': (('mIoU', 'mIoU', 1.0), ),
 }
-
-# evaluate(path, weights, runtime, precision, fast) -> the test loop's metrics; runtime and
-# precision None for a checkpoint (PyTorch)
-Evaluate = Callable[[str, str, Optional[str], Optional[str], bool], dict]
 
 
 def runtime_precision(path: str) -> Tuple[str, str]:
@@ -53,15 +49,13 @@ def unavailable_reason(path: str, flags=None, kind: str = 'backbone',
     return None
 
 
-def which_path(target: str, checkpoint: Optional[str] = None,
-               size: Optional[Tuple[int, int]] = None, threads: int = 2, repeats: int = 10,
-               warmup: int = 2, tolerance: float = 1.0, paths: Sequence[str] = PATHS,
-               evaluate: Optional[Evaluate] = None, work_dir: Optional[str] = None,
-               cfg_options: Optional[dict] = None, calib_images: int = 32,
-               progress: bool = False, flags=None) -> Dict:
+def which_path(target, checkpoint=None, size=None, threads=2, repeats=10, warmup=2,
+               tolerance=1.0, paths=PATHS, evaluate=None, work_dir=None, cfg_options=None,
+               calib_images=32, progress=False, flags=None) -> Dict:
     """Time every path of ``paths`` that can run here on ``target`` (a config or a backbone
-    arch), interleaved; given ``checkpoint`` and ``evaluate``, measure each one's accuracy on
-    the test set, with the files exported from ``checkpoint`` kept in ``work_dir``. Picks the
+    arch), interleaved; given ``checkpoint`` and ``evaluate(path, weights, runtime, precision,
+    fast)`` (the test loop's metrics; runtime and precision None for PyTorch), measure each
+    one's accuracy, with the files exported from ``checkpoint`` kept in ``work_dir``. Picks the
     fastest (median) whose ``KEY_METRICS`` lose at most ``tolerance`` points against float32
     PyTorch. Returns a JSON-ready report (``format_report``). ``flags``: the CPU's flags."""
     kind = target_kind(target)
