@@ -1,9 +1,6 @@
-"""Parameters and multiply-adds of a backbone or a whole model, with a per-part breakdown.
-
-Counting is mmengine's ``FlopAnalyzer`` (one multiply-add per MAC of conv, linear and matmul;
-element-wise ops are listed as ``uncounted``). A detector is counted as mmdet's ``get_flops``
-counts it: its ``_forward`` (backbone, neck, heads on the RPN's proposals), no post-processing.
-"""
+"""Parameters and multiply-adds (mmengine's ``FlopAnalyzer``; element-wise ops listed as
+``uncounted``) of a backbone or a whole model, with a per-part breakdown; a whole model is
+counted as mmdet's ``get_flops`` counts it: its ``_forward``, no post-processing."""
 import copy
 
 import torch

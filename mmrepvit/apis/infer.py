@@ -50,6 +50,7 @@ class InferenceRun:
 def list_inputs(inputs: str) -> Tuple[List[str], Dict[str, str]]:
     """The images and videos to run on (an image, a video, or a folder's files, sorted), and
     the folder's other files with why they are not run on."""
+    images, videos = ', '.join(IMAGE_EXTENSIONS), ', '.join(VIDEO_EXTENSIONS)
     if osp.isdir(inputs):
         files, skipped = [], {}
         for name in sorted(os.listdir(inputs)):
@@ -59,18 +60,16 @@ def list_inputs(inputs: str) -> Tuple[List[str], Dict[str, str]]:
             elif name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
                 files.append(path)
             else:
-                skipped[path] = f'not an image ({", ".join(IMAGE_EXTENSIONS)}) or video ' \
-                    f'({", ".join(VIDEO_EXTENSIONS)})'
+                skipped[path] = f'not an image ({images}) or video ({videos})'
         if not files:
-            raise FileNotFoundError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) or videos in '
-                                    f'folder {inputs!r}')
+            raise FileNotFoundError(f'No images ({images}) or videos in folder {inputs!r}')
         return files, skipped
     if not osp.isfile(inputs):
         raise FileNotFoundError(f'Input {inputs!r} does not exist (give an image, a video or a '
                                 f'folder of images)')
     if not inputs.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
-        raise ValueError(f'Input {inputs!r} is neither an image ({", ".join(IMAGE_EXTENSIONS)}) '
-                         f'nor a video ({", ".join(VIDEO_EXTENSIONS)})')
+        raise ValueError(f'Input {inputs!r} is neither an image ({images}) nor a video '
+                         f'({videos})')
     return [inputs], {}
 
 
