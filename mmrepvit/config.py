@@ -16,8 +16,7 @@ CONFIGS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs')
 
 
 def config_path(name: str) -> str:
-    """The path of one of this project's configs, e.g. ``'demo/fpn_repvit_m1_1_demo.py'``,
-    in a checkout or an installed package (what ``mmrepvit::<name>`` names in a config)."""
+    """The path of one of this project's configs, e.g. ``'demo/fpn_repvit_m1_1_demo.py'``."""
     path = osp.join(CONFIGS_DIR, name)
     if not osp.isfile(path):
         raise FileNotFoundError(f'mmrepvit has no config {name!r} (looked in {CONFIGS_DIR})')
@@ -76,11 +75,9 @@ def _short(code: str) -> str:
 
 
 def config_from_text(text: str, source: str, remedy: str, trust: bool = False) -> Config:
-    """The config in ``text`` (``Config.pretty_text``, as a checkpoint's ``meta['cfg']``), read
-    as data without running it, so a checkpoint that passes the weights-only allow-list cannot
-    bring code this way; anything else is a :class:`ConfigTextError` naming ``source``, the line
-    and ``remedy``. ``trust``: run it as Python (``Config.fromstring``, ``custom_imports``
-    included), as mmengine does, for a file you trust."""
+    """The config in ``text`` (e.g. a checkpoint's ``meta['cfg']``) read as data, never run;
+    anything else is a :class:`ConfigTextError` naming ``source``, the line and ``remedy``.
+    ``trust``: run it as Python (``Config.fromstring``), as mmengine does."""
     if trust:
         return Config.fromstring(text, file_format='.py')
     try:
@@ -129,8 +126,7 @@ def build_model(cfg: Config) -> nn.Module:
 
 
 def default_dataset_meta(cfg: Config) -> Optional[dict]:
-    """The classes / palette an inferencer draws with: the test dataset's metainfo in the
-    config, else its dataset class's defaults (e.g. COCO, ADE20K)."""
+    """The classes / palette of the config's test dataset, else its dataset class's."""
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}
     dataset = dict(loader.get('dataset') or {})
     while 'dataset' in dataset and 'metainfo' not in dataset:  # wrappers (RepeatDataset...)

@@ -1,13 +1,7 @@
-"""The variants of a model that the analysis and export tools measure: a backbone by name, or a
-whole model from a config, each built unfused, fused, fused + CPU fast path (``fast``:
-channels-last), or that with the backbone compiled (``compiled``, see ``optimize_for_cpu``),
-with synthetic inputs.
-
-A target is ``m1_1`` (a RepViT arch), ``mocovit-1.0x`` (a MoCoViT arch), or a config: a file
-or a toolbox config such as ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``. Weights are
-random (no pretrained file is read): size does not depend on them, speed hardly (what
-post-processing does depends on the scores, so the benchmark reports the detections made).
-"""
+"""The models the analysis and export tools measure, built unfused, fused, fused + CPU fast
+path or compiled (``VARIANTS``), with synthetic inputs. A target is an arch (``m1_1``,
+``mocovit-1.0x``) or a config (a file, or e.g. ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``);
+weights are random unless a checkpoint is given."""
 import copy
 import logging
 import os.path as osp
@@ -27,6 +21,8 @@ from .models import MoCoViT, MoCoViTClassifier, RepViT, RepViTClassifier
 VARIANTS = ('unfused', 'fused-backbone', 'fused', 'fast', 'compiled')
 # how an arch name says its backbone -> (backbone, its ImageNet model); RepViT's names are bare
 BACKBONES = {'mocovit-': (MoCoViT, MoCoViTClassifier), '': (RepViT, RepViTClassifier)}
+# the input size each kind of target is measured at unless told
+DEFAULT_SIZES = {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}
 
 
 def _backbone_of(spec):
@@ -49,8 +45,7 @@ def target_kind(spec):
 
 
 def load_target_config(spec, cfg_options=None):
-    """A config file, or a toolbox's own config (``mmdet::...``), with every pretrained
-    initialisation removed."""
+    """A config file or a toolbox's own (``mmdet::...``), pretrained initialisation removed."""
     if osp.isfile(spec):
         cfg = load_config(spec, cfg_options)
     else:
@@ -73,26 +68,32 @@ def build_backbone(spec, classifier=False, **kwargs):
 
 def build_target(spec, variant='unfused', classifier=False, cfg_options=None, seed=0,
                  checkpoint=None):
-    """The model of ``spec`` in eval mode, as ``variant`` (one of ``VARIANTS``).
-
-    With ``checkpoint`` (any layout the loaders know, trained or fused) its weights are
-    loaded. Otherwise weights are random (a config's model: its toolbox's initialisers,
-    e.g. mmdet's small-normal RPN and box heads), but norm layers are given trained-like state
-    (``randomize_norms``) so that fusing does real work, any numeric error of it shows, and
-    activations keep realistic magnitudes (zero-initialised residual norms would hide all
-    three).
-    """
+    """The model of ``spec`` in eval mode, as ``variant`` (one of ``VARIANTS``), with the
+    weights of ``checkpoint`` (any layout the loaders know), else random with trained-like
+    norms (``randomize_norms``: zero-initialised residual norms would make fusing a no-op)."""
     if variant not in VARIANTS:
         raise ValueError(f'variant={variant!r}; valid: {", ".join(VARIANTS)}')
     torch.manual_seed(seed)
     kind = target_kind(spec)
-    if checkpoint is not None:
-        model = _load_weights(spec, kind, checkpoint, classifier, cfg_options)
-    elif kind == 'backbone':
+    if kind == 'backbone':
+        if checkpoint is not None and classifier:
+            raise ValueError('--checkpoint loads backbone weights; the classifier head is not '
+                             'part of them')
         model = build_backbone(spec, classifier=classifier)
+        if checkpoint is not None:  # loaded strictly, in the checkpoint's form (fused or not)
+            load_backbone_checkpoint(model, checkpoint)
     else:
         model = build_model(load_target_config(spec, cfg_options))
-        _quiet_init_weights(model)  # the toolbox's own initialisers (heads, FPN)
+        if checkpoint is not None:
+            load_model_checkpoint(model, str(checkpoint))
+        else:  # the toolbox's own initialisers (heads, FPN), quietly
+            logger = MMLogger.get_current_instance()
+            level = logger.level
+            logger.setLevel(logging.WARNING)
+            try:
+                model.init_weights()
+            finally:
+                logger.setLevel(level)
     if checkpoint is None:
         randomize_norms(model, kind, seed)
     model.eval()
@@ -105,37 +106,12 @@ def build_target(spec, variant='unfused', classifier=False, cfg_options=None, se
     return model
 
 
-def _quiet_init_weights(model):
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
-
-
-def _load_weights(spec, kind, path, classifier, cfg_options):
-    """Build ``spec`` and load ``path`` into it strictly (it takes the checkpoint's form)."""
-    if kind != 'backbone':
-        model = build_model(load_target_config(spec, cfg_options))
-        load_model_checkpoint(model, str(path))
-    elif classifier:
-        raise ValueError('--checkpoint loads backbone weights; the classifier head is not part '
-                         'of them')
-    else:
-        model = build_backbone(spec)
-        load_backbone_checkpoint(model, path)
-    return model
-
-
 @torch.no_grad()
 def randomize_norms(model, kind='backbone', seed=0, size=(128, 128)):
-    """Trained-like norms: running statistics measured on a random image (each norm in train
-    mode with a cumulative average, once), random scales in [0.5, 1.5) and shifts around 0.
-    Norms built with zero scale (residual-branch ends, e.g. RepViT's channel mixer) get
-    scales in [0, 0.25): full-strength branches would make activations grow with depth far
-    beyond a trained network's, and every float32 comparison with them."""
+    """Trained-like norms: running statistics of a random image, scales in [0.5, 1.5), shifts
+    around 0; norms built with zero scale (residual-branch ends) get scales in [0, 0.25), as
+    full-strength branches would make activations grow with depth far beyond a trained
+    network's."""
     g = torch.Generator().manual_seed(seed)
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not norms:
@@ -186,13 +162,9 @@ def synthetic_batch(kind, size, batch_size=1, seed=0):
 
 
 def make_call(kind, model, batch, mode='predict'):
-    """A zero-argument callable running one inference of ``model`` on ``batch``.
-
-    ``mode='predict'``: a detector / segmentor's whole test step (normalisation, padding,
-    network, post-processing: box NMS, mask pasting, logits resized to the image), as a user
-    sees it. ``mode='tensor'``: only the network (``_forward``: backbone, neck, heads on the
-    preprocessed batch; for Mask R-CNN the RoI heads on all RPN proposals), fixed work.
-    """
+    """A zero-argument callable running one inference of ``model`` on ``batch``: a whole
+    model's test step with its pre- and post-processing (``mode='predict'``), or only its
+    network on the preprocessed batch (``'tensor'``)."""
     if kind == 'backbone':
         return lambda: model(batch)
     if mode == 'predict':
@@ -206,9 +178,7 @@ def make_call(kind, model, batch, mode='predict'):
 
 def describe_outputs(kind, outputs, mode='predict'):
     """What one call produced, to show that compared models did comparable work: detections
-    per image (mmdet predict), the predicted class maps' shapes (mmseg predict: a deployed
-    segmentor may predict the classes without ``seg_logits``), else the output tensors'
-    shapes."""
+    per image (mmdet), class maps' shapes (mmseg), else the output tensors' shapes."""
     if kind == 'mmdet' and mode == 'predict':
         return dict(detections=[len(s.pred_instances) for s in outputs])
     leaves = [t for t in torch.utils._pytree.tree_leaves(outputs) if torch.is_tensor(t)]

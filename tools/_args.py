@@ -1,4 +1,37 @@
 """Command-line arguments several tools share."""
+import argparse
+import os
+
+
+def tool_parser(description: str) -> argparse.ArgumentParser:
+    """A parser whose ``--help`` keeps the description's examples as written."""
+    return argparse.ArgumentParser(description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_cfg_options(parser, help: str = 'override config settings, key=value') -> None:
+    from mmengine.config import DictAction
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help=help)
+
+
+def add_launcher_arguments(parser) -> None:
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_launched(parser, argv):
+    """``parser``'s arguments, ``LOCAL_RANK`` set from ``--local-rank`` unless already set."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def image_size(parser, size):
+    """``--size H [W]`` as ``(H, W)`` (W = H when not given), or a usage error."""
+    if len(size) not in (1, 2):
+        parser.error(f'--size takes H or H W, got {size}')
+    return (size[0], size[-1])
 
 
 def add_runtime_arguments(parser) -> None:
@@ -36,11 +69,7 @@ def print_report(report: dict, json_path, text) -> dict:
 def export_parser(description: str, out_help: str):
     """The arguments tools/export_onnx.py and tools/export_executorch.py share; each adds its
     own (sizes, checks) to the parser returned."""
-    import argparse
-
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(description)
     parser.add_argument('target', help='a detection / segmentation config, or a backbone arch '
                         '(m1_1)')
     parser.add_argument('out', help=out_help)
@@ -52,5 +81,5 @@ def export_parser(description: str, out_help: str):
                         'of the val set calibrate the activation ranges')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--json', action='store_true', help='print the report as JSON')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_cfg_options(parser)
     return parser

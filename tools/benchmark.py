@@ -10,39 +10,29 @@ busy machine. Examples:
       configs/maskrcnn_repvit_m1_1_coco.py@fused,fast --size 800 1333 --repeats 5 --warmup 1
   python tools/benchmark.py m1_1 --variants fused onnxruntime onnxruntime-int8 --size 224 --size 512
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
-    from mmengine.config import DictAction
-
+def main(argv=None):
     from mmrepvit.analysis.benchmark import DEPLOYED
     from mmrepvit.model_variants import VARIANTS
-    from tools._args import add_json_argument
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from tools import _args
+    parser = _args.tool_parser(__doc__)
     parser.add_argument('targets', nargs='+',
                         help='RepViT arch (m1_1), mocovit-1.0x, or a config (file or '
                              'mmdet::/mmseg:: name), optionally @variant[,variant] to time '
                              'it only so; the first candidate is the reference')
     parser.add_argument('--variants', nargs='+', default=['unfused', 'fused', 'fast'],
                         choices=VARIANTS + tuple(DEPLOYED),
-                        help='fused-backbone: only the backbone fused (what a fused '
-                             'checkpoint loads as); fused: every BatchNorm folded too; '
-                             'fast: fused + channels-last; compiled: fast + TorchInductor '
-                             'on the backbone (slow first call per input shape); '
-                             'onnxruntime: fused, exported to ONNX (detectors through '
-                             'mmdeploy) and run in ONNX Runtime, whole test step for whole '
-                             'models (docs/deployment.md); onnxruntime-int8: that '
-                             'graph quantised to int8, calibrated on synthetic images '
-                             '(timing only); openvino, openvino-bf16, openvino-int8: the '
-                             'same float32 / int8 graphs in OpenVINO (bf16 only on a CPU '
-                             'with AVX512-BF16 or AMX); executorch, executorch-int8: a '
-                             'backbone as an ExecuTorch program')
+                        help='fused-backbone: only the backbone fused; fused: every '
+                             'BatchNorm folded too; fast: fused + channels-last; compiled: '
+                             'fast + TorchInductor on the backbone; onnxruntime, openvino, '
+                             'executorch: fused, exported and run there (whole models with '
+                             'their test step), -int8 / -bf16: in that precision, int8 '
+                             'calibrated on synthetic images, timing only (docs/speed.md)')
     parser.add_argument('--size', nargs='+', type=int, action='append', metavar='H [W]',
                         help='input size, repeatable (default 224 for a backbone, 800 1333 '
                              'for mmdet, 512 512 for mmseg)')
@@ -55,52 +45,35 @@ def parse_args(argv=None):
     parser.add_argument('--classifier', action='store_true',
                         help='backbones: time the ImageNet model (1000-class head)')
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
-    add_json_argument(parser)
+    _args.add_json_argument(parser)
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    _args.add_cfg_options(parser)
     parser.add_argument('--seg-postprocess', type=int, metavar='CLASSES',
                         help='instead: time a segmentor\'s post-processing apart from its '
                              'network (mmseg\'s resize + argmax against resize_argmax) for '
                              'CLASSES classes at --size, --threads')
     args = parser.parse_args(argv)
-    for size in args.size or []:
-        if len(size) not in (1, 2):
-            parser.error(f'--size takes H or H W, got {size}')
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    from mmrepvit.analysis.benchmark import benchmark, format_table
-    from mmrepvit.analysis.which_path import DEFAULT_SIZES
-    from mmrepvit.model_variants import target_kind
+    args.size = [_args.image_size(parser, s) for s in args.size or []]
+    from mmrepvit.analysis.benchmark import (
+        benchmark,
+        format_seg_postprocess,
+        format_table,
+        time_seg_postprocess,
+    )
+    from mmrepvit.model_variants import DEFAULT_SIZES, target_kind
     from tools._args import print_report
     if args.seg_postprocess:
-        return seg_postprocess(args)
-    sizes = [tuple(s) * (3 - len(s)) for s in args.size] if args.size else \
-        [DEFAULT_SIZES[target_kind(args.targets[0].partition('@')[0])]]
+        report = time_seg_postprocess(args.seg_postprocess, (args.size or [(512, 512)])[0],
+                                      threads=args.threads[0], repeats=args.repeats,
+                                      warmup=args.warmup)
+        return print_report(report, args.json, lambda: format_seg_postprocess(report))
+    sizes = args.size or [DEFAULT_SIZES[target_kind(args.targets[0].partition('@')[0])]]
     report = benchmark(args.targets, args.variants, sizes, args.batch_size, args.threads,
-                       args.repeats, args.warmup, args.mode, args.classifier,
-                       args.cfg_options, memory=not args.no_memory, progress=not args.quiet)
+                       args.repeats, args.warmup, args.mode, args.classifier, args.cfg_options,
+                       memory=not args.no_memory, progress=not args.quiet)
     report['command'] = 'python tools/benchmark.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])
     return print_report(report, args.json, lambda: format_table(report))
-
-
-def seg_postprocess(args):
-    from mmrepvit.analysis.benchmark import format_environment, time_seg_postprocess
-    from tools._args import print_report
-    size = tuple(args.size[0]) * (3 - len(args.size[0])) if args.size else (512, 512)
-    report = time_seg_postprocess(args.seg_postprocess, size, threads=args.threads[0],
-                                  repeats=args.repeats, warmup=args.warmup)
-    ratio = report['ratio']
-    return print_report(report, args.json, lambda: '\n'.join(
-        [format_environment(report['environment'])]
-        + [f'{name}: median {r["median_ms"]:.2f} ms, best {r["best_ms"]:.2f} ms'
-           for name, r in report['results'].items()]
-        + [f'speed-up of resize_argmax over mmseg (mmseg time / its time): '
-           f'{ratio["best_ratio"]:.2f}x best, {ratio["median_round_ratio"]:.2f}x median; '
-           f'same classes: {report["same_classes"]}']))
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('src', help='checkpoint to convert (path or http(s) URL)')
     parser.add_argument('dst', help='where to write the backbone checkpoint')
@@ -25,11 +25,7 @@ def parse_args(argv=None):
                         help='keep the whole detector / segmentor: backbone converted (and fused '
                         'with --fuse), neck and heads as they are, class names and palette as '
                         'meta["dataset_meta"]')
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     from mmrepvit.apis import convert_checkpoint, convert_model_checkpoint
     from mmrepvit.errors import CheckpointError
     if args.whole_model and args.prefix:

@@ -9,7 +9,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--work-dir', default='work_dirs/demo', help='logs, checkpoints, '
                         'pictures and summary.txt go here')
@@ -19,11 +19,7 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads (default: $OMP_NUM_THREADS if set, else the CPU '
                         'count); data loader workers are set in the configs')
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     # OpenMP threads that wait by sleeping, not spinning (unless set): on a CPU shared with
     # other work a spinning thread holds a core its peer needs (docs/demo.md); read when
     # torch's OpenMP starts, so before torch is imported

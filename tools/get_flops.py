@@ -6,7 +6,6 @@ and fused, with a breakdown by part (backbone / neck / heads; stem / blocks for 
   python tools/get_flops.py configs/maskrcnn_repvit_m1_1_coco.py --size 800 1333
   python tools/get_flops.py --published                  # fused m0_9..m2_3 vs the paper
 """
-import argparse
 import os
 import sys
 
@@ -14,11 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None):
-    from mmengine.config import DictAction
-
-    from tools._args import add_json_argument, print_report
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from tools import _args
+    parser = _args.tool_parser(__doc__)
     parser.add_argument('targets', nargs='*', help='RepViT arch, mocovit-<arch>, or a config')
     parser.add_argument('--size', nargs='+', type=int, metavar='H [W]',
                         help='input size (default 224 for a backbone, 800 1333 for mmdet, '
@@ -29,25 +25,20 @@ def main(argv=None):
                         help='backbones: count the ImageNet model (1000-class head)')
     parser.add_argument('--published', action='store_true',
                         help='compare fused m0_9..m2_3 with head at 224 with the paper')
-    add_json_argument(parser)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    _args.add_json_argument(parser)
+    _args.add_cfg_options(parser)
     args = parser.parse_args(argv)
     if not args.targets and not args.published:
         parser.error('give a target, or --published')
-    if args.size and len(args.size) not in (1, 2):
-        parser.error(f'--size takes H or H W, got {args.size}')
-    from mmrepvit.analysis import complexity
-    from mmrepvit.model_variants import target_kind
-    default = {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}
-    size = tuple(args.size) * (3 - len(args.size)) if args.size else None
-    out = dict(reports=[complexity.model_complexity(
-        t, size or default[target_kind(t)], args.variants, args.classifier, args.cfg_options)
-        for t in args.targets])
+    size = _args.image_size(parser, args.size) if args.size else None
+    from mmrepvit.analysis import complexity as c
+    out = dict(reports=[c.model_complexity(t, size, args.variants, args.classifier,
+                                           args.cfg_options) for t in args.targets])
     if args.published:
-        out['published'] = complexity.compare_published()
-    return print_report(out, args.json, lambda: '\n'.join(
-        [complexity.format_complexity(r) + '\n' for r in out['reports']]
-        + ([complexity.format_published(out['published'])] if args.published else [])))
+        out['published'] = c.compare_published()
+    return _args.print_report(out, args.json, lambda: '\n'.join(
+        [c.format_complexity(r) + '\n' for r in out['reports']]
+        + ([c.format_published(out['published'])] if args.published else [])))
 
 
 if __name__ == '__main__':

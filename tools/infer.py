@@ -1,39 +1,27 @@
 #!/usr/bin/env python
-"""Predict with a detector or segmentor (plain or fused checkpoint) on an image, a folder of
-images or a video: pictures in OUT_DIR/vis, predictions as JSON in OUT_DIR/preds.
+"""Predict with a detector or segmentor (plain or fused checkpoint, or a model exported from
+its config: .onnx, .xml, .pte) on an image, a folder of images or a video: pictures in
+OUT_DIR/vis, predictions as JSON in OUT_DIR/preds. Every input is processed or named at the
+end with the reason; exit status 1 when any could not be read (docs/reliability.md).
 
   python tools/infer.py demo.jpg configs/maskrcnn_repvit_m1_1_coco.py --weights epoch_12.pth
   python tools/infer.py images/ --weights fused.pth          # the config inside the checkpoint
   python tools/infer.py clip.mp4 configs/fpn_repvit_m1_1_ade20k.py --weights iter_40000.pth --fuse
-  python tools/infer.py images/ configs/maskrcnn_repvit_m1_1_coco.py --weights maskrcnn_int8.onnx
   python tools/infer.py images/ configs/fpn_repvit_m1_1_ade20k.py --weights fpn.onnx \
       --runtime openvino --precision f32
-  python tools/infer.py images/ configs/fpn_repvit_m1_1_ade20k.py --weights fpn.pte \
-      --runtime executorch
-
-An exported .onnx file (tools/export_onnx.py, float32 or int8) runs in ONNX Runtime with the
-same pre-processing, pictures and JSON (in OpenVINO with --runtime openvino); it needs the
-config it was exported from. So does an ExecuTorch app program (.pte, tools/export_executorch.py,
---runtime executorch), which is given the original image.
-
-Every input file is either processed or named at the end with the reason (a file that cannot be
-read, a folder's file that is neither an image nor a video); the exit status is 1 when any
-image or video could not be read. Inputs that share a name (a.jpg, a.png) keep their extension
-in the output names, so that no output overwrites another.
 
 The config inside a checkpoint is read as data, never run: a line of code in it is refused,
 naming the line. Pass the config file, or --trust-checkpoint-config for a file you trust.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    from tools import _args
+    parser = _args.tool_parser(__doc__)
     parser.add_argument('inputs', help='an image, a folder of images, or a video file')
     parser.add_argument('config', nargs='?', help='config file (default: the config saved in '
                         'the checkpoint)')
@@ -49,13 +37,8 @@ def parse_args(argv=None):
                         help='without a config file: I trust this checkpoint, run the config '
                         'it carries as Python (by default it is read as data only, and a '
                         'config that is not plain data is refused)')
-    from tools._args import add_runtime_arguments
-    add_runtime_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
+    _args.add_runtime_arguments(parser)
+    args = parser.parse_args(argv)
     from mmrepvit.apis.infer import infer
     run = infer(args.inputs, args.config, args.weights, args.out_dir, args.device,
                 args.score_thr, args.fuse, args.runtime, args.precision,

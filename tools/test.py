@@ -11,8 +11,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
-    from mmengine.config import DictAction
+def main(argv=None):
+    from tools import _args
     parser = argparse.ArgumentParser(description='Test a RepViT/MoCoViT detector or segmentor')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file (ordinary or fused), or a model '
@@ -23,20 +23,10 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='save pictures of the predictions in this dir')
     parser.add_argument('--fuse', action='store_true',
                         help='re-parameterise the model (RepViT blocks, Conv-BN) before testing')
-    from tools._args import add_runtime_arguments
-    add_runtime_arguments(parser)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
+    _args.add_runtime_arguments(parser)
+    _args.add_cfg_options(parser)
+    _args.add_launcher_arguments(parser)
+    args = _args.parse_launched(parser, argv)
     from mmrepvit.apis import prepare_test_cfg, test
     cfg = prepare_test_cfg(args.config, args.checkpoint, work_dir=args.work_dir, out=args.out,
                            show_dir=args.show_dir, fuse=args.fuse,

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None):
-    from mmengine.config import DictAction
+    from tools import _args
     parser = argparse.ArgumentParser(description='Train a RepViT/MoCoViT detector or segmentor')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -19,14 +19,10 @@ def main(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or without a path from the latest '
                         'checkpoint in the work dir')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value (e.g. '
-                        'model.backbone.init_cfg.checkpoint=ckpt.pth)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    _args.add_cfg_options(parser, 'override config settings, key=value (e.g. '
+                          'model.backbone.init_cfg.checkpoint=ckpt.pth)')
+    _args.add_launcher_arguments(parser)
+    args = _args.parse_launched(parser, argv)
     from mmrepvit.apis import prepare_train_cfg, train
     cfg = prepare_train_cfg(args.config, work_dir=args.work_dir, resume=args.resume,
                             amp=args.amp, auto_scale_lr=args.auto_scale_lr,

@@ -42,44 +42,22 @@ from ..utils.cpu import cpu_model, relevant_flags
 from ..utils.timing import num_threads, paired_ratios, summarize, time_interleaved
 from .memory import peak_allocated_bytes, weight_bytes
 
-# deployed variants: every registered runtime in each of its precisions, as (runtime,
-# precision) named 'onnxruntime', 'onnxruntime-int8', 'openvino-bf16', ...; int8 runs the
-# quantised copy of the export (app-program runtimes: programs, whole models as apps)
+# every registered runtime in each of its precisions: 'onnxruntime-int8' -> (runtime, precision)
 DEPLOYED = {name + ('' if precision == 'f32' else f'-{precision}'): (name, precision)
             for name, spec in RUNTIMES.items() for precision in spec.precisions}
 ONNX_VARIANTS = tuple(DEPLOYED)
 LIBRARIES = ('torch', *RUNTIMES, 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation', 'numpy')
 
 
-def _label(target, variant):
-    return f'{target}:{variant}'
-
-
-def _inference(fn, keep=None):
-    def call():
-        with torch.inference_mode():
-            out = fn()
-        if keep is not None:
-            keep['outputs'] = out
-    return call
-
-
 def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224), ),
               batch_sizes=(1, ), threads=(2, ), repeats=30, warmup=5, mode='predict',
               classifier=False, cfg_options=None, memory=True, progress=False,
               checkpoint=None, exports=None):
-    """Time every (target, variant) at every (size, batch size, thread count).
-
-    ``targets`` run in every one of ``variants``, or in their own (``target@v1,v2``).
-    One group per (size, batch, threads): its candidates are timed interleaved. Each result
-    carries median / best / spread, throughput, peak memory, what the call produced, and
-    speed-ups (ratio of bests, median of per-round ratios) over the same target unfused and
-    over the reference (the first candidate). Returns a JSON-ready dict.
-
-    ``checkpoint``: weights every target loads (random otherwise). ``exports``: files the
-    deployed variants run instead of exporting their own, ``{(target, int8): (path, None)}``
-    (``int8`` False: the float32 export, True: its int8 copy).
-    """
+    """Time every ``candidates(targets, variants)`` interleaved, in one group per (size,
+    batch size, threads). Each result has median / best / spread, throughput, peak memory,
+    what the call produced, and speed-ups over the same target unfused and over the first
+    candidate. ``checkpoint``: the weights (random otherwise); ``exports``: files deployed
+    variants run instead of their own, ``{(target, int8): (path, None)}``. JSON-ready."""
     plan = candidates(targets, variants)
     kinds = {t: target_kind(t) for t, _ in plan}
     if mode == 'tensor' and any(v in ONNX_VARIANTS and kinds[t] != 'backbone'
@@ -89,7 +67,7 @@ def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224),
     first = (sizes[0][0], sizes[0][-1])
     # (target, int8) -> file: one export (and int8 copy) for every runtime
     exports = dict(exports or {})
-    models = {_label(t, v): (t, v, build_onnx_target(t, kinds[t], first, classifier,
+    models = {f'{t}:{v}': (t, v, build_onnx_target(t, kinds[t], first, classifier,
                                                      cfg_options, *DEPLOYED[v], exports,
                                                      checkpoint)
                              if v in DEPLOYED else
@@ -110,7 +88,7 @@ def benchmark(targets, variants=('unfused', 'fused', 'fast'), sizes=((224, 224),
 
 def candidates(targets, variants):
     """[(target, variant)]: every target in every variant, or in its own list when written
-    ``target@variant[,variant...]`` (e.g. a baseline timed only as it ships)."""
+    ``target@variant[,variant...]``."""
     plan = []
     for spec in targets:
         target, _, own = spec.partition('@')
@@ -126,36 +104,28 @@ def candidates(targets, variants):
 
 def build_onnx_target(spec, kind, size, classifier=False, cfg_options=None,
                       runtime='onnxruntime', precision='f32', exports=None, checkpoint=None):
-    """A deployed variant (``DEPLOYED``) with the calling interface of the PyTorch
-    candidates: the fused model exported to ONNX (traced at ``size``) and run by ``runtime``
-    in ``precision``, or an ExecuTorch program of it (``_program``; in ExecuTorch's thread
-    pool as the first program loaded sized it). A backbone: images in, feature maps out. A
-    detector / segmentor: ``open_model``, whose ``test_step`` keeps the toolbox's pre- and
-    post-processing (mmseg's classes without full-size logit maps; an app program does its
-    own inside), so that the whole test step is timed on both sides (docs/deployment.md).
-    Threads follow the group's setting. int8: calibrated on four synthetic images of
-    ``size``, right for timing, not accuracy (``tools/export_onnx.py --int8``,
-    ``tools/test.py``). ``exports`` caches the files between variants. ``checkpoint``: the
-    weights exported (random otherwise)."""
+    """A deployed variant (``DEPLOYED``) called as the PyTorch candidates are: the fused model
+    exported at ``size`` (ONNX, or an ExecuTorch program) and run by ``runtime`` in
+    ``precision``; a whole model keeps its toolbox's pre- and post-processing
+    (``open_model``). int8 is calibrated on synthetic images: right for timing, not accuracy.
+    ``exports`` caches the files between variants (docs/deployment.md)."""
     if classifier:
         raise ValueError(f'the {", ".join(DEPLOYED)} variants export backbones without the '
                          f'classifier head')
     exports = {} if exports is None else exports
     int8 = precision == 'int8'
-    if runs_app_programs(runtime):  # its own exporter
-        if (spec, int8, 'pte') not in exports:
-            exports[spec, int8, 'pte'] = _program(spec, kind, size, precision, cfg_options,
-                                                  checkpoint)
-        if kind == 'backbone':
-            return OnnxBackbone(exports[spec, int8, 'pte'], runtime=runtime)
-        return open_model(load_target_config(spec, cfg_options), exports[spec, int8, 'pte'],
-                          runtime, precision)
-    if (spec, int8) not in exports:
+    program = runs_app_programs(runtime)  # an ExecuTorch program, by its own exporter
+    key = (spec, int8, 'pte') if program else (spec, int8)
+    if program and key not in exports:
+        exports[key] = (_program(spec, kind, size, precision, cfg_options, checkpoint), None)
+    elif key not in exports:  # the float32 export, and its int8 copy for every runtime
         if (spec, False) not in exports:
             exports[spec, False] = _export(spec, kind, size, cfg_options, checkpoint)
         path, model = exports[spec, False]
-        exports[spec, True] = (_int8(path, model, kind, size), model)
-    path = exports[spec, int8][0]
+        int8_path = path[:-len('.onnx')] + '_int8.onnx'
+        quantize_onnx(path, int8_path, synthetic_feeds(model, kind, size, graph_inputs(path)))
+        exports[spec, True] = (int8_path, model)
+    path = exports[key][0]
     if kind == 'backbone':
         return OnnxBackbone(path, runtime=runtime, precision=precision)
     return open_model(load_target_config(spec, cfg_options), path, runtime, precision,
@@ -169,8 +139,8 @@ def _file(spec, suffix):
 
 
 def _program(spec, kind, size, precision, cfg_options, checkpoint=None):
-    """An ExecuTorch program of ``spec`` for images of ``size``: a backbone's, or a whole
-    model's app program (image in, results out), int8 calibrated on four synthetic images."""
+    """An ExecuTorch program of ``spec`` for images of ``size`` (a whole model's: an app
+    program, image in, results out), int8 calibrated on four synthetic images."""
     path = _file(spec, f'_{precision}.pte')
     if kind == 'backbone':
         export_backbone_program(
@@ -179,15 +149,10 @@ def _program(spec, kind, size, precision, cfg_options, checkpoint=None):
             calibration=[synthetic_batch('backbone', size, seed=i) for i in range(4)])
         return path
     model = build_target(spec, 'fused', cfg_options=cfg_options, checkpoint=checkpoint)
-    calibration = [synthetic_image(size, seed) for seed in range(4)]
-    if kind == 'mmdet':
-        export_detector_program(spec, path, precision=precision, export_size=size,
-                                fixed=True, cfg_options=cfg_options, model=model,
-                                calibration=calibration)
-    else:
-        export_segmentor_program(spec, path, precision=precision, export_size=size,
-                                 fixed=True, cfg_options=cfg_options, model=model,
-                                 calibration=calibration)
+    export = export_detector_program if kind == 'mmdet' else export_segmentor_program
+    export(spec, path, precision=precision, export_size=size, fixed=True,
+           cfg_options=cfg_options, model=model,
+           calibration=[synthetic_image(size, seed) for seed in range(4)])
     return path
 
 
@@ -203,19 +168,18 @@ def _export(spec, kind, size, cfg_options, checkpoint=None):
     return path, model
 
 
-def _int8(path, model, kind, size):
-    int8_path = path[:-len('.onnx')] + '_int8.onnx'
-    feeds = synthetic_feeds(model, kind, size, graph_inputs(path))
-    quantize_onnx(path, int8_path, feeds)
-    return int8_path
-
-
 def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup, mode,
            memory, progress):
     def call(label, keep=None):
         t, _, model = models[label]
-        batch = synthetic_batch(kinds[t], size, batch_size)
-        return _inference(make_call(kinds[t], model, batch, mode), keep)
+        fn = make_call(kinds[t], model, synthetic_batch(kinds[t], size, batch_size), mode)
+
+        def run():
+            with torch.inference_mode():
+                out = fn()
+            if keep is not None:
+                keep['outputs'] = out
+        return run
 
     calls = {label: call(label) for label in models}
     peaks, outputs = {}, {}
@@ -230,7 +194,7 @@ def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup,
             outputs[label] = describe_outputs(kinds[models[label][0]], keep['outputs'], mode)
     results = []
     for label, (t, v, model) in models.items():
-        unfused = _label(t, 'unfused')
+        unfused = f'{t}:unfused'
         results.append(dict(
             target=t, variant=v, label=label, kind=kinds[t], size=list(size),
             batch_size=batch_size, threads=threads,
@@ -247,11 +211,9 @@ def _group(models, kinds, reference, size, batch_size, threads, repeats, warmup,
 
 def time_seg_postprocess(classes=150, size=(512, 512), ori_shape=None, threads=2, repeats=10,
                          warmup=2, seed=0):
-    """A segmentor's post-processing timed apart from its network, on random logits at a
-    quarter of ``size`` (the decode head's output): mmseg's (resize to the input, as the
-    exported graph ends, then resize to ``ori_shape`` and argmax) against
-    ``deployment.seg_postprocess.resize_argmax``, interleaved. Also says whether the two give
-    the same classes."""
+    """A segmentor's post-processing on random logits at a quarter of ``size``: mmseg's (resize
+    to the input, then to ``ori_shape``, argmax) against ``resize_argmax``, interleaved, and
+    whether the two give the same classes."""
     h, w = size
     ori_shape = tuple(ori_shape or size)
     g = torch.Generator().manual_seed(seed)
@@ -276,8 +238,7 @@ def time_seg_postprocess(classes=150, size=(512, 512), ori_shape=None, threads=2
 
 
 def environment():
-    """The machine and libraries a measurement was taken with: CPU model, the flags that
-    decide int8 / bf16 speed, library versions."""
+    """The CPU model, the flags that decide int8 / bf16 speed, and library versions."""
     versions = {}
     for name in LIBRARIES:
         try:
@@ -288,6 +249,18 @@ def environment():
                 torch=torch.__version__, mmengine=mmengine.__version__,
                 python=platform.python_version(), machine=platform.machine(),
                 processor=platform.processor() or None, cpu_count=os.cpu_count())
+
+
+def format_seg_postprocess(report):
+    """The ``time_seg_postprocess`` report for people."""
+    ratio = report['ratio']
+    return '\n'.join(
+        [format_environment(report['environment'])]
+        + [f'{name}: median {r["median_ms"]:.2f} ms, best {r["best_ms"]:.2f} ms'
+           for name, r in report['results'].items()]
+        + [f'speed-up of resize_argmax over mmseg (mmseg time / its time): '
+           f'{ratio["best_ratio"]:.2f}x best, {ratio["median_round_ratio"]:.2f}x median; '
+           f'same classes: {report["same_classes"]}'])
 
 
 def format_environment(env):

@@ -1,16 +1,13 @@
-"""Parameters and multiply-adds of a backbone or a whole model, with a per-part breakdown.
-
-Counting is mmengine's ``FlopAnalyzer`` (one multiply-add per MAC of conv, linear and matmul;
-element-wise ops are listed as ``uncounted``). A detector is counted as mmdet's ``get_flops``
-counts it: its ``_forward`` (backbone, neck, heads on the RPN's proposals), no post-processing.
-"""
+"""Parameters and multiply-adds (mmengine's ``FlopAnalyzer``; element-wise ops listed as
+``uncounted``) of a backbone or a whole model, with a per-part breakdown; a whole model is
+counted as mmdet's ``get_flops`` counts it: its ``_forward``, no post-processing."""
 import copy
 
 import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 
-from ..model_variants import build_target, synthetic_batch, target_kind
+from ..model_variants import DEFAULT_SIZES, build_target, synthetic_batch, target_kind
 
 # The RepViT paper's ImageNet figures: fused, 1000-class head, 224x224 (params, multiply-adds).
 PUBLISHED = {'m0_9': (5.1e6, 0.8e9), 'm1_0': (6.8e6, 1.1e9), 'm1_1': (8.2e6, 1.3e9),
@@ -54,8 +51,10 @@ def count(model, inputs, parts=None, prefix=''):
 
 def model_complexity(spec, size=(224, 224), variants=('unfused', 'fused'), classifier=False,
                      cfg_options=None):
-    """``{variant: count(...)}`` for a backbone name or a config at input ``size``."""
+    """``{variant: count(...)}`` for a backbone name or a config at input ``size`` (None: the
+    kind's ``DEFAULT_SIZES``)."""
     kind = target_kind(spec)
+    size = size or DEFAULT_SIZES[kind]
     report = dict(target=spec, kind=kind, size=list(size), classifier=classifier)
     for variant in variants:
         model = build_target(spec, variant, classifier=classifier, cfg_options=cfg_options)

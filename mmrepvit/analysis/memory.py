@@ -1,7 +1,5 @@
-"""Peak memory of one inference on CPU: the profiler's memory events (each allocation and free
-of PyTorch's CPU allocator) summed in time order, as CPU tensors have no allocator statistics.
-The peak is what one call allocates on top of what exists (not the weights: ``weight_bytes``).
-"""
+"""Peak memory of one inference on CPU (CPU tensors have no allocator statistics): the
+profiler's allocation and free events summed in time order, on top of what exists."""
 import contextlib
 import os
 import sys

@@ -1,40 +1,24 @@
-"""Which way of running a model is fastest on this CPU at an accuracy close enough to float32.
-
-Every path (PyTorch fused and fast, ONNX Runtime f32 / int8, OpenVINO f32 / bf16 / int8,
-ExecuTorch f32 / int8 programs) that can run here is timed interleaved with the others
-(``benchmark``); a path that cannot run here (bf16 without AVX512-BF16 / AMX, a runtime not
-installed, the accuracy of a whole model's ExecuTorch program, which takes one image size) is
-listed with the reason. Given a
-checkpoint, the model is exported from it once (float32 and, calibrated on the config's val
-set, int8: ``deployment.export.export_model``), every path runs on those files, and each
-path's accuracy on the test set is measured by ``evaluate`` (``apis.evaluate_path``, the loop
-of ``tools/test.py``). The answer is the fastest path whose key metrics lose at most
-``tolerance`` points against float32 PyTorch; without accuracy, only float32 paths (whose
-outputs the export checks against PyTorch) are candidates.
-"""
+"""Which way of running a model (PyTorch, ONNX Runtime, OpenVINO, ExecuTorch, in each
+precision) is fastest on this CPU at an accuracy close enough to float32: every path timed
+interleaved, and with a checkpoint tested on the config's test set (docs/deployment.md)."""
 import importlib.util
 import os
 import os.path as osp
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 from ..deployment.export import export_model
 from ..deployment.runtime import RUNTIMES, UnsupportedPrecision, require_bf16, runs_app_programs
-from ..model_variants import target_kind
+from ..model_variants import DEFAULT_SIZES, target_kind
 from ..utils.cpu import cpu_flags
 from .benchmark import DEPLOYED, benchmark, format_environment
 
 PATHS = ('fused', 'fast') + tuple(DEPLOYED)
 PYTORCH_PATHS = ('fused', 'fast')
-DEFAULT_SIZES = {'backbone': (224, 224), 'mmdet': (800, 1333), 'mmseg': (512, 512)}
 # (metric key, label, factor to points): what "within tolerance" is judged on
 KEY_METRICS = {
     'mmdet': (('coco/bbox_mAP_50', 'bbox AP50', 100.0), ('coco/segm_mAP_50', 'segm AP50', 100.0)),
     'mmseg': (('mIoU', 'mIoU', 1.0), ),
 }
-
-# evaluate(path, weights, runtime, precision, fast) -> the test loop's metrics; runtime and
-# precision None for a checkpoint (PyTorch)
-Evaluate = Callable[[str, str, Optional[str], Optional[str], bool], dict]
 
 
 def runtime_precision(path: str) -> Tuple[str, str]:
@@ -65,22 +49,15 @@ def unavailable_reason(path: str, flags=None, kind: str = 'backbone',
     return None
 
 
-def which_path(target: str, checkpoint: Optional[str] = None,
-               size: Optional[Tuple[int, int]] = None, threads: int = 2, repeats: int = 10,
-               warmup: int = 2, tolerance: float = 1.0, paths: Sequence[str] = PATHS,
-               evaluate: Optional[Evaluate] = None, work_dir: Optional[str] = None,
-               cfg_options: Optional[dict] = None, calib_images: int = 32,
-               progress: bool = False, flags=None) -> Dict:
-    """Time every path of ``paths`` that can run here on ``target`` (a config, or a backbone
-    arch) at ``size`` with ``threads`` threads, interleaved, and, given ``checkpoint`` and
-    ``evaluate``, measure each one's accuracy on the config's test set; pick the fastest
-    (median time) whose key metrics (``KEY_METRICS``) lose at most ``tolerance`` points
-    against the first float32 PyTorch path. Returns a JSON-ready report (``format_report``).
-
-    With ``checkpoint`` the exported files are kept in ``work_dir``; without, the
-    benchmark's own temporary exports (random weights, int8 calibrated on synthetic images)
-    are timed and no accuracy is measured. ``flags``: the CPU's flags (default: this CPU's).
-    """
+def which_path(target, checkpoint=None, size=None, threads=2, repeats=10, warmup=2,
+               tolerance=1.0, paths=PATHS, evaluate=None, work_dir=None, cfg_options=None,
+               calib_images=32, progress=False, flags=None) -> Dict:
+    """Time every path of ``paths`` that can run here on ``target`` (a config or a backbone
+    arch), interleaved; given ``checkpoint`` and ``evaluate(path, weights, runtime, precision,
+    fast)`` (the test loop's metrics; runtime and precision None for PyTorch), measure each
+    one's accuracy, with the files exported from ``checkpoint`` kept in ``work_dir``. Picks the
+    fastest (median) whose ``KEY_METRICS`` lose at most ``tolerance`` points against float32
+    PyTorch. Returns a JSON-ready report (``format_report``). ``flags``: the CPU's flags."""
     kind = target_kind(target)
     for path in paths:
         runtime_precision(path)

@@ -1,11 +1,6 @@
-"""Turning build failures into errors that say what in the config is wrong.
-
-mmengine reports a misspelt ``type`` as ``KeyError: 'RepVit is not in the mmseg::model
-registry'`` (an optimiser's as ``TypeError: None is not a callable object``) and a misspelt
-argument as ``TypeError: __init__() got an unexpected keyword argument``, without the config
-key or the valid names. :func:`explained_errors` re-raises these naming the key, the bad value,
-close names and the valid ones, and leaves every other failure alone.
-"""
+"""Build failures re-raised saying what in the config is wrong: for a misspelt ``type`` or
+argument (which mmengine reports without the config key or the valid names) the key, the bad
+value, close names and the valid ones; every other failure is left alone."""
 import difflib
 import inspect
 import re
@@ -58,8 +53,8 @@ def _find_registry(name, scope):
 
 
 def _candidates(registry):
-    """(names a ``type`` may take unscoped: the registry's and its parents'; 'scope.Name' of
-    the other scopes' names that are not also reachable unscoped)."""
+    """(the names a ``type`` may take unscoped: the registry's and its parents'; the other
+    scopes' names by scope)."""
     unscoped, root = set(registry.module_dict), registry
     while root.parent is not None:
         root = root.parent

@@ -12,9 +12,8 @@ from ..fusion import fuse_checkpoint
 
 def fuse_checkpoint_file(config: str, checkpoint: Union[str, dict], out: str,
                          cfg_options: Optional[dict] = None) -> dict:
-    """Fuse the backbone of ``checkpoint`` (a path or an already loaded checkpoint, trained
-    with ``config``, loaded strictly) and save the fused checkpoint to ``out``; it loads with
-    ``config`` itself, in any loader. Returns the fused checkpoint."""
+    """Fuse the backbone of ``checkpoint`` (a path or a loaded checkpoint of ``config``, loaded
+    strictly), save it to ``out`` (it loads with ``config`` itself) and return it."""
     cfg = load_config(config, cfg_options)
     cfg.model.backbone.init_cfg = None
     model = build_model(cfg)

@@ -1,12 +1,6 @@
 """What ``tools/infer.py`` does: predictions and pictures for images, folders and videos,
-through mmdet's ``DetInferencer`` / mmseg's ``MMSegInferencer``.
-
-The checkpoint is read once, here, and loaded strictly (the inferencers would load it with
-``strict=False``), so another model's checkpoint is an error instead of pictures of garbage;
-the inferencer is built without weights and given the loaded checkpoint's class names and
-palette the way it takes them from a file (``CLASSES`` / ``PALETTE`` of older checkpoints
-too).
-"""
+through mmdet's ``DetInferencer`` / mmseg's ``MMSegInferencer``, the checkpoint loaded
+strictly (the inferencers would load another model's with ``strict=False``)."""
 import json
 import os
 import os.path as osp
@@ -56,6 +50,7 @@ class InferenceRun:
 def list_inputs(inputs: str) -> Tuple[List[str], Dict[str, str]]:
     """The images and videos to run on (an image, a video, or a folder's files, sorted), and
     the folder's other files with why they are not run on."""
+    images, videos = ', '.join(IMAGE_EXTENSIONS), ', '.join(VIDEO_EXTENSIONS)
     if osp.isdir(inputs):
         files, skipped = [], {}
         for name in sorted(os.listdir(inputs)):
@@ -65,18 +60,16 @@ def list_inputs(inputs: str) -> Tuple[List[str], Dict[str, str]]:
             elif name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
                 files.append(path)
             else:
-                skipped[path] = f'not an image ({", ".join(IMAGE_EXTENSIONS)}) or video ' \
-                    f'({", ".join(VIDEO_EXTENSIONS)})'
+                skipped[path] = f'not an image ({images}) or video ({videos})'
         if not files:
-            raise FileNotFoundError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) or videos in '
-                                    f'folder {inputs!r}')
+            raise FileNotFoundError(f'No images ({images}) or videos in folder {inputs!r}')
         return files, skipped
     if not osp.isfile(inputs):
         raise FileNotFoundError(f'Input {inputs!r} does not exist (give an image, a video or a '
                                 f'folder of images)')
     if not inputs.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
-        raise ValueError(f'Input {inputs!r} is neither an image ({", ".join(IMAGE_EXTENSIONS)}) '
-                         f'nor a video ({", ".join(VIDEO_EXTENSIONS)})')
+        raise ValueError(f'Input {inputs!r} is neither an image ({images}) nor a video '
+                         f'({videos})')
     return [inputs], {}
 
 
@@ -123,11 +116,9 @@ def build_inferencer(config: Optional[str], weights: str, device: str = 'cpu',
                      fuse: bool = False, runtime: Optional[str] = None,
                      precision: Optional[str] = None, trust_checkpoint_config: bool = False):
     """The toolbox's inferencer for ``config`` (or the config inside ``weights``, read as data
-    unless ``trust_checkpoint_config``: ``config.config_from_text``), the checkpoint loaded
-    strictly, the whole model fused when ``fuse``. ``weights`` may be an exported model
-    (``.onnx``, ``.xml``, ``.pte``) of ``config``: the inferencer then runs it in ``runtime``
-    and ``precision`` (``deployment.open_model``; an ExecuTorch app program is fed the
-    original image), same pipeline, pictures and JSON."""
+    unless ``trust_checkpoint_config``), the checkpoint loaded strictly, the whole model fused
+    when ``fuse``; an exported model (``.onnx``, ``.xml``, ``.pte``) of ``config`` runs in
+    ``runtime`` and ``precision`` (``deployment.open_model``) with the same pipeline."""
     deployed = check_model_file(weights, runtime, precision, fuse)
     if deployed:
         if not config:
@@ -241,16 +232,18 @@ def infer(inputs: str, config: Optional[str], weights: str, out_dir: str = 'outp
           runtime: Optional[str] = None, precision: Optional[str] = None,
           trust_checkpoint_config: bool = False) -> InferenceRun:
     """Predict every image / video frame of ``inputs``; write ``out_dir/vis/`` (pictures,
-    videos) and ``out_dir/preds/<name>.json``. An input that cannot be read does not stop the
-    others: it is reported in the returned :class:`InferenceRun` with the reason, as are a
-    folder's files that are neither images nor videos."""
+    videos) and ``out_dir/preds/<name>.json``. An input that cannot be read, or a folder's file
+    that is neither image nor video, is reported in the returned :class:`InferenceRun`."""
     files, skipped = list_inputs(inputs)
     inferencer = build_inferencer(config, weights, device, fuse, runtime, precision,
                                   trust_checkpoint_config)
     classes = inferencer.model.dataset_meta.get('classes', ())
-    to_json = (lambda s: detections_to_json(s, classes, score_thr)) \
-        if toolbox_of(inferencer.cfg) == 'mmdet' else \
-        (lambda s: segmentation_to_json(s, classes))
+    if toolbox_of(inferencer.cfg) == 'mmdet':
+        def to_json(sample):
+            return dict(detections=detections_to_json(sample, classes, score_thr))
+    else:
+        def to_json(sample):
+            return dict(class_fractions=segmentation_to_json(sample, classes))
     os.makedirs(osp.join(out_dir, 'vis'), exist_ok=True)
     os.makedirs(osp.join(out_dir, 'preds'), exist_ok=True)
     run = InferenceRun(skipped=skipped)
@@ -261,26 +254,20 @@ def infer(inputs: str, config: Optional[str], weights: str, out_dir: str = 'outp
             source = open_video(path) if video else read_image(path)
         except OSError as e:
             run.failed[path] = str(e)
-            source = None
-        if video and source is not None:
-            run.written += _infer_video(inferencer, source, path, name, out_dir, to_json,
-                                        score_thr)
-        elif source is not None:
-            sample = predict(inferencer, source)
-            picture = osp.join(out_dir, 'vis', f'{name}.png')
-            mmcv.imwrite(mmcv.rgb2bgr(draw(inferencer, source, sample, score_thr)), picture)
-            run.written += [picture, _write_json(out_dir, name, dict(
-                image=path, **_wrap(to_json(sample))))]
-        if source is not None:
+        else:
+            if video:
+                run.written += _infer_video(inferencer, source, path, name, out_dir, to_json,
+                                            score_thr)
+            else:
+                sample = predict(inferencer, source)
+                picture = osp.join(out_dir, 'vis', f'{name}.png')
+                mmcv.imwrite(mmcv.rgb2bgr(draw(inferencer, source, sample, score_thr)), picture)
+                run.written += [picture, _write_json(out_dir, name,
+                                                     dict(image=path, **to_json(sample)))]
             run.processed.append(path)
         if bar is not None:
             bar.update()
     return run
-
-
-def _wrap(prediction) -> dict:
-    return dict(detections=prediction) if isinstance(prediction, list) else \
-        dict(class_fractions=prediction)
 
 
 def _write_json(out_dir: str, name: str, data: dict) -> str:
@@ -302,7 +289,7 @@ def _infer_video(inferencer, video, path, name, out_dir, to_json, score_thr) -> 
             writer = cv2.VideoWriter(out_video, cv2.VideoWriter_fourcc(*'mp4v'), video.fps,
                                      (w, h))
         writer.write(picture)
-        frames.append(dict(frame=index, **_wrap(to_json(sample))))
+        frames.append(dict(frame=index, **to_json(sample)))
         bar.update()
     writer.release()
     return [out_video, _write_json(out_dir, name, dict(video=path, frames=frames))]

@@ -11,21 +11,16 @@ from ..deployment import check_model_file, is_deployed_file, open_model
 from ..deployment.executorch_runtime import feed_original_images
 from ..deployment.runtime import runs_app_programs
 from .diagnose import explained_errors
-from .train import build_runner
+from .train import add_hooks, build_runner
 
 
 def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = None,
                      out: Optional[str] = None, show_dir: Optional[str] = None,
                      fuse: bool = False, cfg_options: Optional[dict] = None,
                      launcher: str = 'none') -> Config:
-    """The config of a test run. A fused checkpoint (``tools/fuse_checkpoint.py``) needs
-    nothing special (the backbone takes the form of the weights); ``fuse`` fuses the whole
-    model after loading, head norms included. ``checkpoint`` may also be an exported model
-    (``.onnx``, ``.xml``, ``.pte``): ``test`` opens it in its runtime (``open_model``).
-
-    The checkpoint is not read here: ``test`` reads it once, before building anything, and
-    loads it strictly; ``load_from`` stays empty so that the runner does not read it again.
-    An http(s) URL is downloaded once into the checkpoint cache (``resolve_checkpoint_path``)."""
+    """The config of a test run of ``checkpoint`` (plain, fused, an http(s) URL, or an exported
+    model: ``.onnx``, ``.xml``, ``.pte``); ``fuse`` fuses the whole model after loading. The
+    checkpoint is read by ``test``, once (``load_from`` stays empty)."""
     checkpoint = resolve_checkpoint_path(checkpoint)
     if fuse:
         check_model_file(checkpoint, fuse=fuse)
@@ -38,8 +33,7 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # every weight comes from the checkpoint
     if fuse:
-        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-            dict(type='mmrepvit.FuseModelHook')]
+        add_hooks(cfg, ['mmrepvit.FuseModelHook'])
     if out:
         if toolbox == 'mmdet':
             if not out.endswith(('.pkl', '.pickle')):
@@ -64,12 +58,10 @@ def prepare_test_cfg(config: str, checkpoint: str, work_dir: Optional[str] = Non
 
 def test(cfg: Config, checkpoint: Optional[dict] = None, runtime: Optional[str] = None,
          precision: Optional[str] = None) -> dict:
-    """Check the data is there, read the checkpoint (``cfg.test_checkpoint``) or open the
-    exported model in ``runtime`` and ``precision`` (``deployment.open_model``; an ExecuTorch
-    app program is fed the original images), build the runner, load the checkpoint strictly
-    (the runner itself would only warn), test; returns the metrics dict, its numbers Python
-    numbers (``python_numbers``). ``checkpoint``: the already loaded checkpoint, which is then
-    not read again."""
+    """Check the data, read ``cfg.test_checkpoint`` (unless given loaded as ``checkpoint``) or
+    open the exported model in ``runtime`` and ``precision``, build the runner, load the
+    checkpoint strictly (the runner would only warn), test; returns the metrics as Python
+    numbers."""
     path = cfg.get('test_checkpoint') or cfg.get('load_from')
     deployed = path is not None and check_model_file(path, runtime, precision)
     if runs_app_programs(runtime):  # an app program resizes the original image itself
@@ -94,10 +86,8 @@ def test(cfg: Config, checkpoint: Optional[dict] = None, runtime: Optional[str] 
 
 
 def python_numbers(metrics: dict) -> dict:
-    """``metrics`` with its numpy scalars as Python numbers. Under numpy 2, mmseg's IoUMetric
-    returns ``np.float32`` (numpy 1 promoted its arithmetic to ``np.float64``, a ``float``),
-    which ``json`` cannot write; the demo, ``tools/which_path.py`` and the tests report,
-    compare and save these values."""
+    """``metrics`` with numpy scalars as Python numbers: under numpy 2 mmseg's IoUMetric gives
+    ``np.float32``, which ``json`` cannot write."""
     return {key: value.item() if isinstance(value, np.generic) else value
             for key, value in metrics.items()}
 
@@ -105,20 +95,16 @@ def python_numbers(metrics: dict) -> dict:
 def evaluate_path(config: str, weights: str, runtime: Optional[str] = None,
               precision: Optional[str] = None, fast: bool = False,
               work_dir: Optional[str] = None, cfg_options: Optional[dict] = None) -> dict:
-    """The metrics of one way of running ``config`` on its test set, through ``tools/test.py``'s
-    loop: a checkpoint fused for the test (``fast``: also the CPU fast path,
-    ``CPUSpeedHook`` with channels-last), or an exported ``.onnx`` in ``runtime`` and
-    ``precision``. What ``tools/which_path.py`` measures each path's accuracy with.
-
-    The test set is read in this process (no dataloader workers): by now the runtimes'
-    thread pools (OpenMP, OpenVINO's TBB) are running here, and workers forked from such a
-    process crashed (a futex error, a segmentation fault)."""
+    """The metrics of one way of running ``config`` on its test set (``tools/test.py``'s loop):
+    a checkpoint fused (``fast``: also ``CPUSpeedHook`` with channels-last), or an exported
+    model in ``runtime`` and ``precision``; what ``tools/which_path.py`` measures with."""
     deployed = is_deployed_file(weights)
     if fast and deployed:
         raise ValueError(f'fast=True is the PyTorch CPU fast path, but {weights!r} is an '
                          f'exported model: give a checkpoint')
     cfg = prepare_test_cfg(config, weights, work_dir=work_dir, fuse=not deployed,
                            cfg_options=cfg_options)
+    # no dataloader workers: forked from a process running runtime thread pools, they crashed
     cfg.test_dataloader.num_workers = 0
     cfg.test_dataloader.persistent_workers = False
     if fast:

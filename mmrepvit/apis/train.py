@@ -24,10 +24,8 @@ def prepare_train_cfg(config: str, work_dir: Optional[str] = None,
                       resume: Optional[str] = None, amp: bool = False,
                       auto_scale_lr: bool = False, cfg_options: Optional[dict] = None,
                       launcher: str = 'none') -> Config:
-    """The config of a training run, with mmdet's ``tools/train.py`` flags applied.
-
-    ``resume``: None (start fresh), 'auto' (latest checkpoint in the work dir) or a path.
-    """
+    """The config of a training run, with mmdet's ``tools/train.py`` flags applied;
+    ``resume``: None (start fresh), 'auto' (latest checkpoint in the work dir) or a path."""
     cfg = load_config(config, cfg_options)
     check_train_length(cfg)
     cfg.launcher = launcher
@@ -53,8 +51,8 @@ def prepare_train_cfg(config: str, work_dir: Optional[str] = None,
 
 
 def check_train_length(cfg):
-    """A run that would train nothing (``max_iters`` or ``max_epochs`` below 1: mmengine then
-    returns at once, exit status 0) is a config error naming the key and value."""
+    """``max_iters`` / ``max_epochs`` below 1 (mmengine would train nothing and exit 0) is a
+    config error naming the key and value."""
     train_cfg = cfg.get('train_cfg') or {}
     for key in ('max_iters', 'max_epochs'):
         value = train_cfg.get(key)
@@ -82,9 +80,8 @@ def build_runner(cfg: Config) -> Runner:
 
 
 def train(cfg: Config) -> Runner:
-    """Check the data, build the runner, train; returns the runner. Misspelt config types and
-    arguments, missing or empty files and empty datasets fail with errors saying what to fix;
-    a work dir another training run is writing into is refused."""
+    """Check the data, build the runner, train; returns the runner. Config and data errors say
+    what to fix; a work dir another training run is writing into is refused."""
     check_dataset_paths(cfg, splits=('train', 'val'))
     check_dataset_annotations(cfg, splits=('train', 'val'))
     with explained_errors(cfg):
@@ -101,9 +98,8 @@ def train(cfg: Config) -> Runner:
 
 
 def read_resumed_config_as_data(runner) -> None:
-    """Have ``runner.resume`` refuse a checkpoint whose ``meta['config']`` is not plain data:
-    mmengine reads ``gpu_ids`` from it with ``Config.fromstring``, which runs it, so a checkpoint
-    that passes the weights-only allow-list could bring code that way. ``load_checkpoint``,
+    """Have ``runner.resume`` refuse a checkpoint whose ``meta['config']`` is not plain data
+    (mmengine runs it with ``Config.fromstring`` to read ``gpu_ids``): ``load_checkpoint``,
     which ``resume`` calls first, is wrapped to read that text as data first."""
     load_checkpoint = runner.load_checkpoint
 
