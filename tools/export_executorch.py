@@ -9,8 +9,10 @@ detections, masks (or features) differ (docs/deployment.md, "On the device").
       --checkpoint fpn_m1_1.pth --int8 fpn_m1_1_int8.pte --calib-images 32
   python tools/export_executorch.py m1_1 repvit_m1_1.pte [--classifier]
 
-A detector program takes images of the aspect ratio of --size H W. An int8 program's
-accuracy: python tools/test.py CONFIG PATH --runtime executorch.
+Out: a segmentor's int32 class map [H, W]; a detector's boxes (image pixels), scores, labels
+and their count (Mask R-CNN: masks [N, H, W] too). A detector program takes images of the
+aspect ratio of --size H W. An int8 program's accuracy:
+  python tools/test.py CONFIG PATH --runtime executorch.
 """
 import json
 import os
